@@ -1,0 +1,57 @@
+"""Everything configured: settings, services and runners, loaded and checked together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from appliance.errors import ConfigError
+from appliance.model import Service
+from appliance.runnerconf import RunnerConfig, load_runner_configs
+from appliance.servicefile import load_services
+from appliance.settings import Settings
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    services: dict[str, Service]
+    runners: dict[str, RunnerConfig]
+    errors: list[ConfigError] = field(default_factory=list)
+
+
+def cross_check(
+    services: dict[str, Service], runners: dict[str, RunnerConfig]
+) -> list[ConfigError]:
+    """Problems between files: a service naming a runner that is not configured, and so on."""
+    errors = []
+    for service in services.values():
+        for choice in service.runners.values():
+            config = runners.get(choice.runner)
+            key = f"execution.runners.{choice.id}" if service.format == "slivka" else "runner"
+            if config is None:
+                known = ", ".join(sorted(runners)) or "none"
+                errors.append(
+                    ConfigError(
+                        f"runner {choice.runner!r} is not configured (configured: {known})",
+                        source=service.source,
+                        key=key,
+                    )
+                )
+            elif config.backend == "docker" and not service.image:
+                errors.append(
+                    ConfigError(
+                        f"runner {choice.runner!r} runs containers: the service needs 'image'",
+                        source=service.source,
+                        key="image",
+                    )
+                )
+    return errors
+
+
+def load_catalogue(settings: Settings) -> Catalogue:
+    """Services and runners from the folders the settings name; bad files are reported, not fatal."""
+    services, service_errors = load_services(settings.services_dir)
+    runners, runner_errors = load_runner_configs(settings.runners_dir)
+    errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
+    broken = {e.source for e in errors}
+    usable = {sid: s for sid, s in services.items() if s.source not in broken}
+    return Catalogue(usable, runners, errors)

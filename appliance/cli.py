@@ -1,0 +1,140 @@
+"""The ``appliance`` command. Each subcommand loads settings at start, never at import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance import __version__
+from appliance.catalogue import load_catalogue
+from appliance.commandline import build_command
+from appliance.errors import ApplianceError, CommandError, ConfigError, FormErrors
+from appliance.forms import FileRef, RawValue, validate
+from appliance.model import Service
+from appliance.servicefile import load_service_file
+from appliance.settings import Settings, load_settings
+
+
+def _print_error(message: str) -> None:
+    print(f"appliance: {message}", file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    catalogue = load_catalogue(settings)
+    for error in catalogue.errors:
+        print(error.describe(), file=sys.stderr)
+    print(f"settings: {settings.source}")
+    print(
+        f"services: {len(catalogue.services)} from {settings.services_dir}: "
+        f"{', '.join(sorted(catalogue.services)) or '-'}"
+    )
+    print(
+        f"runners: {len(catalogue.runners)} from {settings.runners_dir}: "
+        f"{', '.join(sorted(catalogue.runners)) or '-'}"
+    )
+    if catalogue.errors:
+        print(f"{len(catalogue.errors)} problem(s) found", file=sys.stderr)
+        return 1
+    print("OK")
+    return 0
+
+
+def _pairs(items: Sequence[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{option} takes NAME=VALUE, got {item!r}")
+        pairs.append((name, value))
+    return pairs
+
+
+def _find_service(name: str, settings: Settings | None) -> Service:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return load_service_file(path)
+    assert settings is not None
+    catalogue = load_catalogue(settings)
+    if name not in catalogue.services:
+        broken = [e for e in catalogue.errors if Path(e.source).name.startswith(f"{name}.")]
+        if broken:
+            raise broken[0]
+        known = ", ".join(sorted(catalogue.services)) or "none"
+        raise ConfigError(f"no service {name!r} in {settings.services_dir} (known: {known})")
+    return catalogue.services[name]
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    looks_like_path = Path(args.service).suffix in (".yaml", ".yml")
+    settings = None if looks_like_path else load_settings()
+    service = _find_service(args.service, settings)
+    raw: dict[str, list[RawValue]] = {}
+    for name, value in _pairs(args.set or [], "--set"):
+        raw.setdefault(name, []).append(value)
+    for name, value in _pairs(args.file or [], "--file"):
+        path = Path(value).resolve()
+        raw.setdefault(name, []).append(FileRef(value, path, path.name))
+    try:
+        values = asyncio.run(validate(service, raw))
+    except FormErrors as exc:
+        print(json.dumps(exc.to_json(), indent=2))
+        return 1
+    runner = service.runners.get(args.runner)
+    if runner is None:
+        raise ConfigError(
+            f"service {service.id} has no runner {args.runner!r} "
+            f"(it has: {', '.join(service.runners)})"
+        )
+    plan = build_command(service, values, os.environ, runner)
+    print(json.dumps({"service": service.id, "runner": runner.runner, **plan.to_json()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="Command-line tools as web services. Settings come from the YAML file "
+        "named by APPLIANCE_SETTINGS and APPLIANCE_* environment variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate settings, service and runner files")
+    check.set_defaults(handler=cmd_check)
+
+    command = sub.add_parser(
+        "command", help="print, as JSON, the argv, environment and files a job would get"
+    )
+    command.add_argument("service", help="a service id, or the path of a .service.yaml file")
+    command.add_argument(
+        "--set", action="append", metavar="NAME=VALUE", help="a parameter value (repeat for arrays)"
+    )
+    command.add_argument(
+        "--file", action="append", metavar="NAME=PATH", help="a file parameter (repeat for arrays)"
+    )
+    command.add_argument(
+        "--runner",
+        default="default",
+        help="which of the service's runners to build for (default: default)",
+    )
+    command.set_defaults(handler=cmd_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (ConfigError, CommandError) as exc:
+        _print_error(str(exc) if not isinstance(exc, ConfigError) else exc.describe())
+        return 2
+    except ApplianceError as exc:
+        _print_error(str(exc))
+        return 2
+    return code

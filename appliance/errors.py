@@ -1,0 +1,117 @@
+"""Every error the appliance raises on purpose.
+
+    ApplianceError
+    ├── ConfigError              a settings, service or runner file is wrong
+    │   └── ConfigErrors         several ConfigErrors found in one pass
+    ├── ValidationError          a submitted value is wrong (carries an error code)
+    │   └── FormErrors           several ValidationErrors for one submission
+    ├── CommandError             a command line cannot be built for valid values
+    ├── StoreError               MongoDB answered with an error we did not expect
+    │   └── StoreUnavailableError  MongoDB could not be reached in time
+    └── RunnerError              a runner backend failed (see the runner modules)
+
+Third-party exceptions (pymongo, yaml, docker, zmq) are translated into these at the
+one module that imports the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class ConfigError(ApplianceError):
+    """A configuration file (settings, service, runner) is wrong.
+
+    ``source`` is the file, ``key`` the dotted path inside it; both end up in the message
+    so that a person can find the line to fix.
+    """
+
+    def __init__(self, reason: str, *, source: str = "", key: str = "") -> None:
+        self.reason = reason
+        self.source = source
+        self.key = key
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = self.source
+        if self.key:
+            where = f"{where}: {self.key}" if where else self.key
+        return f"{where}: {self.reason}" if where else self.reason
+
+    def at(self, key: str) -> ConfigError:
+        """The same error, one level further out (``key`` is prefixed)."""
+        inner = f"{key}.{self.key}" if self.key else key
+        return ConfigError(self.reason, source=self.source, key=inner)
+
+    def in_file(self, source: str) -> ConfigError:
+        return ConfigError(self.reason, source=source, key=self.key)
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors, reported together."""
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(e.describe() for e in self.errors))
+
+    def describe(self) -> str:
+        return "\n".join(e.describe() for e in getattr(self, "errors", []))
+
+
+# The error codes of the previous system's API, kept so its clients understand them.
+ERROR_CODES = (
+    "required",
+    "invalid",
+    "min_value",
+    "max_value",
+    "min_length",
+    "max_length",
+    "media_type",
+    "not_found",
+    "condition",
+)
+
+
+class ValidationError(ApplianceError):
+    """One parameter's value is wrong."""
+
+    def __init__(self, parameter: str, code: str, message: str) -> None:
+        assert code in ERROR_CODES, code
+        self.parameter = parameter
+        self.code = code
+        self.message = message
+        super().__init__(f"{parameter}: {message} ({code})")
+
+    def to_json(self) -> dict[str, str]:
+        return {"parameter": self.parameter, "errorCode": self.code, "message": self.message}
+
+
+class FormErrors(ApplianceError):
+    """All the wrong values of one submission."""
+
+    def __init__(self, errors: Iterable[ValidationError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {"errors": [e.to_json() for e in self.errors]}
+
+
+class CommandError(ApplianceError):
+    """A command line cannot be built (unset environment variable, clashing file names)."""
+
+
+class StoreError(ApplianceError):
+    """MongoDB answered with an error the store does not expect."""
+
+
+class StoreUnavailableError(StoreError):
+    """MongoDB could not be reached within the retry deadline."""
+
+
+class RunnerError(ApplianceError):
+    """A runner backend could not do what was asked."""

@@ -1,0 +1,132 @@
+"""The internal model of a service, whichever file format it came from."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.conditions import Condition
+from appliance.templates import ArgTemplate
+
+
+class ParamType(enum.Enum):
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    TEXT = "text"
+    FLAG = "flag"
+    CHOICE = "choice"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    id: str
+    name: str
+    type: ParamType
+    description: str = ""
+    array: bool = False
+    required: bool = True
+    default: Any = None
+    condition: Condition | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    media_type: str | None = None
+    media_type_parameters: dict[str, Any] = field(default_factory=dict)
+    extensions: tuple[str, ...] = ()
+    max_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One entry of ``args``: how a value (or a constant) becomes command-line items."""
+
+    id: str
+    template: tuple[ArgTemplate, ...]
+    default: str | None = None
+    join: str | None = None
+    symlink: str | None = None
+
+    @property
+    def value_may_read_as_option(self) -> bool:
+        """True when a value stands alone as an argv item with no ``--`` before it in the template."""
+        for index, item in enumerate(self.template):
+            ended = any(prev.segments == ("--",) for prev in self.template[:index])
+            if item.is_bare_slot and not ended:
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Output:
+    id: str
+    path: str
+    name: str = ""
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits for one job; ``None`` leaves the runner configuration's default."""
+
+    cpus: float | None = None
+    memory: int | None = None
+    time_limit: float | None = None
+    pids: int | None = None
+    network: bool | None = None
+    user: str | None = None
+    read_only_root: bool | None = None
+    capabilities: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RunnerChoice:
+    """A service's use of one configured runner (``execution.runners.<id>``)."""
+
+    id: str
+    runner: str
+    consts: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceTest:
+    parameters: dict[str, Any]
+    applicable_runners: tuple[str, ...] = ()
+    timeout: float = 900.0
+    interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    name: str
+    source: str
+    format: str
+    command: tuple[ArgTemplate, ...]
+    parameters: dict[str, Parameter]
+    arguments: tuple[Argument, ...]
+    outputs: tuple[Output, ...]
+    runners: dict[str, RunnerChoice]
+    description: str = ""
+    author: str = ""
+    version: str = ""
+    license: str = ""
+    classifiers: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    selector: str | None = None
+    tests: tuple[ServiceTest, ...] = ()
+
+    def argument(self, arg_id: str) -> Argument | None:
+        for argument in self.arguments:
+            if argument.id == arg_id:
+                return argument
+        return None

@@ -1,0 +1,205 @@
+"""The appliance's settings: one frozen object, built once at process start.
+
+Read from the YAML file named by ``APPLIANCE_SETTINGS`` (if set), then overridden key by
+key by ``APPLIANCE_<KEY>`` environment variables (for containers). Nothing is read at
+import time. Unknown keys, in the file or as ``APPLIANCE_*`` variables, are errors that
+name the file (or variable) and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError, ConfigErrors
+from appliance.units import parse_duration, parse_size
+from appliance.yamlfile import read_mapping
+
+SETTINGS_ENV = "APPLIANCE_SETTINGS"
+ENV_PREFIX = "APPLIANCE_"
+
+
+def _path(value: object) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError(f"expected a path, got {value!r}")
+    return Path(value)
+
+
+def _optional_path(value: object) -> Path | None:
+    return None if value in (None, "") else _path(value)
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _url_prefix(value: object) -> str:
+    text = _str(value)
+    if not text.startswith("/") and "://" not in text:
+        raise ValueError(f"expected a URL path starting with / or an absolute URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    try:
+        number = int(str(value)) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if not isinstance(number, int) or number < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _log_level(value: object) -> str:
+    text = _str(value).upper()
+    if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
+    return text
+
+
+def _size(value: object) -> int:
+    return parse_size(value.strip() if isinstance(value, str) else value)
+
+
+def _setting(default: Any, parse: Callable[[object], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, with a default that works for a local run from the project folder."""
+
+    mongodb_uri: str = _setting("mongodb://127.0.0.1:27017", _str, "MongoDB connection string")
+    mongodb_database: str = _setting("appliance", _str, "database holding jobs and files")
+    uploads_dir: Path = _setting(Path("var/uploads"), _path, "where uploaded files are stored")
+    jobs_dir: Path = _setting(Path("var/jobs"), _path, "where each job gets its directory")
+    uploads_url: str = _setting(
+        "/media/uploads", _url_prefix, "URL prefix under which the proxy serves uploads_dir"
+    )
+    jobs_url: str = _setting(
+        "/media/jobs", _url_prefix, "URL prefix under which the proxy serves jobs_dir"
+    )
+    uploads_host_dir: Path | None = _setting(
+        None, _optional_path, "uploads_dir as the Docker engine's host sees it (sibling containers)"
+    )
+    jobs_host_dir: Path | None = _setting(
+        None, _optional_path, "jobs_dir as the Docker engine's host sees it (sibling containers)"
+    )
+    services_dir: Path = _setting(
+        Path("services"), _path, "folder searched for *.service.yaml files"
+    )
+    runners_dir: Path = _setting(Path("runners"), _path, "folder of runner configurations")
+    upload_max_bytes: int = _setting(100 * 1024**2, _size, "largest accepted upload, e.g. 100M")
+    scheduler_address: str = _setting(
+        "tcp://127.0.0.1:5570", _str, "ZeroMQ address where the scheduler takes wake-ups"
+    )
+    worker_address: str = _setting(
+        "tcp://127.0.0.1:5571", _str, "ZeroMQ address of the local worker pool"
+    )
+    web_bind: str = _setting("127.0.0.1:8000", _str, "host:port the web process listens on")
+    web_workers: int = _setting(1, _positive_int, "number of web worker processes")
+    instance: str = _setting(
+        "appliance", _str, "name of this appliance, put on every container it starts"
+    )
+    lease_seconds: float = _setting(
+        30.0, parse_duration, "how long a scheduler holds a job before others may take it over"
+    )
+    sweep_seconds: float = _setting(
+        5.0, parse_duration, "how often the scheduler looks for work it was not woken for"
+    )
+    log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    source: str = field(default="(defaults)", compare=False, metadata={"internal": True})
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "(settings)",
+        base_dir: Path | None = None,
+    ) -> Settings:
+        """Settings from a mapping; relative paths are taken from ``base_dir``."""
+        known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        values: dict[str, Any] = {}
+        errors: list[ConfigError] = []
+        for key, raw in data.items():
+            spec = known.get(str(key))
+            if spec is None:
+                errors.append(
+                    ConfigError(_unknown_key_reason(str(key)), source=source, key=str(key))
+                )
+                continue
+            try:
+                values[spec.name] = spec.metadata["parse"](raw)
+            except ValueError as exc:
+                errors.append(ConfigError(str(exc), source=source, key=spec.name))
+        if errors:
+            raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+        settings = cls(**values, source=source)
+        return settings.resolve_paths(base_dir or Path.cwd())
+
+    def resolve_paths(self, base_dir: Path) -> Settings:
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path) and not value.is_absolute() and "host_dir" not in f.name:
+                changes[f.name] = (base_dir / value).resolve()
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict[str, str]:
+        return {key: str(getattr(self, key)) for key in self.names()}
+
+
+def _unknown_key_reason(key: str) -> str:
+    close = [k for k in Settings.names() if k.split("_")[0] == key.split("_")[0]]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"unknown setting{hint}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for this process: the file named by APPLIANCE_SETTINGS, then APPLIANCE_* vars."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    base_dir = Path.cwd()
+    path_text = env.get(SETTINGS_ENV)
+    if path_text:
+        path = Path(path_text)
+        data = read_mapping(path)
+        source = str(path)
+        base_dir = path.resolve().parent
+        # The file's own relative paths are from its folder; overrides below from the cwd.
+        file_settings = Settings.from_mapping(data, source=source, base_dir=base_dir)
+    else:
+        file_settings = Settings()
+    overrides: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == SETTINGS_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.names():
+            errors.append(ConfigError(_unknown_key_reason(key), source="environment", key=name))
+            continue
+        overrides[key] = value
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    if overrides:
+        override_settings = Settings.from_mapping(overrides, source="environment")
+        changes = {key: getattr(override_settings, key) for key in overrides}
+        file_settings = dataclasses.replace(file_settings, **changes)
+    if not path_text:
+        file_settings = file_settings.resolve_paths(base_dir)
+    return dataclasses.replace(file_settings, source=source)

@@ -1,0 +1,318 @@
+"""The one module that talks to MongoDB: jobs, uploaded files and service health.
+
+Every operation goes through ``Store._call``, which retries while the server is
+unreachable (with back-off, up to ``retry_seconds``) and translates pymongo's errors
+into StoreError / StoreUnavailableError.
+
+Handing work over between processes relies on one guarantee only: inserting a document
+whose ``_id`` exists fails. (MongoDB's findAndModify is atomic, but MongoDB-protocol
+servers such as FerretDB implement it as a read followed by a write, and we test against
+those too.) A claim inserts ``<job id>:<generation>`` into ``leases``: exactly one
+process wins each generation, and only the winner then writes the job. After submission
+a job document has one writer at a time, its lease holder; the web process records
+cancellation requests in their own collection instead of writing the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+
+from appliance.errors import StoreError, StoreUnavailableError
+from appliance.states import JobState
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
+    ("newest", [("submitted_at", DESCENDING)]),
+    ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
+    ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
+    ("by_runner", [("runner", ASCENDING), ("state", ASCENDING)]),
+]
+LEASE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("by_job", [("job_id", ASCENDING)]),
+]
+FILE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("by_job", [("job_id", ASCENDING)]),
+    ("by_creation", [("created_at", ASCENDING)]),
+]
+
+
+def new_id() -> str:
+    """A random id that is safe in URLs and file names (16 characters, 80 bits)."""
+    return base64.b32encode(os.urandom(10)).decode("ascii").lower()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    def __init__(
+        self, uri: str, database: str, *, retry_seconds: float = 10.0, server_timeout_ms: int = 2000
+    ) -> None:
+        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            uri,
+            tz_aware=True,
+            tzinfo=UTC,
+            serverSelectionTimeoutMS=server_timeout_ms,
+            connectTimeoutMS=server_timeout_ms,
+            connect=False,
+        )
+        self.db = self.client[database]
+        self.jobs = self.db["jobs"]
+        self.files = self.db["files"]
+        self.services = self.db["services"]
+        self.leases = self.db["leases"]
+        self.cancels = self.db["cancels"]
+        self.retry_seconds = retry_seconds
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except ConnectionFailure as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailableError(f"MongoDB is unreachable ({what}): {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except PyMongoError as exc:
+                raise StoreError(f"MongoDB refused {what}: {exc}") from None
+
+    async def _insert_unique(
+        self, what: str, collection: Any, document: Doc, *, retried_ok: bool = False
+    ) -> bool:
+        """Insert ``document``; False if its ``_id`` exists already.
+
+        With ``retried_ok``, a duplicate found on a retry counts as success: the first
+        attempt went through before the connection broke.
+        """
+        attempts = 0
+
+        async def insert() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                await collection.insert_one(document)
+            except DuplicateKeyError:
+                return retried_ok and attempts > 1
+            return True
+
+        return await self._call(what, insert)
+
+    # -- set-up and health -------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call("ping", lambda: self.db.command("ping"))
+
+    async def ensure_indexes(self) -> None:
+        pairs = ((self.jobs, JOB_INDEXES), (self.files, FILE_INDEXES), (self.leases, LEASE_INDEXES))
+        for collection, indexes in pairs:
+            for name, keys in indexes:
+                await self._call(
+                    f"index {name}",
+                    lambda c=collection, k=keys, n=name: c.create_index(k, name=n),  # type: ignore[misc]
+                )
+
+    async def drop_database(self) -> None:
+        await self._call("drop", lambda: self.client.drop_database(self.db.name))
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def insert_job(self, job: Doc) -> None:
+        """Record a new job (its ``_id`` made by the caller, so a retried insert is harmless)."""
+        document = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0, **job}
+        if not await self._insert_unique("insert job", self.jobs, document, retried_ok=True):
+            raise StoreError(f"a job with id {job['_id']!r} exists already")
+
+    async def get_job(self, job_id: str) -> Doc | None:
+        return await self._call("get job", lambda: self.jobs.find_one({"_id": job_id}))
+
+    async def find_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        services: Sequence[str] = (),
+        ids: Sequence[str] = (),
+        submitted_after: datetime | None = None,
+        submitted_before: datetime | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> tuple[int, list[Doc]]:
+        """Jobs matching every given filter, newest first, and how many match in all."""
+        query: Doc = {}
+        if states:
+            query["state"] = {"$in": list(states)}
+        if services:
+            query["service"] = {"$in": list(services)}
+        if ids:
+            query["_id"] = {"$in": list(ids)}
+        window: Doc = {}
+        if submitted_after is not None:
+            window["$gte"] = submitted_after
+        if submitted_before is not None:
+            window["$lt"] = submitted_before
+        if window:
+            query["submitted_at"] = window
+
+        async def run() -> tuple[int, list[Doc]]:
+            total = await self.jobs.count_documents(query)
+            cursor = self.jobs.find(query).sort("submitted_at", DESCENDING).skip(skip)
+            return total, await cursor.limit(limit).to_list(None)
+
+        return await self._call("find jobs", run)
+
+    async def claim_job(
+        self, owner: str, states: Iterable[JobState], lease_seconds: float, *, batch: int = 16
+    ) -> Doc | None:
+        """Take the oldest job in ``states`` whose lease is free or expired; None if none is.
+
+        Two processes can never both take one job: each claim must insert the lease
+        document of the job's next generation, and only one insert of an ``_id`` succeeds.
+        """
+        now = utcnow()
+        query = {
+            "state": {"$in": [str(s) for s in states]},
+            "$or": [{"lease_expires": None}, {"lease_expires": {"$lt": now}}],
+        }
+
+        async def candidates() -> list[Doc]:
+            cursor = self.jobs.find(query, {"_id": 1, "lease_gen": 1})
+            return await cursor.sort("submitted_at", ASCENDING).limit(batch).to_list(None)
+
+        for candidate in await self._call("find claimable jobs", candidates):
+            job_id = str(candidate["_id"])
+            generation = int(candidate.get("lease_gen") or 0) + 1
+            lease = {"_id": f"{job_id}:{generation}", "job_id": job_id, "owner": owner, "at": now}
+            if not await self._insert_unique("claim job", self.leases, lease):
+                continue  # another process won this generation
+            update = {
+                "$set": {
+                    "lease_owner": owner,
+                    "lease_expires": now + timedelta(seconds=lease_seconds),
+                    "lease_gen": generation,
+                },
+                "$inc": {"claims": 1},
+            }
+            take = partial(
+                self.jobs.find_one_and_update,
+                {"_id": job_id},
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+            return await self._call("claim job", take)
+        return None
+
+    async def renew_leases(self, owner: str, job_ids: Sequence[str], lease_seconds: float) -> int:
+        """Extend the leases ``owner`` still holds; returns how many it still holds."""
+        if not job_ids:
+            return 0
+        expires = utcnow() + timedelta(seconds=lease_seconds)
+        result = await self._call(
+            "renew leases",
+            lambda: self.jobs.update_many(
+                {"_id": {"$in": list(job_ids)}, "lease_owner": owner},
+                {"$set": {"lease_expires": expires}},
+            ),
+        )
+        return int(result.matched_count)
+
+    async def release_job(self, owner: str, job_id: str) -> None:
+        await self._call(
+            "release job",
+            lambda: self.jobs.update_one(
+                {"_id": job_id, "lease_owner": owner},
+                {"$set": {"lease_owner": None, "lease_expires": None}},
+            ),
+        )
+
+    async def move_job(
+        self,
+        job_id: str,
+        sources: Iterable[JobState],
+        new: JobState,
+        fields: Doc | None = None,
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Compare-and-set: move the job to ``new`` only if it is in one of ``sources``
+        (and, with ``owner``, only if that owner holds it). True if it moved."""
+        query: Doc = {"_id": job_id, "state": {"$in": [str(s) for s in sources]}}
+        if owner is not None:
+            query["lease_owner"] = owner
+        update = {"$set": {"state": str(new), **(fields or {})}}
+        result = await self._call("update job", lambda: self.jobs.update_one(query, update))
+        return bool(result.modified_count == 1)
+
+    async def update_job(self, job_id: str, fields: Doc) -> None:
+        await self._call(
+            "update job", lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields})
+        )
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Record that the job's owner should cancel it (idempotent)."""
+
+        await self._insert_unique("cancel job", self.cancels, {"_id": job_id, "at": utcnow()})
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` have a cancellation request."""
+
+        async def run() -> set[str]:
+            cursor = self.cancels.find({"_id": {"$in": list(job_ids)}}, {"_id": 1})
+            return {str(doc["_id"]) async for doc in cursor}
+
+        return await self._call("read cancellations", run)
+
+    async def forget_leases(self, job_id: str) -> None:
+        """Drop a finished job's lease history."""
+        await self._call("forget leases", lambda: self.leases.delete_many({"job_id": job_id}))
+
+    # -- uploaded files ----------------------------------------------------------------
+
+    async def insert_file(self, record: Doc) -> None:
+        await self._call("insert file", lambda: self.files.insert_one(record))
+
+    async def get_file(self, file_id: str) -> Doc | None:
+        return await self._call("get file", lambda: self.files.find_one({"_id": file_id}))
+
+    async def update_file(self, file_id: str, fields: Doc) -> Doc | None:
+        return await self._call(
+            "update file",
+            lambda: self.files.find_one_and_update(
+                {"_id": file_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
+            ),
+        )
+
+    # -- service health ----------------------------------------------------------------
+
+    async def set_service_status(self, service_id: str, status: str, message: str = "") -> None:
+        await self._call(
+            "set service status",
+            lambda: self.services.update_one(
+                {"_id": service_id},
+                {"$set": {"status": status, "message": message, "timestamp": utcnow()}},
+                upsert=True,
+            ),
+        )
+
+    async def service_statuses(self) -> dict[str, Doc]:
+        async def run() -> dict[str, Doc]:
+            return {doc["_id"]: doc async for doc in self.services.find({})}
+
+        return await self._call("service statuses", run)

@@ -1,0 +1,119 @@
+# Shared by scripts/test and scripts/up: find or start the services the appliance needs.
+# Source it; functions print what they do on stderr and record what they started in
+# STARTED_PIDS so that the caller can stop exactly that.
+
+STARTED_PIDS=()
+APPLIANCE_CACHE=${APPLIANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/appliance}
+
+say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+  # apt_install PACKAGE...: installs Debian packages when running as root on Debian.
+  is_root && command -v apt-get >/dev/null || return 1
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || return 1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_for() {
+  # wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND until it succeeds.
+  local seconds=$1 what=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.3
+  done
+  say "$what is up"
+}
+
+ensure_docker() {
+  # A Docker engine: the one running, or Debian's docker.io started here (as root).
+  if docker info >/dev/null 2>&1; then say "using the running Docker engine"; return 0; fi
+  if ! command -v dockerd >/dev/null; then
+    say "no Docker engine; installing Debian's docker.io"
+    apt_install docker.io || die "no Docker engine, and cannot install one here: install Docker and start it"
+  fi
+  is_root || die "the Docker engine is not running; start it (e.g. sudo systemctl start docker)"
+  local log=${STATE_DIR:-/tmp}/dockerd.log
+  say "starting dockerd (log: $log)"
+  dockerd >"$log" 2>&1 &
+  STARTED_PIDS+=($!)
+  DOCKERD_PID=$!
+  wait_for 60 "Docker engine" docker info || { tail -20 "$log" >&2; die "dockerd did not start"; }
+}
+
+ensure_compose() {
+  # Docker Compose v2 as a CLI plugin (from Debian trixie's package on bookworm; see docs).
+  if docker compose version >/dev/null 2>&1; then return 0; fi
+  die "docker compose v2 is missing"
+}
+
+ferretdb_binary() {
+  # FerretDB embedded in tools/ferretdb-server, built once per source version and cached.
+  local src=tools/ferretdb-server hash bin
+  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  bin="$APPLIANCE_CACHE/ferretdb-server-$hash/ferretdb-server"
+  if [ ! -x "$bin" ]; then
+    local go
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then apt_install golang-go || true; go=$(command -v go || echo "$go"); fi
+    [ -x "$go" ] || die "need Go to build FerretDB (or set MONGODB_URI, or put mongod on PATH)"
+    say "building FerretDB once (cached in $(dirname "$bin"))"
+    mkdir -p "$(dirname "$bin")"
+    (cd "$src" && "$go" build -o "$bin.tmp" .) >&2 || die "building FerretDB failed"
+    mv "$bin.tmp" "$bin"
+  fi
+  echo "$bin"
+}
+
+mongo_ping() {
+  "$PYTHON" - "$1" <<'PY'
+import sys
+from pymongo import MongoClient
+MongoClient(sys.argv[1], serverSelectionTimeoutMS=500).admin.command("ping")
+PY
+}
+
+ensure_mongodb() {
+  # Sets MONGODB_URI: the one given, a mongod on PATH, or FerretDB (built once, cached).
+  if [ -n "${MONGODB_URI:-}" ]; then say "using MONGODB_URI"; return 0; fi
+  local port dir
+  port=$(free_port)
+  dir=${STATE_DIR:-$(mktemp -d)}/mongo
+  mkdir -p "$dir"
+  if command -v mongod >/dev/null; then
+    say "starting mongod on port $port"
+    mongod --dbpath "$dir" --port "$port" --bind_ip 127.0.0.1 >"$dir.log" 2>&1 &
+  else
+    local bin
+    bin=$(ferretdb_binary)
+    say "starting FerretDB on port $port"
+    "$bin" -listen-addr "127.0.0.1:$port" -data-dir "$dir" >"$dir.log" 2>&1 &
+  fi
+  STARTED_PIDS+=($!)
+  MONGODB_URI="mongodb://127.0.0.1:$port/"
+  export MONGODB_URI
+  wait_for 60 "MongoDB server" mongo_ping "$MONGODB_URI" || { tail -20 "$dir.log" >&2; die "MongoDB did not start"; }
+}
+
+ensure_nginx() {
+  command -v nginx >/dev/null || apt_install nginx-light || die "nginx is missing: install it"
+}
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}

@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests run against the real MongoDB-protocol server that scripts/test
+starts (APPLIANCE_TEST_MONGODB_URI); without one they fail, never skip."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from appliance.store import Store, new_id
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri() -> str:
+    uri = os.environ.get("APPLIANCE_TEST_MONGODB_URI")
+    if not uri:
+        pytest.fail("APPLIANCE_TEST_MONGODB_URI is not set: run the tests with scripts/test")
+    try:
+        MongoClient(uri, serverSelectionTimeoutMS=3000).admin.command("ping")
+    except Exception as exc:
+        pytest.fail(f"no MongoDB at {uri}: {exc}")
+    return uri
+
+
+@pytest.fixture(scope="session")
+def database_name(mongodb_uri: str) -> Iterator[str]:
+    """One database for the whole test session, dropped at the end."""
+    name = f"appliance_test_{new_id()}"
+    yield name
+    MongoClient(mongodb_uri, serverSelectionTimeoutMS=3000).drop_database(name)
+
+
+@pytest.fixture
+async def store(mongodb_uri: str, database_name: str) -> AsyncIterator[Store]:
+    store = Store(mongodb_uri, database_name)
+    await store.ensure_indexes()
+    for collection in (store.jobs, store.files, store.services):
+        await collection.delete_many({})
+    yield store
+    await store.close()

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ConfigError
+from appliance.model import ParamType
+from appliance.servicefile import load_service_file, load_services
+from tests.conftest import DATA, ROOT
+
+VALID = DATA / "services" / "valid"
+BROKEN = DATA / "services" / "broken"
+
+# For each broken file: the key the error must name, and words of the reason.
+EXPECTED_ERRORS = {
+    "bad-type": ("parameters.x.type", "unknown type 'matrix'"),
+    "bad-default": ("parameters.x.default", "at most 5"),
+    "missing-command": ("command", "missing"),
+    "bad-condition": ("parameters.x.condition", "ends too early"),
+    "unknown-condition-name": ("parameters.x.condition", "unknown parameters: y"),
+    "escaping-symlink": ("args.f.symlink", "inside the job directory"),
+    "escaping-output": ("outputs.o.path", "inside the job directory"),
+    "unknown-key": ("comand", "unknown key"),
+    "bad-yaml": ("", "not valid YAML"),
+    "no-version": ("", "appliance-version"),
+    "bad-resources": ("resources.memory", "size"),
+    "unterminated-env": ("command", "unterminated"),
+    "array-symlink-without-index": ("args.f.symlink", "%d"),
+    "choice-without-choices": ("parameters.c.choices", "needs choices"),
+    "const-for-nothing": ("execution.runners.default.consts.nothing", "no argument"),
+}
+
+
+def test_every_broken_file_is_covered() -> None:
+    names = {p.name.removesuffix(".service.yaml") for p in BROKEN.glob("*.service.yaml")}
+    assert names == set(EXPECTED_ERRORS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))
+def test_broken_file_reports_file_key_and_reason(name: str) -> None:
+    key, words = EXPECTED_ERRORS[name]
+    path = BROKEN / f"{name}.service.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_service_file(path)
+    error = info.value
+    assert error.source == str(path)
+    assert error.key == key
+    assert words in error.reason
+    assert str(path) in error.describe()
+
+
+def test_broken_files_do_not_stop_the_good_ones(tmp_path: Path) -> None:
+    for folder in (VALID, BROKEN):
+        for path in folder.glob("*.service.yaml"):
+            shutil.copy(path, tmp_path / path.name)
+    services, errors = load_services(tmp_path)
+    assert set(services) == {"clustalo-legacy", "everything-legacy", "native-echo"}
+    assert len(errors) == len(EXPECTED_ERRORS)
+
+
+def test_shipped_services_load_cleanly() -> None:
+    services, errors = load_services(ROOT / "services")
+    assert errors == []
+    assert {"clustalo", "mafft", "muscle"} <= set(services)
+    for service in services.values():
+        assert service.format == "native"
+        assert service.image
+        assert service.resources.memory is not None
+
+
+def test_legacy_example_model() -> None:
+    service = load_service_file(VALID / "clustalo-legacy.service.yaml")
+    assert service.id == "clustalo-legacy"
+    assert service.format == "slivka"
+    assert service.parameters["iterations"].type is ParamType.INTEGER
+    assert service.parameters["iterations"].default == 1
+    assert service.parameters["iterations"].required is False
+    assert service.parameters["input"].required is True
+    assert service.runners["default"].runner == "local"
+    assert [a.id for a in service.arguments] == ["input", "iterations", "dealign", "outfile"]
+    assert service.argument("outfile") is not None
+    assert service.argument("outfile").default == "present"  # type: ignore[union-attr]
+
+
+def test_every_legacy_feature_is_read() -> None:
+    service = load_service_file(VALID / "everything-legacy.service.yaml")
+    p = service.parameters
+    assert p["ratio"].type is ParamType.DECIMAL and p["ratio"].min_exclusive
+    assert p["ratio"].required is False
+    assert p["label"].min_length == 2 and p["label"].max_length == 8
+    assert p["verbose"].type is ParamType.FLAG and p["verbose"].default is False
+    assert p["mode"].choices == {"Fast": "--fast", "Slow": "--slow"}
+    assert p["seqs"].array and p["seqs"].type is ParamType.FILE
+    assert p["seqs"].extensions == ("fa", "fasta")
+    assert p["limit"].condition is not None
+    assert p["limit"].condition.names == {"verbose", "self", "count"}
+    assert service.runners["cluster"].runner == "slurm"
+    assert service.runners["cluster"].consts == {"count": "7"}
+    assert service.runners["default"].env == {"EXTRA": "1"}
+    assert service.env == {"TOOL_HOME": "${HOME}/tool", "GREETING": "hello"}
+    assert service.tests[0].interval == 600.0
+    assert service.tests[0].applicable_runners == ("default",)
+    assert service.outputs[0].path == "*.out"
+    assert service.classifiers == ("Topic : Testing",)
+
+
+def test_native_form_adds_image_resources_and_runner() -> None:
+    service = load_service_file(VALID / "native-echo.service.yaml")
+    assert service.image == "busybox:local"
+    assert service.resources.cpus == 0.5
+    assert service.resources.memory == 64 * 1024**2
+    assert service.resources.time_limit == 30.0
+    assert service.resources.pids == 16
+    assert service.resources.network is False
+    assert service.resources.user == "1000:1000"
+    assert service.runners["default"].runner == "docker"
+    assert service.parameters["message"].default == "hello"
+
+
+def test_native_form_defaults_to_the_docker_runner(tmp_path: Path) -> None:
+    path = tmp_path / "t.service.yaml"
+    path.write_text('appliance-version: 1\nname: T\nimage: x\ncommand: "true"\n')
+    service = load_service_file(path)
+    assert service.runners["default"].runner == "docker"
+    assert service.parameters == {}
+
+
+def test_duplicate_ids_in_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        shutil.copy(VALID / "native-echo.service.yaml", tmp_path / folder / "echo.service.yaml")
+    services, errors = load_services(tmp_path)
+    assert list(services) == ["echo"]
+    assert len(errors) == 1 and "already defined" in errors[0].reason
+
+
+def test_missing_services_folder(tmp_path: Path) -> None:
+    services, errors = load_services(tmp_path / "nope")
+    assert services == {}
+    assert "not found" in errors[0].reason

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ConfigError
+from appliance.settings import Settings, load_settings
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_work_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({})
+    assert settings.mongodb_uri == "mongodb://127.0.0.1:27017"
+    assert settings.jobs_dir == tmp_path / "var" / "jobs"
+    assert settings.upload_max_bytes == 100 * 1024**2
+    assert settings.source == "(defaults)"
+
+
+def test_file_values_and_relative_paths_from_the_file_folder(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = write(
+        conf / "settings.yaml",
+        "mongodb_uri: mongodb://db:27017\nuploads_dir: data/up\nupload_max_bytes: 5M\n"
+        "uploads_url: /files/up/\nlease_seconds: 2m\n",
+    )
+    settings = load_settings({"APPLIANCE_SETTINGS": str(path)})
+    assert settings.mongodb_uri == "mongodb://db:27017"
+    assert settings.uploads_dir == conf / "data" / "up"
+    assert settings.jobs_dir == conf / "var" / "jobs"  # defaults are from the file's folder too
+    assert settings.upload_max_bytes == 5 * 1024**2
+    assert settings.uploads_url == "/files/up"
+    assert settings.lease_seconds == 120.0
+    assert settings.source == str(path)
+
+
+def test_environment_overrides_every_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "mongodb_database: fromfile\nweb_workers: 2\n")
+    settings = load_settings(
+        {
+            "APPLIANCE_SETTINGS": str(path),
+            "APPLIANCE_MONGODB_DATABASE": "fromenv",
+            "APPLIANCE_WEB_WORKERS": "4",
+            "APPLIANCE_JOBS_DIR": "/srv/jobs",
+        }
+    )
+    assert settings.mongodb_database == "fromenv"
+    assert settings.web_workers == 4
+    assert settings.jobs_dir == Path("/srv/jobs")
+    for key in Settings.names():
+        assert key.upper() == key.upper()  # every key has its APPLIANCE_<KEY> variable
+        load_settings({f"APPLIANCE_{key.upper()}": _sample(key)})
+
+
+def _sample(key: str) -> str:
+    field = next(f for f in dataclasses.fields(Settings) if f.name == key)
+    default = field.default
+    if key.endswith("_url"):
+        return "/x"
+    return (
+        "5" if isinstance(default, int | float) else "/tmp/x" if default is None else str(default)
+    )
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "mongodb_url: mongodb://x\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"APPLIANCE_SETTINGS": str(path)})
+    message = str(info.value)
+    assert str(path) in message
+    assert "mongodb_url" in message
+    assert "mongodb_uri" in message  # the hint
+
+
+def test_unknown_environment_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="APPLIANCE_JOB_DIR"):
+        load_settings({"APPLIANCE_JOB_DIR": "/x"})
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("web_workers: 0\n", "web_workers"),
+        ("web_workers: many\n", "web_workers"),
+        ("upload_max_bytes: lots\n", "upload_max_bytes"),
+        ("uploads_url: media\n", "uploads_url"),
+        ("log_level: LOUD\n", "log_level"),
+        ("lease_seconds: -3\n", "lease_seconds"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path / "s.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"APPLIANCE_SETTINGS": str(path)})
+    assert info.value.key == key
+    assert str(path) in str(info.value)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings({"APPLIANCE_SETTINGS": str(path)})
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings({"APPLIANCE_SETTINGS": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings({"APPLIANCE_SETTINGS": str(write(tmp_path / "l.yaml", "- 1\n"))})
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.mongodb_uri = "x"  # type: ignore[misc]
+
+
+def test_importing_the_package_reads_no_settings(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = write(tmp_path / "s.yaml", "not_a_key: 1\n")
+    code = "import appliance.cli, appliance.store, appliance.settings, appliance.forms"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"APPLIANCE_SETTINGS": str(bad), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_key_is_documented() -> None:
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "settings.md").read_text()
+    for key in Settings.names():
+        assert f"| `{key}` | `APPLIANCE_{key.upper()}` |" in text, key

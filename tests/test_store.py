@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from datetime import timedelta
+
+import pytest
+
+from appliance.errors import StoreUnavailableError
+from appliance.states import JobState
+from appliance.store import Store, new_id, utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+def job(state: str = "ACCEPTED", service: str = "svc", age: float = 0.0) -> dict[str, object]:
+    return {"_id": new_id(), "service": service, "state": state,
+            "submitted_at": utcnow() - timedelta(seconds=age)}  # fmt: skip
+
+
+async def test_indexes_exist_for_every_query(store: Store) -> None:
+    names = {index["name"] async for index in await store.jobs.list_indexes()}
+    assert {"claim", "newest", "by_service", "by_state", "by_runner"} <= names
+    await store.ensure_indexes()  # idempotent
+
+
+async def test_insert_get_and_tz_aware_times(store: Store) -> None:
+    record = job()
+    await store.insert_job(record)
+    found = await store.get_job(str(record["_id"]))
+    assert found is not None
+    assert found["service"] == "svc"
+    assert found["lease_owner"] is None and found["lease_gen"] == 0
+    assert found["submitted_at"].tzinfo is not None
+    assert await store.get_job(new_id()) is None
+
+
+async def test_find_jobs_filters_newest_first_and_pages(store: Store) -> None:
+    for i in range(5):
+        await store.insert_job(job("COMPLETED", "a", age=100 - i))
+    for i in range(3):
+        await store.insert_job(job("FAILED", "b", age=50 - i))
+    total, jobs = await store.find_jobs()
+    assert total == 8
+    times = [j["submitted_at"] for j in jobs]
+    assert times == sorted(times, reverse=True)
+    total, jobs = await store.find_jobs(services=["a"], skip=1, limit=2)
+    assert total == 5 and len(jobs) == 2
+    total, _ = await store.find_jobs(states=["FAILED", "COMPLETED"], services=["b"])
+    assert total == 3
+    cutoff = utcnow() - timedelta(seconds=75)
+    total, _ = await store.find_jobs(submitted_after=cutoff)
+    assert total == 3
+    total, _ = await store.find_jobs(submitted_before=cutoff)
+    assert total == 5
+    ids = [str(j["_id"]) for j in jobs]
+    total, found = await store.find_jobs(ids=ids[:1])
+    assert total == 1 and found[0]["_id"] == ids[0]
+
+
+async def test_claim_takes_oldest_and_respects_leases(store: Store) -> None:
+    old, new = job(age=10), job(age=1)
+    await store.insert_job(new)
+    await store.insert_job(old)
+    await store.insert_job(job("COMPLETED", age=20))
+    first = await store.claim_job("A", [JobState.ACCEPTED], 30)
+    assert first is not None and first["_id"] == old["_id"] and first["lease_owner"] == "A"
+    second = await store.claim_job("B", [JobState.ACCEPTED], 30)
+    assert second is not None and second["_id"] == new["_id"]
+    assert await store.claim_job("C", [JobState.ACCEPTED], 30) is None
+
+
+async def test_expired_lease_is_taken_over(store: Store) -> None:
+    record = job()
+    await store.insert_job(record)
+    assert await store.claim_job("dead", [JobState.ACCEPTED], 0.2) is not None
+    assert await store.claim_job("alive", [JobState.ACCEPTED], 30) is None
+    await asyncio.sleep(0.3)
+    taken = await store.claim_job("alive", [JobState.ACCEPTED], 30)
+    assert taken is not None and taken["lease_owner"] == "alive" and taken["claims"] == 2
+    # The dead owner can no longer renew or move it.
+    assert await store.renew_leases("dead", [str(record["_id"])], 30) == 0
+    assert await store.move_job(str(record["_id"]), [JobState.ACCEPTED], JobState.QUEUED,
+                                owner="dead") is False  # fmt: skip
+    assert await store.renew_leases("alive", [str(record["_id"])], 30) == 1
+
+
+async def test_move_job_is_compare_and_set(store: Store) -> None:
+    record = job()
+    await store.insert_job(record)
+    jid = str(record["_id"])
+    assert await store.move_job(jid, [JobState.ACCEPTED], JobState.QUEUED, {"runner": "docker"})
+    assert not await store.move_job(jid, [JobState.ACCEPTED], JobState.RUNNING)
+    found = await store.get_job(jid)
+    assert found is not None and found["state"] == "QUEUED" and found["runner"] == "docker"
+
+
+async def test_cancel_request_and_release(store: Store) -> None:
+    record = job()
+    await store.insert_job(record)
+    jid = str(record["_id"])
+    assert await store.claim_job("A", [JobState.ACCEPTED], 30) is not None
+    await store.release_job("A", jid)
+    after = await store.get_job(jid)
+    assert after is not None and after["lease_owner"] is None and after["lease_gen"] == 1
+    other = new_id()
+    assert await store.cancel_requested([jid, other]) == set()
+    await store.request_cancel(jid)
+    await store.request_cancel(jid)  # idempotent
+    assert await store.cancel_requested([jid, other]) == {jid}
+    await store.forget_leases(jid)
+    assert await store.leases.count_documents({"job_id": jid}) == 0
+
+
+async def test_files_and_service_status(store: Store) -> None:
+    fid = new_id()
+    await store.insert_file({"_id": fid, "label": "a.fa", "created_at": utcnow()})
+    updated = await store.update_file(fid, {"label": "b.fa"})
+    assert updated is not None and updated["label"] == "b.fa"
+    assert await store.get_file(new_id()) is None
+    await store.set_service_status("clustalo", "OK")
+    await store.set_service_status("clustalo", "DOWN", "image missing")
+    statuses = await store.service_statuses()
+    assert statuses["clustalo"]["status"] == "DOWN"
+    assert statuses["clustalo"]["message"] == "image missing"
+
+
+def _claimer(
+    uri: str, database: str, owner: str, start: float, out: multiprocessing.Queue[list[str]]
+) -> None:
+    async def run() -> list[str]:
+        store = Store(uri, database)
+        taken = []
+        while time.time() < start:
+            await asyncio.sleep(0.001)
+        while (doc := await store.claim_job(owner, [JobState.ACCEPTED], 60)) is not None:
+            taken.append(str(doc["_id"]))
+        await store.close()
+        return taken
+
+    out.put(asyncio.run(run()))
+
+
+async def test_concurrent_processes_never_take_the_same_job(
+    store: Store, mongodb_uri: str, database_name: str
+) -> None:
+    ids = set()
+    for _ in range(120):
+        record = job()
+        ids.add(str(record["_id"]))
+        await store.insert_job(record)
+    context = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[list[str]] = context.Queue()
+    start = time.time() + 2.0
+    procs = [context.Process(target=_claimer, args=(mongodb_uri, database_name, f"p{i}", start, out))
+             for i in range(4)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    results = [await asyncio.to_thread(out.get, True, 60) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+    taken = [jid for result in results for jid in result]
+    assert sum(1 for result in results if result) >= 2, "the processes did not contend"
+    assert len(taken) == len(set(taken)), "a job was claimed twice"
+    assert set(taken) == ids
+    total, _ = await store.find_jobs(states=["ACCEPTED"])
+    docs = [await store.get_job(jid) for jid in ids]
+    assert all(d is not None and d["claims"] == 1 for d in docs)
+    assert total == 120
+
+
+async def test_unreachable_server_gives_store_unavailable_after_retrying() -> None:
+    store = Store("mongodb://127.0.0.1:9/", "x", retry_seconds=0.5, server_timeout_ms=100)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="unreachable"):
+        await store.get_job("x")
+    assert time.monotonic() - started >= 0.4  # it retried before giving up
+    await store.close()
