@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,6 +99,68 @@ def cmd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from appliance.process import run_scheduler
+
+    settings = load_settings()
+    _logging(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_scheduler(settings, stop, heartbeat=args.heartbeat)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from appliance.process import run_worker
+
+    settings = load_settings()
+    _logging(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_worker(
+            settings,
+            stop,
+            slots=args.slots,
+            state_dir=args.state_dir,
+            keys=args.keys,
+            allow=args.allow or [],
+        )
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 if the heartbeat file was touched within --max-age seconds."""
+    try:
+        age = time.time() - args.heartbeat.stat().st_mtime
+    except OSError:
+        print(f"no heartbeat at {args.heartbeat}", file=sys.stderr)
+        return 1
+    if age > args.max_age:
+        print(f"heartbeat is {age:.0f} s old", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appliance",
@@ -124,6 +189,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="which of the service's runners to build for (default: default)",
     )
     command.set_defaults(handler=cmd_command)
+
+    scheduler = sub.add_parser("scheduler", help="run the scheduler (until SIGTERM)")
+    scheduler.add_argument(
+        "--heartbeat", type=Path, default=None, help="a file touched every round, for health checks"
+    )
+    scheduler.set_defaults(handler=cmd_scheduler)
+
+    worker = sub.add_parser("worker", help="run a local worker pool (until SIGTERM)")
+    worker.add_argument(
+        "--slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="jobs run at once (default: the number of CPUs)",
+    )
+    worker.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the pool remembers its jobs (default: <jobs_dir>/.worker)",
+    )
+    worker.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="CURVE key file of the pool (required on a network address)",
+    )
+    worker.add_argument(
+        "--allow",
+        type=Path,
+        action="append",
+        help="a client's CURVE key file (public part used); repeat",
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
+    health.add_argument("--heartbeat", type=Path, required=True)
+    health.add_argument("--max-age", type=float, default=30.0)
+    health.set_defaults(handler=cmd_health)
     return parser
 
 

@@ -8,7 +8,8 @@
     ├── CommandError             a command line cannot be built for valid values
     ├── StoreError               MongoDB answered with an error we did not expect
     │   └── StoreUnavailableError  MongoDB could not be reached in time
-    └── RunnerError              a runner backend failed (see the runner modules)
+    └── RunnerError              a runner backend failed (the job ends in ERROR)
+        └── RunnerUnavailableError  its engine or worker is unreachable (retried)
 
 Third-party exceptions (pymongo, yaml, docker, zmq) are translated into these at the
 one module that imports the library.
@@ -115,3 +116,7 @@ class StoreUnavailableError(StoreError):
 
 class RunnerError(ApplianceError):
     """A runner backend could not do what was asked."""
+
+
+class RunnerUnavailableError(RunnerError):
+    """The runner's engine or worker cannot be reached now; the job waits and retries."""

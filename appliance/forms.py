@@ -219,3 +219,32 @@ async def validate(
     if errors:
         raise FormErrors(errors.values())
     return values
+
+
+def dump_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Validated values as MongoDB can store them (files become small documents)."""
+
+    def dump(value: Any) -> Any:
+        if isinstance(value, FileRef):
+            return {"$file": {"id": value.id, "path": str(value.path), "label": value.label,
+                              "media_type": value.media_type}}  # fmt: skip
+        if isinstance(value, list):
+            return [dump(v) for v in value]
+        return value
+
+    return {key: dump(value) for key, value in values.items()}
+
+
+def load_values(stored: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of dump_values."""
+
+    def load(value: Any) -> Any:
+        if isinstance(value, dict) and "$file" in value:
+            f = value["$file"]
+            return FileRef(str(f["id"]), Path(f["path"]), str(f.get("label", "")),
+                           str(f.get("media_type", "")))  # fmt: skip
+        if isinstance(value, list):
+            return [load(v) for v in value]
+        return value
+
+    return {key: load(value) for key, value in stored.items()}

@@ -83,6 +83,16 @@ class Resources:
     read_only_root: bool | None = None
     capabilities: tuple[str, ...] | None = None
 
+    def over(self, defaults: Resources) -> Resources:
+        """These resources where they are set, ``defaults`` elsewhere (a runner's limits)."""
+        values = {
+            name: getattr(self, name)
+            if getattr(self, name) is not None
+            else getattr(defaults, name)
+            for name in Resources.__dataclass_fields__
+        }
+        return Resources(**values)
+
 
 @dataclass(frozen=True)
 class RunnerChoice:

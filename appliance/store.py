@@ -77,6 +77,7 @@ class Store:
         self.leases = self.db["leases"]
         self.cancels = self.db["cancels"]
         self.retry_seconds = retry_seconds
+        self._job_writes = asyncio.Lock()
 
     async def close(self) -> None:
         await self.client.close()
@@ -94,6 +95,16 @@ class Store:
                 delay = min(delay * 2, 1.0)
             except PyMongoError as exc:
                 raise StoreError(f"MongoDB refused {what}: {exc}") from None
+
+    async def _write(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Writes to job documents, one at a time in this process.
+
+        MongoDB applies each update atomically, but MongoDB-protocol servers like FerretDB
+        read, change and write back the whole document: two concurrent updates of one job
+        from this process (a lease renewal and a state change) could undo each other.
+        """
+        async with self._job_writes:
+            return await self._call(what, operation)
 
     async def _insert_unique(
         self, what: str, collection: Any, document: Doc, *, retried_ok: bool = False
@@ -216,7 +227,7 @@ class Store:
                 update,
                 return_document=ReturnDocument.AFTER,
             )
-            return await self._call("claim job", take)
+            return await self._write("claim job", take)
         return None
 
     async def renew_leases(self, owner: str, job_ids: Sequence[str], lease_seconds: float) -> int:
@@ -224,7 +235,7 @@ class Store:
         if not job_ids:
             return 0
         expires = utcnow() + timedelta(seconds=lease_seconds)
-        result = await self._call(
+        result = await self._write(
             "renew leases",
             lambda: self.jobs.update_many(
                 {"_id": {"$in": list(job_ids)}, "lease_owner": owner},
@@ -234,7 +245,7 @@ class Store:
         return int(result.matched_count)
 
     async def release_job(self, owner: str, job_id: str) -> None:
-        await self._call(
+        await self._write(
             "release job",
             lambda: self.jobs.update_one(
                 {"_id": job_id, "lease_owner": owner},
@@ -257,11 +268,11 @@ class Store:
         if owner is not None:
             query["lease_owner"] = owner
         update = {"$set": {"state": str(new), **(fields or {})}}
-        result = await self._call("update job", lambda: self.jobs.update_one(query, update))
+        result = await self._write("update job", lambda: self.jobs.update_one(query, update))
         return bool(result.modified_count == 1)
 
     async def update_job(self, job_id: str, fields: Doc) -> None:
-        await self._call(
+        await self._write(
             "update job", lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields})
         )
 
@@ -316,3 +327,13 @@ class Store:
             return {doc["_id"]: doc async for doc in self.services.find({})}
 
         return await self._call("service statuses", run)
+
+    async def active_job_ids(self) -> set[str]:
+        """Ids of every job not yet in a final state."""
+        from appliance.states import FINAL
+
+        async def run() -> set[str]:
+            query = {"state": {"$nin": [str(s) for s in FINAL]}}
+            return {str(doc["_id"]) async for doc in self.jobs.find(query, {"_id": 1})}
+
+        return await self._call("list active jobs", run)

@@ -1,0 +1,277 @@
+"""Messages between processes, over ZeroMQ (asyncio). The only module that imports zmq.
+
+- Wake-ups: the web process PUSHes ``{"kind": ..., "job": ...}`` to the scheduler's PULL
+  socket. Sending never blocks and may drop a message when nobody listens: the job
+  record in MongoDB is the truth, a lost wake-up only delays until the next sweep.
+- Requests: a DEALER client calls a ROUTER server (the local worker pool) with JSON
+  requests matched to replies by id. On a network address both ends use CURVE keys and
+  the server accepts only the client keys it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
+
+log = logging.getLogger(__name__)
+Message = dict[str, Any]
+
+
+def is_private_address(address: str) -> bool:
+    """True for ipc:// and inproc:// and for tcp:// on a loopback host."""
+    scheme = address.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Key material for one end of a CURVE connection (Z85 text)."""
+
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> CurveKeys:
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+    @classmethod
+    def load(cls, path: Path) -> CurveKeys:
+        """A key file: two lines, ``public: <z85>`` and ``secret: <z85>``."""
+        try:
+            fields = dict(
+                line.split(":", 1) for line in path.read_text().splitlines() if ":" in line
+            )
+            return cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
+        except (OSError, KeyError) as exc:
+            raise ConfigError(f"cannot read CURVE keys: {exc}", source=str(path)) from None
+
+    def save(self, path: Path) -> None:
+        path.write_text(f"public: {self.public.decode()}\nsecret: {self.secret.decode()}\n")
+        path.chmod(0o600)
+
+
+class WakeSender:
+    def __init__(self, address: str) -> None:
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 10_000)
+        self.socket.connect(address)
+
+    async def notify(self, kind: str, job_id: str) -> bool:
+        """Best effort; False if the message could not be queued."""
+        try:
+            await self.socket.send_json({"kind": kind, "job": job_id}, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()
+
+
+class WakeReceiver:
+    def __init__(self, address: str) -> None:
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ConfigError(
+                f"cannot listen on {address}: {exc}", key="scheduler_address"
+            ) from None
+
+    async def receive(self) -> Message:
+        while True:
+            raw = await self.socket.recv()
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                log.warning("ignoring a malformed wake-up message")
+                continue
+            if isinstance(message, dict):
+                return message
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()
+
+
+Handler = Callable[[Message], Awaitable[Message]]
+
+
+class RpcServer:
+    """A ROUTER socket answering JSON requests; each request is handled in its own task."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        keys: CurveKeys | None = None,
+        allowed_clients: list[bytes] | None = None,
+    ) -> None:
+        if not is_private_address(address) and keys is None:
+            raise ConfigError(
+                f"{address} is a network address: the worker needs CURVE keys there, "
+                "since whoever can talk to it can run commands"
+            )
+        self.context = zmq.asyncio.Context()
+        self.authenticator: AsyncioAuthenticator | None = None
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            self.authenticator = AsyncioAuthenticator(self.context)
+            self.authenticator.start()
+            allowed = set(allowed_clients or [])
+            self.authenticator.configure_curve_callback(
+                domain="*", credentials_provider=_Allow(allowed)
+            )
+            self.socket.curve_secretkey = keys.secret
+            self.socket.curve_publickey = keys.public
+            self.socket.curve_server = True
+        try:
+            self.socket.bind(address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ConfigError(f"cannot listen on {address}: {exc}") from None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, handler: Handler) -> None:
+        while True:
+            frames = await self.socket.recv_multipart()
+            if len(frames) != 2:
+                continue
+            task = asyncio.create_task(self._answer(handler, frames[0], frames[1]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, handler: Handler, peer: bytes, raw: bytes) -> None:
+        try:
+            request = json.loads(raw)
+            request_id = request.get("id")
+            reply = await handler(request)
+        except Exception as exc:  # a bad request must never stop the server
+            log.exception("request failed")
+            request_id = None
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(zmq.ZMQError):
+            await self.socket.send_multipart(
+                [peer, json.dumps({"id": request_id, **reply}).encode()]
+            )
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        self.socket.close(0)
+        self.context.term()
+
+
+class _Allow:
+    def __init__(self, allowed: set[bytes]) -> None:
+        self.allowed = allowed
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return zmq.utils.z85.encode(key) in self.allowed or key in self.allowed
+
+
+class RpcClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        server_public: bytes | None = None,
+        keys: CurveKeys | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.context = zmq.asyncio.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        # Never queue a request for a worker that is not connected: it could run much later.
+        self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        if server_public is not None:
+            client = keys or CurveKeys.generate()
+            self.socket.curve_serverkey = server_public
+            self.socket.curve_publickey = client.public
+            self.socket.curve_secretkey = client.secret
+        self.socket.connect(address)
+        self.ids = itertools.count(1)
+        self.prefix = os.urandom(4).hex()
+        self.waiting: dict[str, asyncio.Future[Message]] = {}
+        self.reader: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        while True:
+            raw = await self.socket.recv()
+            try:
+                reply = json.loads(raw)
+            except ValueError:
+                continue
+            future = self.waiting.pop(str(reply.get("id")), None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def call(self, method: str, **params: Any) -> Message:
+        """Send a request and wait for its reply; RunnerUnavailableError if none comes."""
+        if self.reader is None:
+            self.reader = asyncio.create_task(self._read())
+        request_id = f"{self.prefix}-{next(self.ids)}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.waiting[request_id] = future
+        try:
+            try:
+                await self.socket.send_json(
+                    {"id": request_id, "method": method, **params}, flags=zmq.NOBLOCK
+                )
+            except zmq.ZMQError as exc:
+                raise RunnerUnavailableError(
+                    f"the worker at {self.address} is not connected ({exc})"
+                ) from None
+            try:
+                reply = await asyncio.wait_for(future, self.timeout)
+            except TimeoutError:
+                raise RunnerUnavailableError(
+                    f"the worker at {self.address} did not answer within {self.timeout:g} s"
+                ) from None
+        finally:
+            self.waiting.pop(request_id, None)
+        if "error" in reply:
+            raise RunnerError(f"the worker at {self.address} refused {method}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        self.socket.close(0)
+        self.context.term()

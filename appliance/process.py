@@ -1,0 +1,75 @@
+"""Process entry points: build everything a long-running process needs from its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from appliance.catalogue import load_catalogue
+from appliance.errors import ConfigError
+from appliance.messaging import CurveKeys, RpcServer
+from appliance.runners import create_backend
+from appliance.runners.base import Backend
+from appliance.scheduler import Scheduler
+from appliance.settings import Settings
+from appliance.store import Store
+from appliance.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+async def run_scheduler(
+    settings: Settings, stop: asyncio.Event, *, heartbeat: Path | None = None
+) -> None:
+    catalogue = load_catalogue(settings)
+    for error in catalogue.errors:
+        log.error("%s", error.describe())
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.mongodb_uri, settings.mongodb_database, retry_seconds=60)
+    backends: dict[str, Backend] = {}
+    try:
+        await store.ensure_indexes()
+        # Each runner configuration is instantiated once, here, and shared by every job.
+        for runner_id, config in catalogue.runners.items():
+            backends[runner_id] = create_backend(config, settings)
+        scheduler = Scheduler(settings, store, catalogue, backends, heartbeat=heartbeat)
+        await scheduler.run(stop)
+    finally:
+        for backend in backends.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
+        await store.close()
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    slots: int,
+    state_dir: Path | None,
+    keys: Path | None,
+    allow: list[Path],
+) -> None:
+    if slots < 1:
+        raise ConfigError("--slots must be at least 1")
+    directory = state_dir or settings.jobs_dir / ".worker"
+    directory.mkdir(parents=True, exist_ok=True)
+    pool = WorkerPool(slots, directory / "jobs.json")
+    server = RpcServer(
+        settings.worker_address,
+        keys=CurveKeys.load(keys) if keys else None,
+        allowed_clients=[CurveKeys.load(path).public for path in allow],
+    )
+    pool.recover()
+    serving = asyncio.create_task(server.serve(pool.handle))
+    log.info("worker pool with %d slots on %s", slots, settings.worker_address)
+    try:
+        await stop.wait()
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await pool.close()
+        server.close()

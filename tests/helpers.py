@@ -1,0 +1,128 @@
+"""Building blocks for scheduler and runner tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.forms import validate
+from appliance.model import Service
+from appliance.servicefile import load_service_file
+from appliance.settings import Settings
+from appliance.store import Store
+from appliance.submission import record_job
+
+TEST_IMAGE = "appliance-test/busybox:local"
+FINAL = {"COMPLETED", "FAILED", "ERROR", "INTERRUPTED", "DELETED", "REJECTED"}
+
+PROBE = """\
+appliance-version: 1
+name: Probe
+image: {image}
+runner: {runner}
+resources: {{time-limit: {time_limit}, memory: 64M, pids: 32, cpus: 0.5}}
+parameters:
+  program:
+    name: Program
+    type: choice
+    choices: {{echo: echo, touch: touch, "false": "false", sleep: sleep,
+               missing: no-such-program, id: id, sh: sh}}
+  arg: {{name: Argument, type: "text[]", required: false}}
+command: env
+args:
+  program: {{arg: "$(value)"}}
+  arg: {{arg: "$(value)"}}
+outputs:
+  made: {{path: "*.txt", name: Made, media-type: text/plain}}
+"""
+
+
+def make_settings(tmp_path: Path, mongodb_uri: str, database: str, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mongodb_uri": mongodb_uri,
+        "mongodb_database": database,
+        "jobs_dir": str(tmp_path / "jobs"),
+        "uploads_dir": str(tmp_path / "uploads"),
+        "services_dir": str(tmp_path / "services"),
+        "runners_dir": str(tmp_path / "runners"),
+        "scheduler_address": f"ipc://{tmp_path}/scheduler.sock",
+        "worker_address": f"ipc://{tmp_path}/worker.sock",
+        "lease_seconds": 2,
+        "sweep_seconds": 0.5,
+        "instance": f"t{tmp_path.name[-6:].lower().replace('_', '')}",
+    }
+    values.update(changes)
+    for key in ("jobs_dir", "uploads_dir", "services_dir", "runners_dir"):
+        Path(values[key]).mkdir(parents=True, exist_ok=True)
+    return Settings.from_mapping(values, source="test")
+
+
+def write_probe(settings: Settings, runner: str, *, time_limit: str = "1h", backend: str | None = None,
+                options: str = "{}") -> Service:  # fmt: skip
+    (settings.runners_dir / f"{runner}.yaml").write_text(
+        f"backend: {backend or runner}\noptions: {options}\n"
+    )
+    path = settings.services_dir / "probe.service.yaml"
+    path.write_text(PROBE.format(image=TEST_IMAGE, runner=runner, time_limit=time_limit))
+    return load_service_file(path)
+
+
+async def submit(store: Store, service: Service, program: str, *args: str) -> str:
+    raw: dict[str, list[Any]] = {"program": [program]}
+    if args:
+        raw["arg"] = list(args)
+    values = await validate(service, raw)
+    job = await record_job(store, service, values)
+    return str(job["_id"])
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {check}")
+        await asyncio.sleep(interval)
+
+
+async def wait_final(store: Store, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def final() -> dict[str, Any] | None:
+        job = await store.get_job(job_id)
+        return job if job is not None and job["state"] in FINAL else None
+
+    result: dict[str, Any] = await wait_for(final, timeout)
+    return result
+
+
+async def wait_state(
+    store: Store, job_id: str, state: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        job = await store.get_job(job_id)
+        return job if job is not None and job["state"] == state else None
+
+    result: dict[str, Any] = await wait_for(reached, timeout)
+    return result
+
+
+def build_test_image(tmp_path: Path) -> None:
+    """The busybox test image, built once per engine (FROM scratch: no registry needed)."""
+    if (
+        subprocess.run(["docker", "image", "inspect", TEST_IMAGE], capture_output=True).returncode
+        == 0
+    ):
+        return
+    context = tmp_path / "busybox-image"
+    shutil.copytree(Path(__file__).parent / "images" / "busybox", context)
+    shutil.copy("/bin/busybox", context / "busybox")
+    subprocess.run(["docker", "build", "-q", "-t", TEST_IMAGE, str(context)], check=True,
+                   capture_output=True)  # fmt: skip
