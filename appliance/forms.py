@@ -226,7 +226,7 @@ def dump_values(values: dict[str, Any]) -> dict[str, Any]:
 
     def dump(value: Any) -> Any:
         if isinstance(value, FileRef):
-            return {"$file": {"id": value.id, "path": str(value.path), "label": value.label,
+            return {"file": {"id": value.id, "path": str(value.path), "label": value.label,
                               "media_type": value.media_type}}  # fmt: skip
         if isinstance(value, list):
             return [dump(v) for v in value]
@@ -239,8 +239,8 @@ def load_values(stored: dict[str, Any]) -> dict[str, Any]:
     """The inverse of dump_values."""
 
     def load(value: Any) -> Any:
-        if isinstance(value, dict) and "$file" in value:
-            f = value["$file"]
+        if isinstance(value, dict) and "file" in value:
+            f = value["file"]
             return FileRef(str(f["id"]), Path(f["path"]), str(f.get("label", "")),
                            str(f.get("media_type", "")))  # fmt: skip
         if isinstance(value, list):

@@ -46,6 +46,7 @@ IN_FLIGHT = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.UN
 UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show UNKNOWN
 CANCEL_RESEND = 15.0
 CANCEL_GIVE_UP = 60.0
+ORPHAN_SECONDS = 60.0
 
 
 @dataclass
@@ -152,10 +153,14 @@ class Scheduler:
     # -- taking work -----------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
+        next_cleanup = 0.0
         while True:
             self.kick.clear()
             try:
                 await self.dispatch()
+                if time.monotonic() >= next_cleanup:
+                    await self.remove_orphans()
+                    next_cleanup = time.monotonic() + ORPHAN_SECONDS
             except StoreError as exc:
                 log.warning("MongoDB unavailable, pausing: %s", exc)
                 await asyncio.sleep(1.0)
@@ -177,6 +182,21 @@ class Scheduler:
             task.add_done_callback(self._started)
         while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease)) is not None:
             await self._adopt(job)
+
+    async def remove_orphans(self) -> None:
+        """Ask each backend that can to remove what belongs to no active job (containers)."""
+        active = await self.store.active_job_ids()
+        for name, backend in self.backends.items():
+            remover = getattr(backend, "remove_orphans", None)
+            if remover is None:
+                continue
+            try:
+                removed = await remover(active)
+            except RunnerError as exc:
+                log.warning("runner %s: cannot clean up: %s", name, exc)
+                continue
+            if removed:
+                log.info("runner %s: removed %d leftover containers", name, len(removed))
 
     def _started(self, task: asyncio.Task[None]) -> None:
         self.start_tasks.discard(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -31,9 +32,11 @@ parameters:
     name: Program
     type: choice
     choices: {{echo: echo, touch: touch, "false": "false", sleep: sleep,
-               missing: no-such-program, id: id, sh: sh}}
+               missing: no-such-program, printenv: env}}
   arg: {{name: Argument, type: "text[]", required: false}}
 command: env
+env:
+  PROBE_GREETING: hi there
 args:
   program: {{arg: "$(value)"}}
   arg: {{arg: "$(value)"}}
@@ -126,3 +129,14 @@ def build_test_image(tmp_path: Path) -> None:
     shutil.copy("/bin/busybox", context / "busybox")
     subprocess.run(["docker", "build", "-q", "-t", TEST_IMAGE, str(context)], check=True,
                    capture_output=True)  # fmt: skip
+
+
+def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
+    """An environment that gives a child process these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    for key in Settings.names():
+        value = getattr(settings, key)
+        if value is not None:
+            env[f"APPLIANCE_{key.upper()}"] = str(value)
+    env.update({f"APPLIANCE_{k.upper()}": v for k, v in changes.items()})
+    return env

@@ -158,6 +158,7 @@ class DockerBackend:
             "security_opt": ["no-new-privileges:true"],
             "read_only": limits.read_only_root is not False,
             "tmpfs": {"/tmp": f"rw,size={self.tmp_size},mode=1777"},
+            "init": True,  # a real PID 1 passes SIGTERM on to the tool
             "detach": True,
         }
         if limits.memory:
@@ -253,21 +254,21 @@ class DockerBackend:
     async def cancel(self, handle: str) -> None:
         await self._call("stop container", self._stop, handle)
 
-    def _orphans(self, keep: set[str]) -> list[str]:
+    def _orphans(self, active_jobs: set[str]) -> list[str]:
         client = self._docker()
         listed = client.containers.list(
             all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
         )
         removed = []
         for container in listed:
-            if container.name not in keep:
+            if container.labels.get(LABEL_JOB) not in active_jobs:
                 container.remove(force=True)
                 removed.append(container.name)
         return removed
 
-    async def remove_orphans(self, keep: set[str]) -> list[str]:
-        """Remove this instance's containers whose handles are not in ``keep``."""
-        removed: list[str] = await self._call("remove orphans", self._orphans, keep)
+    async def remove_orphans(self, active_jobs: set[str]) -> list[str]:
+        """Remove this instance's containers whose jobs are over (or unknown)."""
+        removed: list[str] = await self._call("remove orphans", self._orphans, active_jobs)
         return removed
 
     async def close(self) -> None:

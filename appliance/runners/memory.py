@@ -1,6 +1,7 @@
 """An in-memory backend for fast scheduler tests: it runs a few simulated programs.
 
-``true``, ``false``, ``echo ARGS``, ``sleep SECONDS``, ``touch FILE``, ``exit N``; any
+``true``, ``false``, ``echo ARGS``, ``sleep SECONDS``, ``touch FILE``, ``exit N``,
+``printenv``; any
 other program "is not found" (exit 127), like a shell would say. Output goes to files in
 the job's directory, like the real backends.
 """
@@ -70,6 +71,9 @@ class MemoryBackend:
             return 0
         if program == "sleep":
             await asyncio.sleep(float(args[0]))
+            return 0
+        if program in ("printenv", "env"):
+            out.write_text("".join(f"{k}={v}\n" for k, v in spec.env.items()))
             return 0
         if program == "touch":
             for name in args:

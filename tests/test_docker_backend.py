@@ -1,0 +1,287 @@
+"""The docker backend and the scheduler against a real Docker engine and MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.catalogue import Catalogue, load_catalogue
+from appliance.forms import FileRef, validate
+from appliance.runners import create_backend
+from appliance.scheduler import Scheduler
+from appliance.settings import Settings
+from appliance.store import Store
+from appliance.submission import record_job
+from tests.helpers import (
+    TEST_IMAGE,
+    build_test_image,
+    make_settings,
+    settings_env,
+    wait_final,
+    wait_state,
+)
+
+pytestmark = pytest.mark.anyio
+
+SERVICES = {
+    "inspect": f"""\
+appliance-version: 1
+name: Inspectable
+image: {TEST_IMAGE}
+resources: {{memory: 64M, cpus: 0.5, pids: 32, time-limit: 1h}}
+parameters:
+  input: {{name: Input, type: file}}
+  seconds: {{name: Seconds, type: integer, default: 0}}
+command: sh -c 'cat inputs/input > copy.txt; id -u > uid.txt; sleep "$0"'
+args:
+  seconds: {{arg: "$(value)"}}
+outputs:
+  copy: {{path: copy.txt, media-type: text/plain}}
+""",
+    "once": f"""\
+appliance-version: 1
+name: Counts its runs
+image: {TEST_IMAGE}
+parameters:
+  seconds: {{name: Seconds, type: integer, default: 0}}
+command: sh -c 'echo run >> runs.txt; sleep "$0"'
+args:
+  seconds: {{arg: "$(value)"}}
+""",
+    "hungry": f"""\
+appliance-version: 1
+name: Eats memory
+image: {TEST_IMAGE}
+resources: {{memory: 32M}}
+command: sh -c 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo done'
+""",
+    "noimage": """\
+appliance-version: 1
+name: Missing image
+image: appliance-test/does-not-exist:0
+command: "true"
+""",
+}
+
+
+def docker_json(*args: str) -> Any:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def containers_of(instance: str) -> list[str]:
+    result = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=appliance.instance={instance}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout.split()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Iterator[Settings]:
+    build_test_image(tmp_path)
+    settings = make_settings(tmp_path, mongodb_uri, database_name)
+    (settings.runners_dir / "docker.yaml").write_text(
+        "backend: docker\nlimits: {user: '1000:1000', network: false}\noptions: {stop_grace: 3}\n"
+    )
+    for name, text in SERVICES.items():
+        (settings.services_dir / f"{name}.service.yaml").write_text(text)
+    yield settings
+    for container in containers_of(settings.instance):
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
+
+@pytest.fixture
+async def catalogue(settings: Settings) -> Catalogue:
+    catalogue = load_catalogue(settings)
+    assert catalogue.errors == []
+    return catalogue
+
+
+@pytest.fixture
+async def scheduler(
+    settings: Settings, store: Store, catalogue: Catalogue
+) -> AsyncIterator[Scheduler]:
+    backend = create_backend(catalogue.runners["docker"], settings)
+    scheduler = Scheduler(settings, store, catalogue, {"docker": backend})
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    yield scheduler
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    await backend.close()
+
+
+async def submit(
+    store: Store, catalogue: Catalogue, service: str, raw: dict[str, list[Any]]
+) -> str:
+    svc = catalogue.services[service]
+    job = await record_job(store, svc, await validate(svc, raw))
+    return str(job["_id"])
+
+
+def input_file(settings: Settings, text: str = "the input\n") -> FileRef:
+    path = settings.uploads_dir / "upload1"
+    path.write_text(text)
+    return FileRef("upload1", path, "in.txt")
+
+
+async def test_the_container_is_locked_down(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job_id = await submit(
+        store, catalogue, "inspect", {"input": [input_file(settings)], "seconds": ["60"]}
+    )
+    await wait_state(store, job_id, "RUNNING", timeout=60)
+    [info] = docker_json("inspect", f"{settings.instance}-{job_id}")
+    host = info["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"]
+    assert host["CapAdd"] is None
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["Memory"] == 64 * 1024**2
+    assert host["MemorySwap"] == 64 * 1024**2
+    assert host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 32
+    assert host["Init"] is True
+    assert "/tmp" in host["Tmpfs"]
+    assert host["Privileged"] is False
+    assert info["Config"]["User"] == "1000:1000"
+    assert info["Config"]["WorkingDir"] == "/job"
+    assert info["Config"]["Labels"]["appliance.job"] == job_id
+    assert info["Config"]["Labels"]["appliance.instance"] == settings.instance
+    assert not any(
+        e.startswith("APPLIANCE_") or e.startswith("MONGODB") for e in info["Config"]["Env"]
+    )
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/job"]["RW"] is True
+    assert mounts["/job"]["Source"] == str(settings.jobs_dir / job_id)
+    assert mounts["/job/inputs/input"]["RW"] is False
+    assert mounts["/job/inputs/input"]["Source"] == str(settings.uploads_dir / "upload1")
+    assert set(mounts) == {"/job", "/job/inputs/input"}
+    await store.request_cancel(job_id)
+    job = await wait_final(store, job_id, timeout=30)
+    assert job["state"] == "INTERRUPTED"
+    assert containers_of(settings.instance) == []
+
+
+async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job_id = await submit(
+        store, catalogue, "inspect", {"input": [input_file(settings, ">x\nMKV\n")]}
+    )
+    job = await wait_final(store, job_id, timeout=60)
+    assert job["state"] == "COMPLETED", job
+    workdir = settings.jobs_dir / job_id
+    assert (workdir / "copy.txt").read_text() == ">x\nMKV\n"
+    assert (workdir / "uid.txt").read_text().strip() == "1000"
+    assert (workdir / "copy.txt").stat().st_uid == 1000
+    assert [o["path"] for o in job["outputs"] if o["id"] == "copy"] == ["copy.txt"]
+    assert (settings.uploads_dir / "upload1").read_text() == ">x\nMKV\n"  # untouched
+    assert containers_of(settings.instance) == []  # removed once finished
+
+
+async def test_out_of_memory_fails_with_a_reason(
+    store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job = await wait_final(store, await submit(store, catalogue, "hungry", {}), timeout=60)
+    assert job["state"] == "FAILED", job
+    assert "out of memory" in job["error"]
+
+
+async def test_a_missing_image_is_an_error_with_a_reason(
+    store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job = await wait_final(store, await submit(store, catalogue, "noimage", {}), timeout=60)
+    assert job["state"] == "ERROR"
+    assert "appliance-test/does-not-exist:0" in job["error"] and "not available" in job["error"]
+
+
+async def test_an_unreachable_engine_retries_then_fails_with_a_reason(
+    settings: Settings, store: Store, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    (settings.runners_dir / "docker.yaml").write_text(
+        f"backend: docker\noptions: {{base_url: 'unix://{tmp_path}/no.sock'}}\n"
+    )
+    catalogue = load_catalogue(settings)
+    backend = create_backend(catalogue.runners["docker"], settings)
+    scheduler = Scheduler(settings, store, catalogue, {"docker": backend}, submit_retry_seconds=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        job = await wait_final(store, await submit(store, catalogue, "once", {}), timeout=30)
+    finally:
+        stop.set()
+        await task
+    assert job["state"] == "ERROR"
+    assert "unreachable" in job["error"]
+    assert job["attempts"] >= 2
+
+
+def scheduler_process(settings: Settings, **changes: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "scheduler"], env=settings_env(settings, **changes)
+    )
+
+
+async def test_kill_9_and_restart_every_job_finishes_exactly_once(
+    settings: Settings, store: Store, catalogue: Catalogue
+) -> None:
+    first = scheduler_process(settings)
+    try:
+        ids = [await submit(store, catalogue, "once", {"seconds": ["4"]}) for _ in range(4)]
+        for job_id in ids:
+            await wait_state(store, job_id, "RUNNING", timeout=60)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    second = scheduler_process(settings)
+    try:
+        jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
+    finally:
+        second.terminate()
+        assert second.wait(30) == 0
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 4
+    for job_id in ids:
+        assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+    assert all(j["lease_gen"] == 2 for j in jobs)  # each was adopted once
+    assert containers_of(settings.instance) == []
+
+
+async def test_two_scheduler_processes_never_run_a_job_twice(
+    settings: Settings, store: Store, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    one = scheduler_process(settings)
+    two = scheduler_process(settings, scheduler_address=f"ipc://{tmp_path}/second.sock")
+    try:
+        ids = [await submit(store, catalogue, "once", {}) for _ in range(16)]
+        jobs = [await wait_final(store, job_id, timeout=120) for job_id in ids]
+    finally:
+        for process in (one, two):
+            process.terminate()
+        assert one.wait(30) == 0 and two.wait(30) == 0
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 16
+    for job_id in ids:
+        assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+    assert containers_of(settings.instance) == []
+
+
+async def test_leftover_containers_are_removed(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    stray = f"{settings.instance}-strayjob"
+    subprocess.run(["docker", "create", "--name", stray, "--label", f"appliance.instance={settings.instance}",
+                    "--label", "appliance.job=nosuchjob", TEST_IMAGE, "true"], check=True, capture_output=True)  # fmt: skip
+    await scheduler.remove_orphans()
+    assert containers_of(settings.instance) == []
