@@ -126,6 +126,14 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from appliance.web.server import run_web
+
+    settings = load_settings()
+    _logging(settings)
+    return run_web(settings)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from appliance.process import run_worker
 
@@ -158,6 +166,25 @@ def cmd_health(args: argparse.Namespace) -> int:
     if age > args.max_age:
         print(f"heartbeat is {age:.0f} s old", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    from appliance.proxyconf import ProxyOptions, nginx_config
+
+    options = ProxyOptions(listen=args.listen, upstream=args.upstream, user=args.user, pid=args.pid)
+    print(nginx_config(load_settings(), options), end="")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from appliance.messaging import CurveKeys
+
+    if args.path.exists():
+        raise ConfigError(f"{args.path} exists already; not overwriting it")
+    keys = CurveKeys.generate()
+    keys.save(args.path)
+    print(f"wrote {args.path}; public key: {keys.public.decode()}")
     return 0
 
 
@@ -196,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scheduler.set_defaults(handler=cmd_scheduler)
 
+    web = sub.add_parser("web", help="run the web API on hypercorn (until SIGTERM)")
+    web.set_defaults(handler=cmd_web)
+
     worker = sub.add_parser("worker", help="run a local worker pool (until SIGTERM)")
     worker.add_argument(
         "--slots",
@@ -222,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client's CURVE key file (public part used); repeat",
     )
     worker.set_defaults(handler=cmd_worker)
+
+    proxy = sub.add_parser("proxy-config", help="print the nginx configuration for these settings")
+    proxy.add_argument("--listen", default="8080", help="nginx listen address (default 8080)")
+    proxy.add_argument("--upstream", default="127.0.0.1:8000", help="host:port of the web process")
+    proxy.add_argument("--user", default=None, help="nginx worker user (default: nginx's own)")
+    proxy.add_argument("--pid", default="nginx.pid", help="nginx pid file")
+    proxy.set_defaults(handler=cmd_proxy_config)
+
+    keygen = sub.add_parser("keygen", help="write a new CURVE key file (for the worker pool)")
+    keygen.add_argument("path", type=Path)
+    keygen.set_defaults(handler=cmd_keygen)
 
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
     health.add_argument("--heartbeat", type=Path, required=True)

@@ -250,7 +250,11 @@ class RpcClient:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
         try:
+            # Wait a moment for a connection that can take the request (none is queued).
+            ready = await self.socket.poll(int(min(self.timeout, 1.0) * 1000), zmq.POLLOUT)  # type: ignore[call-arg]
             try:
+                if not ready:
+                    raise zmq.Again()
                 await self.socket.send_json(
                     {"id": request_id, "method": method, **params}, flags=zmq.NOBLOCK
                 )

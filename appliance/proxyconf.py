@@ -1,0 +1,95 @@
+"""The nginx configuration of the appliance's proxy, made from the settings.
+
+The proxy is the only public door: it passes ``/api`` (and the health endpoints) to the web
+processes, and serves uploaded files and job outputs straight from disk under the
+``uploads_url`` and ``jobs_url`` prefixes, so the app never streams file bytes. Its body
+size limit matches the app's, and its own errors are JSON like the app's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from appliance.settings import Settings
+from appliance.web_limits import request_limit
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    listen: str = "8080"
+    upstream: str = "127.0.0.1:8000"
+    user: str | None = None  # nginx's worker user; None leaves nginx's default
+    pid: str = "nginx.pid"
+    worker_processes: str = "auto"
+
+
+def _json_error(status: int, error: str, message: str) -> str:
+    body = json.dumps({"error": error, "message": message, "status": status})
+    return f"default_type application/json; return {status} '{body}';"
+
+
+def nginx_config(settings: Settings, options: ProxyOptions) -> str:
+    uploads_path = urlsplit(settings.uploads_url).path.rstrip("/") + "/"
+    jobs_path = urlsplit(settings.jobs_url).path.rstrip("/") + "/"
+    max_body = request_limit(settings.upload_max_bytes)
+    user = f"user {options.user};\n" if options.user else ""
+    static = """
+            disable_symlinks on;
+            autoindex off;
+            default_type application/octet-stream;
+            add_header X-Content-Type-Options nosniff always;
+            add_header Content-Security-Policy "sandbox; default-src 'none'" always;
+            location ~ /\\. { return 404; }"""
+    return f"""# Made by `appliance proxy-config` from {settings.source}; edit the settings, not this.
+{user}worker_processes {options.worker_processes};
+pid {options.pid};
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    types {{
+        text/plain txt log out err aln clustal fa fasta afa msf phy sto dnd nwk;
+        application/json json;
+    }}
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server_tokens off;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    upstream appliance_web {{ server {options.upstream}; keepalive 32; }}
+    server {{
+        listen {options.listen};
+        client_max_body_size {max_body};
+        error_page 413 @too_large;
+        error_page 502 503 504 @unavailable;
+        error_page 404 @not_found;
+        location @too_large {{ {_json_error(413, "request too large", f"the request is larger than the limit of {max_body} bytes")} }}
+        location @unavailable {{ {_json_error(503, "unavailable", "the service is starting or overloaded; try again shortly")} }}
+        location @not_found {{ {_json_error(404, "not found", "no such resource")} }}
+        location /api/ {{
+            proxy_pass http://appliance_web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_request_buffering off;
+            proxy_read_timeout 120s;
+        }}
+        location = /healthz {{ proxy_pass http://appliance_web; }}
+        location = /readyz {{ proxy_pass http://appliance_web; }}
+        location {uploads_path} {{
+            alias {settings.uploads_dir}/;{static}
+        }}
+        location {jobs_path} {{
+            alias {settings.jobs_dir}/;{static}
+        }}
+        location / {{ return 404; }}
+    }}
+}}
+"""

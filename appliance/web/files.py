@@ -1,0 +1,76 @@
+"""Uploaded files: upload one, show it, relabel it. The bytes are served by the proxy."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from appliance.mediatypes import sniff_media_type
+from appliance.web.errors import ApiError
+from appliance.web.formdata import read_form
+from appliance.web.jobs import upload_record
+from appliance.web.representations import upload_json
+from appliance.web.state import state_of
+
+MEDIA_TYPE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-/")
+
+
+async def upload_file(request: Request) -> Response:
+    state = state_of(request)
+    form = await read_form(
+        request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset({"file"})
+    )
+    try:
+        parts = form.files.get("file", [])
+        if len(parts) != 1 or set(form.files) != {"file"} or form.fields:
+            raise ApiError(
+                400,
+                "send exactly one multipart part named 'file' and nothing else",
+            )
+        saved = parts[0]
+        record = upload_record(saved.id, saved.label, saved.size, sniff_media_type(saved.path))
+        await state.store.insert_file(record)
+    except ApiError:
+        form.discard()
+        raise
+    return JSONResponse(upload_json(record, state.settings), status_code=201,
+                        headers={"Location": f"/api/files/{saved.id}"})  # fmt: skip
+
+
+async def _record(request: Request) -> dict[str, object]:
+    state = state_of(request)
+    file_id = request.path_params["file_id"]
+    record = (
+        await state.store.get_file(file_id) if len(file_id) == 16 and file_id.isalnum() else None
+    )
+    if record is None:
+        raise ApiError(404, f"no file {file_id!r}")
+    return record
+
+
+async def show_file(request: Request) -> Response:
+    return JSONResponse(upload_json(await _record(request), state_of(request).settings))
+
+
+async def update_file(request: Request) -> Response:
+    state = state_of(request)
+    record = await _record(request)
+    form = await read_form(request, state.settings.uploads_dir, 0)
+    if form.files:
+        form.discard()
+        raise ApiError(400, "send only the fields label and mediaType")
+    unknown = set(form.fields) - {"label", "mediaType"}
+    if unknown:
+        raise ApiError(
+            400, f"unknown fields: {', '.join(sorted(unknown))} (allowed: label, mediaType)"
+        )
+    changes: dict[str, object] = {}
+    if "label" in form.fields:
+        changes["label"] = form.fields["label"][-1][:255]
+    if "mediaType" in form.fields:
+        media_type = form.fields["mediaType"][-1].strip().lower()
+        if not media_type or "/" not in media_type or not set(media_type) <= MEDIA_TYPE_CHARS:
+            raise ApiError(400, f"{media_type!r} is not a media type like text/plain")
+        changes["media_type"] = media_type
+    updated = await state.store.update_file(str(record["_id"]), changes) if changes else record
+    return JSONResponse(upload_json(updated or record, state.settings))

@@ -1,0 +1,241 @@
+"""Reading submitted forms: multipart streamed straight to disk, or URL-encoded.
+
+File parts are written to the uploads folder as they arrive, under names the server
+makes (the client's file name is kept only as a label); the whole body is never held in
+memory. Past the size limit the request fails with 413 and every file it wrote is
+deleted, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl
+
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+from starlette.requests import Request
+
+from appliance.store import new_id
+from appliance.web.errors import ApiError
+from appliance.web_limits import MAX_FIELD_BYTES, request_limit
+
+MAX_PARTS = 1000
+MAX_LABEL = 255
+
+
+@dataclass
+class SavedFile:
+    id: str
+    path: Path
+    label: str
+    size: int = 0
+
+
+@dataclass
+class FormData:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[SavedFile]] = field(default_factory=dict)
+
+    def saved(self) -> list[SavedFile]:
+        return [f for group in self.files.values() for f in group]
+
+    def discard(self) -> None:
+        for saved in self.saved():
+            with contextlib.suppress(FileNotFoundError):
+                saved.path.unlink()
+
+
+class _Multipart:
+    """Callbacks for python-multipart's streaming parser."""
+
+    def __init__(self, uploads_dir: Path, max_file: int, file_fields: frozenset[str]) -> None:
+        self.uploads_dir = uploads_dir
+        self.file_fields = file_fields
+        self.max_file = max_file
+        self.form = FormData()
+        self.header_name = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.name = ""
+        self.current_file: SavedFile | None = None
+        self.stream: IO[bytes] | None = None
+        self.value = bytearray()
+        self.field_bytes = 0
+        self.parts = 0
+        self.ended = False
+        self.parser: MultipartParser | None = None
+
+    def begin(self) -> None:
+        self.headers = {}
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise ApiError(413, f"too many parts (at most {MAX_PARTS})")
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def header_value_part(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[self.header_name.strip().lower()] = self.header_value.strip()
+        self.header_name = self.header_value = b""
+
+    def headers_finished(self) -> None:
+        disposition, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in options:
+            raise ApiError(
+                400, "each multipart part needs 'Content-Disposition: form-data; name=...'"
+            )
+        self.name = _text(options[b"name"], "a part name")
+        filename = options.get(b"filename")
+        if filename is None and self.name in self.file_fields:
+            filename = b""  # a file sent without a file name is still a file
+        if filename is None:
+            self.value = bytearray()
+            return
+        label = os.path.basename(filename.decode("utf-8", errors="replace").replace("\\", "/"))
+        file_id = new_id()
+        saved = SavedFile(file_id, self.uploads_dir / file_id, label[:MAX_LABEL])
+        self.form.files.setdefault(self.name, []).append(saved)
+        self.current_file = saved
+        self.stream = saved.path.open("xb")
+
+    def data(self, data: bytes, start: int, end: int) -> None:
+        size = end - start
+        if self.current_file is not None and self.stream is not None:
+            self.current_file.size += size
+            if self.current_file.size > self.max_file:
+                raise ApiError(413, f"a file is larger than the limit of {self.max_file} bytes")
+            self.stream.write(data[start:end])
+            return
+        self.field_bytes += size
+        if self.field_bytes > MAX_FIELD_BYTES:
+            raise ApiError(413, f"form fields are larger than {MAX_FIELD_BYTES} bytes together")
+        self.value += data[start:end]
+
+    def part_end(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+            self.current_file = None
+            return
+        self.form.fields.setdefault(self.name, []).append(
+            _text(bytes(self.value), f"field {self.name!r}")
+        )
+
+    def end(self) -> None:
+        self.ended = True
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def parser_for(self, boundary: bytes) -> MultipartParser:
+        return MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self.begin,
+                "on_header_field": self.header_field,
+                "on_header_value": self.header_value_part,
+                "on_header_end": self.header_end,
+                "on_headers_finished": self.headers_finished,
+                "on_part_data": self.data,
+                "on_part_end": self.part_end,
+                "on_end": self.end,
+            },
+        )
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, f"{what} is not valid UTF-8") from None
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise ApiError(400, "Content-Length is not a number")
+    if int(declared) > limit:
+        raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
+
+
+async def read_form(
+    request: Request, uploads_dir: Path, max_file: int, file_fields: frozenset[str] = frozenset()
+) -> FormData:
+    """The request's form; files are saved in ``uploads_dir``. Raises ApiError (400/413/415).
+
+    Parts with a file name, and parts named in ``file_fields``, are files.
+    """
+    limit = request_limit(max_file)
+    _declared_length(request, limit)
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        return await _read_multipart(request, uploads_dir, max_file, limit, boundary, file_fields)
+    if content_type in (b"application/x-www-form-urlencoded", b""):
+        return await _read_urlencoded(request)
+    raise ApiError(415, "send multipart/form-data or application/x-www-form-urlencoded")
+
+
+async def _read_multipart(
+    request: Request,
+    uploads_dir: Path,
+    max_file: int,
+    limit: int,
+    boundary: bytes | None,
+    file_fields: frozenset[str],
+) -> FormData:
+    if not boundary:
+        raise ApiError(400, "the multipart content type has no boundary")
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    reader = _Multipart(uploads_dir, max_file, file_fields)
+    parser = reader.parser_for(boundary)
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
+            written = parser.write(chunk)
+            if written != len(chunk):
+                raise ApiError(400, "the multipart body is malformed")
+        if not reader.ended:
+            raise ApiError(400, "the multipart body is incomplete")
+    except ApiError:
+        reader.close()
+        reader.form.discard()
+        raise
+    except Exception as exc:  # the parser's own errors, a dropped connection
+        reader.close()
+        reader.form.discard()
+        raise ApiError(400, f"the multipart body is malformed: {type(exc).__name__}") from None
+    return reader.form
+
+
+async def _read_urlencoded(request: Request) -> FormData:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FIELD_BYTES:
+            raise ApiError(413, f"the form is larger than {MAX_FIELD_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                          max_num_fields=MAX_PARTS)  # fmt: skip
+    except UnicodeDecodeError:
+        raise ApiError(400, "the form is not valid UTF-8") from None
+    except ValueError as exc:
+        raise ApiError(413, str(exc)) from None
+    form = FormData()
+    for name, value in pairs:
+        form.fields.setdefault(name, []).append(value)
+    return form

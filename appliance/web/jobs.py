@@ -1,0 +1,169 @@
+"""Job endpoints: submit, show, list, cancel, and the files a job made."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from appliance.errors import FormErrors
+from appliance.forms import FileRef, RawValue, validate
+from appliance.mediatypes import sniff_media_type
+from appliance.model import ParamType
+from appliance.states import JobState
+from appliance.store import utcnow
+from appliance.submission import record_job
+from appliance.web.errors import ApiError
+from appliance.web.formdata import read_form
+from appliance.web.representations import TIME_FORMAT, job_json, output_json
+from appliance.web.state import state_of
+
+MAX_LIMIT = 1000
+JOB_ID_LENGTH = 16
+
+
+async def submit_job(request: Request) -> Response:
+    state = state_of(request)
+    service = state.service(request.path_params["service_id"])
+    file_params = frozenset(p.id for p in service.parameters.values() if p.type is ParamType.FILE)
+    form = await read_form(
+        request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params
+    )
+    try:
+        raw: dict[str, list[RawValue]] = {
+            name: list(values) for name, values in form.fields.items()
+        }
+        sniffed = {f.id: sniff_media_type(f.path) for f in form.saved()}
+        for name, saved in form.files.items():
+            raw.setdefault(name, []).extend(
+                FileRef(f.id, f.path, f.label, sniffed[f.id]) for f in saved
+            )
+        values = await validate(service, raw, state.lookup)
+        for f in form.saved():
+            await state.store.insert_file(upload_record(f.id, f.label, f.size, sniffed[f.id]))
+    except (FormErrors, ApiError):
+        form.discard()
+        raise
+    job = await record_job(state.store, service, values)
+    await state.waker.notify("submitted", str(job["_id"]))
+    return JSONResponse(
+        job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
+    )
+
+
+def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:
+    return {"_id": file_id, "path": file_id, "label": label, "size": size,
+            "media_type": media_type, "created_at": utcnow()}  # fmt: skip
+
+
+async def _job(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    job_id = request.path_params["job_id"]
+    job = await state.store.get_job(job_id) if _plausible_id(job_id) else None
+    service_id = request.path_params.get("service_id")
+    if job is None or (service_id is not None and job["service"] != service_id):
+        raise ApiError(404, f"no job {job_id!r}")
+    return job
+
+
+def _plausible_id(value: str) -> bool:
+    return len(value) == JOB_ID_LENGTH and value.isalnum()
+
+
+async def show_job(request: Request) -> Response:
+    return JSONResponse(job_json(await _job(request)))
+
+
+async def cancel_job(request: Request) -> Response:
+    state = state_of(request)
+    job = await _job(request)
+    if not JobState(job["state"]).finished:
+        await state.store.request_cancel(str(job["_id"]))
+        await state.waker.notify("cancel", str(job["_id"]))
+    return Response(status_code=204)
+
+
+def _time_filter(text: str) -> tuple[datetime | None, datetime | None]:
+    for operator in (">=", "<=", ">", "<"):
+        if text.startswith(operator):
+            moment = _parse_time(text[len(operator) :])
+            second = timedelta(seconds=1)
+            return {
+                ">=": (moment, None),
+                ">": (moment + second, None),
+                "<=": (None, moment + second),
+                "<": (None, moment),
+            }[operator]
+    moment = _parse_time(text)
+    return moment, moment + timedelta(seconds=1)
+
+
+def _parse_time(text: str) -> datetime:
+    from datetime import UTC
+
+    try:
+        return datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ApiError(
+            400,
+            f"submissionTime takes [>=|>|<=|<]{TIME_FORMAT.replace('%', '')} in UTC, got {text!r}",
+        ) from None
+
+
+def _count(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise ApiError(400, f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+async def list_jobs(request: Request) -> Response:
+    state = state_of(request)
+    query: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        query.setdefault(key, []).append(value)
+    unknown = set(query) - {"limit", "skip", "status", "service", "id", "submissionTime"}
+    if unknown:
+        raise ApiError(400, f"unknown query parameters: {', '.join(sorted(unknown))}")
+    limit = min(_count(query.get("limit", ["100"])[-1], "limit"), MAX_LIMIT)
+    skip = _count(query.get("skip", ["0"])[-1], "skip")
+    states = []
+    for status in query.get("status", []):
+        try:
+            states.append(JobState(status.upper()).value)
+        except ValueError:
+            raise ApiError(400, f"unknown status {status!r}") from None
+    services = query.get("service", [])
+    if "service_id" in request.path_params:
+        state.service(request.path_params["service_id"])
+        services = [request.path_params["service_id"]]
+    after = before = None
+    for text in query.get("submissionTime", []):
+        low, high = _time_filter(text)
+        after = low if low is not None else after
+        before = high if high is not None else before
+    total, jobs = await state.store.find_jobs(
+        states=states, services=services, ids=query.get("id", []),
+        submitted_after=after, submitted_before=before, skip=skip, limit=limit,
+    )  # fmt: skip
+    return JSONResponse({"totalCount": total, "jobs": [job_json(j) for j in jobs]})
+
+
+async def job_files(request: Request) -> Response:
+    state = state_of(request)
+    job = await _job(request)
+    outputs = job.get("outputs") or []
+    return JSONResponse(
+        {"files": [output_json(str(job["_id"]), o, state.settings) for o in outputs]}
+    )
+
+
+async def job_file(request: Request) -> Response:
+    state = state_of(request)
+    job = await _job(request)
+    path = request.path_params["path"]
+    for output in job.get("outputs") or []:
+        if output.get("path") == path:
+            return JSONResponse(output_json(str(job["_id"]), output, state.settings))
+    raise ApiError(404, f"job {job['_id']} has no file {path!r}")

@@ -1,0 +1,88 @@
+"""Version, service catalogue, health, the OpenAPI document and its docs page."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from appliance import __version__
+from appliance.errors import StoreError
+from appliance.web.openapi import openapi_document
+from appliance.web.representations import service_json
+from appliance.web.state import state_of
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse(
+        {"slivkaVersion": __version__, "APIVersion": "1.1", "applianceVersion": __version__}
+    )
+
+
+async def _statuses(request: Request) -> dict[str, dict[str, object]]:
+    """Service health from the database; the catalogue itself never needs it."""
+    try:
+        return await state_of(request).store.service_statuses()
+    except StoreError:
+        return {}
+
+
+async def list_services(request: Request) -> Response:
+    state = state_of(request)
+    statuses = await _statuses(request)
+    services = [service_json(s, statuses.get(s.id)) for s in state.catalogue.services.values()]
+    return JSONResponse({"services": services})
+
+
+async def show_service(request: Request) -> Response:
+    state = state_of(request)
+    service = state.service(request.path_params["service_id"])
+    statuses = await _statuses(request)
+    return JSONResponse(service_json(service, statuses.get(service.id)))
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state = state_of(request)
+    try:
+        await state.store.ping()
+    except StoreError as exc:
+        return JSONResponse({"status": "unavailable", "message": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def openapi_yaml(request: Request) -> Response:
+    # JSON is YAML; a YAML library is not needed to serve the old path.
+    return Response(json.dumps(openapi_document(), indent=1), media_type="application/yaml")
+
+
+DOCS = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>appliance API</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
+code{{background:#eee;padding:0 .2em}}td,th{{text-align:left;padding:.2em 1em .2em 0}}</style></head>
+<body><h1>appliance API {version}</h1>
+<p>The previous system's REST API 1.1, under <code>/api</code> and <code>/api/v1.1</code>.
+Requests are form-encoded or multipart; answers are JSON, errors too. Times are UTC,
+<code>YYYY-MM-DDTHH:MM:SS</code>. The machine-readable description is
+<a href="/api/openapi.json">/api/openapi.json</a>.</p>
+<table><tr><th>method</th><th>path</th><th>what</th></tr>{rows}</table></body></html>
+"""
+
+
+async def docs_page(request: Request) -> Response:
+    document = openapi_document()
+    rows = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            rows.append(
+                f"<tr><td>{method.upper()}</td><td><code>{path}</code></td><td>{operation['summary']}</td></tr>"
+            )
+    return HTMLResponse(DOCS.format(version=__version__, rows="".join(rows)))

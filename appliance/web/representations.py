@@ -1,0 +1,118 @@
+"""The JSON resources of the API, with the previous system's field names.
+
+Timestamps are UTC in the form ``%Y-%m-%dT%H:%M:%S`` (no fraction, no offset): the
+previous system's Python client parses exactly that.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from appliance.model import Parameter, ParamType, Service
+from appliance.settings import Settings
+from appliance.states import JobState
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+Json = dict[str, Any]
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime(TIME_FORMAT)
+
+
+def parameter_json(param: Parameter) -> Json:
+    data: Json = {
+        "type": param.type.value,
+        "id": param.id,
+        "name": param.name,
+        "description": param.description,
+        "required": param.required,
+        "array": param.array,
+        "default": param.default,
+    }
+    if param.type in (ParamType.INTEGER, ParamType.DECIMAL):
+        data["min"], data["max"] = param.min, param.max
+    if param.type is ParamType.DECIMAL:
+        data["minExclusive"], data["maxExclusive"] = param.min_exclusive, param.max_exclusive
+    if param.type is ParamType.TEXT:
+        data["minLength"], data["maxLength"] = param.min_length, param.max_length
+    if param.type is ParamType.CHOICE:
+        data["choices"] = list(param.choices)
+    if param.type is ParamType.FILE:
+        data["mediaType"] = data["mimetype"] = param.media_type
+        data["mediaTypeParameters"] = param.media_type_parameters
+        data["extensions"] = list(param.extensions)
+        if param.max_size is not None:
+            data["maxSize"] = param.max_size
+    if param.condition is not None:
+        data["condition"] = param.condition.text
+    return data
+
+
+def service_json(service: Service, status: Json | None) -> Json:
+    return {
+        "@url": f"/api/services/{service.id}",
+        "id": service.id,
+        "name": service.name,
+        "description": service.description,
+        "author": service.author,
+        "version": service.version,
+        "license": service.license,
+        "classifiers": list(service.classifiers),
+        "parameters": [parameter_json(p) for p in service.parameters.values()],
+        "presets": [],
+        "status": {
+            "status": (status or {}).get("status", "UNKNOWN"),
+            "errorMessage": (status or {}).get("message", ""),
+            "timestamp": timestamp((status or {}).get("timestamp") or datetime.now(UTC)),
+        },
+    }
+
+
+def job_json(job: Json) -> Json:
+    state = JobState(job["state"])
+    return {
+        "@url": f"/api/jobs/{job['_id']}",
+        "id": job["_id"],
+        "service": job["service"],
+        "parameters": job.get("parameters", {}),
+        "submissionTime": timestamp(job.get("submitted_at")),
+        "completionTime": timestamp(job.get("completed_at")) if state.finished else None,
+        "finished": state.finished,
+        "status": state.value,
+        "error": job.get("error"),
+        "exitCode": job.get("exit_code"),
+        "startTime": timestamp(job.get("started_at")),
+    }
+
+
+def upload_json(record: Json, settings: Settings) -> Json:
+    file_id = str(record["_id"])
+    return {
+        "@url": f"/api/files/{file_id}",
+        "@content": f"{settings.uploads_url}/{quote(str(record.get('path', file_id)))}",
+        "id": file_id,
+        "jobId": None,
+        "path": str(record.get("path", file_id)),
+        "label": record.get("label", ""),
+        "mediaType": record.get("media_type", ""),
+    }
+
+
+def output_json(job_id: str, output: Json, settings: Settings) -> Json:
+    path = str(output["path"])
+    return {
+        "@url": f"/api/jobs/{job_id}/files/{quote(path)}",
+        "@content": f"{settings.jobs_url}/{job_id}/{quote(path)}",
+        "id": f"{job_id}/{path}",
+        "jobId": job_id,
+        "path": path,
+        "label": output.get("name") or path,
+        "mediaType": output.get("media_type", ""),
+    }

@@ -1,0 +1,35 @@
+"""What the web app holds while it runs, opened and closed in its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from appliance.catalogue import Catalogue
+from appliance.filerefs import StoreFileLookup
+from appliance.messaging import WakeSender
+from appliance.model import Service
+from appliance.settings import Settings
+from appliance.store import Store
+from appliance.web.errors import ApiError
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    catalogue: Catalogue
+    store: Store
+    waker: WakeSender
+    lookup: StoreFileLookup
+
+    def service(self, service_id: str) -> Service:
+        service = self.catalogue.services.get(service_id)
+        if service is None:
+            raise ApiError(404, f"no service {service_id!r}")
+        return service
+
+
+def state_of(request: Request) -> WebState:
+    state: WebState = request.app.state.appliance
+    return state
