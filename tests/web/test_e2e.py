@@ -1,0 +1,220 @@
+"""End to end through the real pieces: nginx (configured by ``appliance proxy-config``) in
+front of ``appliance web`` on hypercorn, ``appliance scheduler`` running jobs in Docker,
+MongoDB, and the previous system's own Python client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from slivka_client import SlivkaClient
+
+from appliance.settings import Settings
+from tests.helpers import TEST_IMAGE, build_test_image, make_settings, settings_env
+
+UPPER = f"""\
+appliance-version: 1
+name: Upper case
+description: Turns sequences into upper case.
+image: {TEST_IMAGE}
+runner: docker
+resources: {{memory: 64M, time-limit: 5m}}
+parameters:
+  input: {{name: Sequences, type: file, media-type: application/fasta}}
+  tag: {{name: Tag, type: text, required: false}}
+  delay: {{name: Delay, type: integer, default: 0, min: 0, max: 60}}
+command: sh -c 'sleep "$0"; tr a-z A-Z < input.fa > result.txt'
+args:
+  delay: {{arg: "$(value)"}}
+  input: {{arg: "$(value)", symlink: input.fa}}
+outputs:
+  result: {{path: result.txt, name: Result, media-type: text/plain}}
+"""
+FASTA = ">one\nmkvla\n>two\nmkv-a\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    proxy: str  # http://127.0.0.1:PORT, the only public door
+    web: str  # the web process itself, for checks that bytes do not come from it
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("e2e")
+    build_test_image(root)
+    web_port, proxy_port = free_port(), free_port()
+    settings = make_settings(root, mongodb_uri, database_name, upload_max_bytes=64 * 1024,
+                             web_bind=f"127.0.0.1:{web_port}", lease_seconds=10)  # fmt: skip
+    (settings.runners_dir / "docker.yaml").write_text("backend: docker\n")
+    (settings.services_dir / "upper.service.yaml").write_text(UPPER)
+    env = settings_env(settings)
+    prefix = root / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    config = subprocess.run(
+        [sys.executable, "-m", "appliance", "proxy-config", "--listen", f"127.0.0.1:{proxy_port}",
+         "--upstream", f"127.0.0.1:{web_port}", "--user", "root", "--pid", str(prefix / "nginx.pid")],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (prefix / "nginx.conf").write_text(config)
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "appliance", "web"], env=env),
+        subprocess.Popen([sys.executable, "-m", "appliance", "scheduler"], env=env),
+        subprocess.Popen(
+            ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+        ),
+    ]
+    try:
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        wait_http(f"http://127.0.0.1:{proxy_port}/healthz")
+        yield Stack(settings, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{web_port}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            assert process.wait(30) == 0, process.args
+
+
+def test_the_old_client_does_everything_through_the_proxy(stack: Stack, tmp_path: Path) -> None:
+    client = SlivkaClient(stack.proxy + "/")
+    assert client.version.API == "1.1"
+    service = client["upper"]
+    assert service.name == "Upper case"
+    assert {p.id for p in service.parameters} == {"input", "tag", "delay"}
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    uploaded = client.upload_file(str(source), "seqs.fa")
+    assert uploaded.label == "seqs.fa"
+    copy = tmp_path / "copy.fa"
+    uploaded.dump(str(copy))  # downloaded through the proxy
+    assert copy.read_text() == FASTA
+    job = service.submit_job(data={"input": uploaded, "tag": "first"})
+    assert job.parameters["input"] == uploaded.id
+    deadline = time.monotonic() + 120
+    while job.status not in ("COMPLETED", "FAILED", "ERROR") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job.reload()
+    assert job.status == "COMPLETED"
+    assert job.completion_time is not None
+    files = {f.path: f for f in job.files}
+    assert set(files) == {"result.txt", "stdout", "stderr"}
+    result = tmp_path / "result.txt"
+    files["result.txt"].dump(str(result))
+    assert result.read_text() == FASTA.upper()
+    assert (stack.settings.jobs_dir / job.id / "result.txt").read_text() == FASTA.upper()
+    same = client.get_file(f"{job.id}/result.txt")
+    assert same.content_url.endswith(f"/media/jobs/{job.id}/result.txt")
+
+
+def test_file_bytes_come_from_the_proxy_not_the_app(stack: Stack) -> None:
+    data = b">x\n" + bytes(range(65, 91)) * 100 + b"\n"
+    upload = httpx.post(f"{stack.proxy}/api/files", files={"file": ("x.fa", data)}).json()
+    content = upload["@content"]
+    via_proxy = httpx.get(stack.proxy + content)
+    assert via_proxy.status_code == 200 and via_proxy.content == data
+    assert via_proxy.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(stack.web + content).status_code == 404  # the app serves no bytes
+    assert httpx.get(f"{stack.proxy}/media/uploads/../../etc/passwd").status_code in (400, 404)
+
+
+def test_hidden_and_linked_files_are_not_served(stack: Stack) -> None:
+    job_dir = stack.settings.jobs_dir / "fakejob000000000"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / ".exit.json").write_text("{}")
+    (job_dir / "secret").symlink_to("/etc/hostname")
+    (job_dir / "ok.txt").write_text("fine")
+    assert httpx.get(f"{stack.proxy}/media/jobs/fakejob000000000/ok.txt").text == "fine"
+    for name in (".exit.json", "secret"):
+        response = httpx.get(f"{stack.proxy}/media/jobs/fakejob000000000/{name}")
+        assert response.status_code in (403, 404)
+        assert "/etc" not in response.text
+
+
+def test_oversized_upload_is_refused_at_the_proxy_with_json(stack: Stack) -> None:
+    before = set(stack.settings.uploads_dir.iterdir())
+    big = b">x\n" + b"A" * (3 * 1024 * 1024) + b"\n"
+    response = httpx.post(f"{stack.proxy}/api/files", files={"file": ("big.fa", big)})
+    assert response.status_code == 413
+    assert response.json()["status"] == 413
+    # Just over the app's limit but under nginx's: the app refuses it, also as JSON.
+    medium = b">x\n" + b"A" * (70 * 1024) + b"\n"
+    response = httpx.post(f"{stack.proxy}/api/files", files={"file": ("m.fa", medium)})
+    assert response.status_code == 413 and response.json()["status"] == 413
+    assert set(stack.settings.uploads_dir.iterdir()) == before
+
+
+def test_errors_through_the_proxy_are_json(stack: Stack) -> None:
+    for url in ("/api/nope", "/api/jobs/unknownjob000000", "/somewhere", "/media/jobs/none/x"):
+        response = httpx.get(stack.proxy + url)
+        assert response.status_code == 404
+        assert response.json()["status"] == 404
+
+
+def test_fifty_concurrent_submissions(stack: Stack) -> None:
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stack.proxy, timeout=60) as client:
+            upload = (
+                await client.post("/api/files", files={"file": ("s.fa", FASTA.encode())})
+            ).json()
+
+            async def one(i: int) -> httpx.Response:
+                if i % 2:
+                    return await client.post(
+                        "/api/services/upper/jobs", data={"input": upload["id"], "tag": f"t{i}"}
+                    )
+                files = {"input": (f"s{i}.fa", f">s{i}\nmk\n".encode())}
+                return await client.post(
+                    "/api/services/upper/jobs", data={"tag": f"t{i}"}, files=files
+                )
+
+            return await asyncio.gather(*(one(i) for i in range(50)))
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [202] * 50
+    jobs = [r.json() for r in responses]
+    assert len({j["id"] for j in jobs}) == 50
+    for i, job in enumerate(jobs):
+        assert job["parameters"]["tag"] == f"t{i}"
+        stored = httpx.get(f"{stack.proxy}/api/jobs/{job['id']}").json()
+        assert stored["parameters"]["tag"] == f"t{i}"
+    # They all run, each with its own input.
+    deadline = time.monotonic() + 300
+    pending = {j["id"]: i for i, j in enumerate(jobs)}
+    while pending and time.monotonic() < deadline:
+        for job_id, i in list(pending.items()):
+            if httpx.get(f"{stack.proxy}/api/jobs/{job_id}").json()["finished"]:
+                del pending[job_id]
+        time.sleep(0.5)
+    assert not pending
+    for i, job in enumerate(jobs):
+        result = (stack.settings.jobs_dir / job["id"] / "result.txt").read_text()
+        assert result == (FASTA.upper() if i % 2 else f">S{i}\nMK\n")
