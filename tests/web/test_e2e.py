@@ -210,7 +210,7 @@ def test_fifty_concurrent_submissions(stack: Stack) -> None:
     deadline = time.monotonic() + 300
     pending = {j["id"]: i for i, j in enumerate(jobs)}
     while pending and time.monotonic() < deadline:
-        for job_id, i in list(pending.items()):
+        for job_id in list(pending):
             if httpx.get(f"{stack.proxy}/api/jobs/{job_id}").json()["finished"]:
                 del pending[job_id]
         time.sleep(0.5)
