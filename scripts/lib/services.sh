@@ -98,6 +98,7 @@ ensure_mongodb() {
     bin=$(ferretdb_binary)
     say "starting FerretDB on port $port"
     "$bin" -listen-addr "127.0.0.1:$port" -data-dir "$dir" >"$dir.log" 2>&1 &
+    export APPLIANCE_TEST_FERRETDB="$bin"  # tests that stop and restart a server use it
   fi
   STARTED_PIDS+=($!)
   MONGODB_URI="mongodb://127.0.0.1:$port/"
