@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from appliance.catalogue import Catalogue
-from appliance.commandline import build_command
 from appliance.errors import (
-    CommandError,
     RunnerError,
     RunnerUnavailableError,
     StoreError,
 )
-from appliance.forms import load_values
 from appliance.jobdirs import collect_outputs, job_dir, make_job_dir
 from appliance.messaging import WakeReceiver
 from appliance.model import Service
-from appliance.runners.base import Backend, JobSpec, RunState, RunStatus, StagedInput
-from appliance.selection import Selector, choose_runner, load_selector
+from appliance.preparation import Refused, prepare
+from appliance.runners.base import Backend, RunState, RunStatus
+from appliance.selection import Selector, load_selector
 from appliance.settings import Settings
 from appliance.states import FINAL, JobState, sources_of, state_for_exit
 from appliance.store import Doc, Store, new_id, utcnow
@@ -214,76 +212,38 @@ class Scheduler:
 
     async def _start_claimed(self, job: Doc, job_id: str) -> None:
         if job_id in await self.store.cancel_requested([job_id]):
-            await self._end(
-                job_id, [JobState.ACCEPTED], JobState.INTERRUPTED, "cancelled before it started"
-            )
-            return
-        service = self.catalogue.services.get(str(job.get("service")))
-        if service is None:
-            await self._end(
-                job_id,
-                [JobState.ACCEPTED],
-                JobState.ERROR,
-                f"service {job.get('service')!r} no longer exists",
-            )
-            return
-        values = load_values(dict(job.get("values") or {}))
-        try:
-            choice = choose_runner(service, values, self.selectors.get(service.id))
-        except Exception as exc:  # a selector is the service author's code
-            await self._end(
-                job_id, [JobState.ACCEPTED], JobState.ERROR, f"the runner selector failed: {exc}"
-            )
-            return
-        if choice is None:
-            await self._end(
-                job_id, [JobState.ACCEPTED], JobState.REJECTED, "no runner accepts these values"
-            )
-            return
-        backend = self.backends.get(choice.runner)
-        config = self.catalogue.runners.get(choice.runner)
-        if backend is None or config is None:
-            await self._end(
-                job_id,
-                [JobState.ACCEPTED],
-                JobState.ERROR,
-                f"runner {choice.runner!r} is not configured",
-            )
-            return
-        try:
-            plan = build_command(service, values, self.environ, choice)
-        except CommandError as exc:
-            await self._end(job_id, [JobState.ACCEPTED], JobState.ERROR, str(exc))
+            await self._end(job_id, JobState.INTERRUPTED, "cancelled before it started")
             return
         workdir = job_dir(self.settings.jobs_dir, job_id)
+        prepared = prepare(job, self.catalogue, self.selectors, self.environ, workdir)
+        if isinstance(prepared, Refused):
+            await self._end(job_id, prepared.state, prepared.reason)
+            return
+        backend = self.backends.get(prepared.runner)
+        if backend is None:
+            await self._end(
+                job_id, JobState.ERROR, f"runner {prepared.runner!r} is not running here"
+            )
+            return
         await asyncio.to_thread(make_job_dir, workdir)
-        limits = service.resources.over(config.limits)
-        spec = JobSpec(
-            job_id=job_id,
-            service_id=service.id,
-            argv=plan.argv,
-            workdir=workdir,
-            env=plan.env,
-            inputs=tuple(StagedInput(f.source, f.path) for f in plan.files),
-            image=service.image,
-            resources=limits,
-        )
+        spec = prepared.spec
         try:
             handle = await backend.submit(spec)
         except RunnerUnavailableError as exc:
-            await self._retry_later(job, choice.runner, exc)
+            await self._retry_later(job, prepared.runner, exc)
             return
         except RunnerError as exc:
-            await self._end(job_id, [JobState.ACCEPTED], JobState.ERROR, str(exc))
+            await self._end(job_id, JobState.ERROR, str(exc))
             return
-        staged = [f.path for f in plan.files]
-        fields = {"runner": choice.runner, "backend": config.backend, "handle": handle,
-                  "command": list(plan.argv), "staged": staged, "queued_at": utcnow()}  # fmt: skip
+        staged = [i.path for i in spec.inputs]
+        fields = {"runner": prepared.runner, "backend": prepared.backend, "handle": handle,
+                  "command": list(spec.argv), "staged": staged, "queued_at": utcnow()}  # fmt: skip
         if await self.store.move_job(
             job_id, [JobState.ACCEPTED], JobState.QUEUED, fields, owner=self.owner
         ):
-            self.held[job_id] = Held(job_id, service, choice.runner, handle, JobState.QUEUED,
-                                     time_limit=limits.time_limit, staged=set(staged))  # fmt: skip
+            service = self.catalogue.services.get(spec.service_id)
+            self.held[job_id] = Held(job_id, service, prepared.runner, handle, JobState.QUEUED,
+                                     time_limit=spec.resources.time_limit, staged=set(staged))  # fmt: skip
             self.poke.set()
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
@@ -294,8 +254,8 @@ class Scheduler:
         first = job.get("first_failure_at") or now
         waited = (now - first).total_seconds()
         if waited >= self.submit_retry_seconds:
-            await self._end(job_id, [JobState.ACCEPTED], JobState.ERROR,
-                            f"runner {runner!r} was unreachable for {waited:.0f} s: {exc}")  # fmt: skip
+            reason = f"runner {runner!r} was unreachable for {waited:.0f} s: {exc}"
+            await self._end(job_id, JobState.ERROR, reason)
             return
         attempts = int(job.get("attempts") or 0) + 1
         delay = min(2.0**attempts * 0.5, 30.0)
@@ -310,8 +270,8 @@ class Scheduler:
         job_id = str(job["_id"])
         runner, handle = job.get("runner"), job.get("handle")
         if runner not in self.backends or not handle:
-            await self._end(job_id, IN_FLIGHT, JobState.ERROR,
-                            f"its runner {runner!r} is not configured here; it cannot be followed")  # fmt: skip
+            reason = f"its runner {runner!r} is not configured here; it cannot be followed"
+            await self._end(job_id, JobState.ERROR, reason, sources=IN_FLIGHT)
             return
         service = self.catalogue.services.get(str(job.get("service")))
         limit = None
@@ -476,8 +436,10 @@ class Scheduler:
         await self.store.forget_leases(held.job_id)
         log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "")
 
-    async def _end(self, job_id: str, sources: Any, state: JobState, message: str) -> None:
-        """End a job that never reached a runner."""
+    async def _end(
+        self, job_id: str, state: JobState, message: str, sources: Any = (JobState.ACCEPTED,)
+    ) -> None:
+        """End a job that never reached a runner (or cannot be followed)."""
         fields = {
             "completed_at": utcnow(),
             "error": message,

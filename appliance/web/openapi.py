@@ -6,6 +6,8 @@ from functools import cache
 from typing import Any
 
 from appliance import __version__
+from appliance.errors import ERROR_CODES
+from appliance.states import JobState
 
 Json = dict[str, Any]
 
@@ -62,20 +64,7 @@ SCHEMAS: Json = {
                     "required": ["parameter", "errorCode", "message"],
                     "properties": {
                         "parameter": {"type": "string"},
-                        "errorCode": {
-                            "type": "string",
-                            "enum": [
-                                "required",
-                                "invalid",
-                                "min_value",
-                                "max_value",
-                                "min_length",
-                                "max_length",
-                                "media_type",
-                                "not_found",
-                                "condition",
-                            ],
-                        },
+                        "errorCode": {"type": "string", "enum": list(ERROR_CODES)},
                         "message": {"type": "string"},
                     },
                 },
@@ -158,23 +147,7 @@ SCHEMAS: Json = {
             "completionTime": NULLABLE_TIME,
             "startTime": NULLABLE_TIME,
             "finished": {"type": "boolean"},
-            "status": {
-                "type": "string",
-                "enum": [
-                    "PENDING",
-                    "REJECTED",
-                    "ACCEPTED",
-                    "QUEUED",
-                    "RUNNING",
-                    "COMPLETED",
-                    "INTERRUPTED",
-                    "DELETED",
-                    "FAILED",
-                    "ERROR",
-                    "UNKNOWN",
-                    "CANCELLING",
-                ],
-            },
+            "status": {"type": "string", "enum": [s.value for s in JobState]},
             "error": {"type": "string", "nullable": True},
             "exitCode": {"type": "integer", "nullable": True},
         },
