@@ -56,11 +56,11 @@ http {{
     sendfile on;
     tcp_nopush on;
     server_tokens off;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
-    fastcgi_temp_path tmp/fastcgi;
-    uwsgi_temp_path tmp/uwsgi;
-    scgi_temp_path tmp/scgi;
+    client_body_temp_path body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
     upstream appliance_web {{ server {options.upstream}; keepalive 32; }}
     server {{
         listen {options.listen};

@@ -52,9 +52,27 @@ ensure_docker() {
 }
 
 ensure_compose() {
-  # Docker Compose v2 as a CLI plugin (from Debian trixie's package on bookworm; see docs).
+  # Docker Compose v2. Debian bookworm has none; as root on Debian, take the static CLI
+  # plugin out of trixie's docker-compose package (nothing else from trixie is installed).
   if docker compose version >/dev/null 2>&1; then return 0; fi
-  die "docker compose v2 is missing"
+  is_root && command -v apt-get >/dev/null \
+    || die "Docker Compose v2 is missing: install the docker-compose-plugin package"
+  say "installing the Docker Compose v2 plugin from Debian trixie's docker-compose package"
+  local tmp
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+  echo "deb ${DEBIAN_MIRROR:-http://deb.debian.org/debian} trixie main" >"$tmp/trixie.list"
+  local opts=(-o "Dir::Etc::sourcelist=$tmp/trixie.list" -o "Dir::Etc::sourceparts=-"
+              -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives"
+              -o "APT::Get::List-Cleanup=0")
+  apt-get "${opts[@]}" update -qq >/dev/null 2>&1 || die "cannot read trixie's package list"
+  (cd "$tmp" && apt-get "${opts[@]}" download docker-compose >/dev/null 2>&1) \
+    || die "cannot download trixie's docker-compose package"
+  dpkg -x "$tmp"/docker-compose_*.deb "$tmp/x"
+  install -D -m 755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" \
+    /usr/local/lib/docker/cli-plugins/docker-compose
+  rm -rf "$tmp"
+  docker compose version >/dev/null 2>&1 || die "the Docker Compose plugin does not run"
 }
 
 ferretdb_binary() {

@@ -79,7 +79,7 @@ def stack(
     (settings.services_dir / "upper.service.yaml").write_text(UPPER)
     env = settings_env(settings)
     prefix = root / "nginx"
-    (prefix / "tmp").mkdir(parents=True)
+    prefix.mkdir(parents=True)
     config = subprocess.run(
         [sys.executable, "-m", "appliance", "proxy-config", "--listen", f"127.0.0.1:{proxy_port}",
          "--upstream", f"127.0.0.1:{web_port}", "--user", "root", "--pid", str(prefix / "nginx.pid")],

@@ -1,0 +1,161 @@
+"""The compose bundle, as a group would run it: images built air-gapped, ``scripts/up``,
+real Clustal Omega, MAFFT and MUSCLE jobs through the proxy with the previous system's
+client, a 413 at the proxy, and ``scripts/down --volumes``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slivka_client import SlivkaClient
+
+from tests.conftest import ROOT
+
+PROJECT = "appliance-test"
+PROTEINS = ROOT / "examples" / "proteins.fa"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_fasta(text: str) -> dict[str, str]:
+    sequences: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith(">"):
+            name = line[1:].split()[0]
+            sequences[name] = ""
+        elif line.strip():
+            sequences[name] += line.strip()
+    return sequences
+
+
+def read_clustal(text: str) -> dict[str, str]:
+    lines = text.splitlines()
+    assert lines[0].startswith("CLUSTAL"), lines[0]
+    rows: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line.strip() or line.startswith(" "):
+            continue  # blank lines and the conservation line
+        name, residues = line.split()[:2]
+        rows[name] = rows.get(name, "") + residues
+    return rows
+
+
+INPUT = read_fasta(PROTEINS.read_text())
+
+
+def assert_alignment_of_the_input(rows: dict[str, str]) -> None:
+    assert set(rows) == set(INPUT)
+    assert len({len(r) for r in rows.values()}) == 1  # every row as long as the others
+    for name, row in rows.items():
+        assert row.replace("-", "") == INPUT[name]
+
+
+def compose(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "compose", "-p", PROJECT, "-f", str(ROOT / "compose" / "compose.yaml"),
+         "--env-file", str(ROOT / "compose" / f"{PROJECT}.env"), *args],
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "APPLIANCE_PROJECT": PROJECT, "APPLIANCE_PORT": str(port),
+           "APPLIANCE_BUILD": "--airgapped"}  # fmt: skip
+    env = {k: v for k, v in env.items() if not k.startswith("APPLIANCE_") or k in
+           ("APPLIANCE_PROJECT", "APPLIANCE_PORT", "APPLIANCE_BUILD")}  # fmt: skip
+    up = subprocess.run(
+        [str(ROOT / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=1800
+    )
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert f"http://localhost:{port}/api/" in up.stdout
+        assert f"scripts/example clustalo http://localhost:{port}" in up.stdout
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        down = subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert down.returncode == 0, down.stderr
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q"], capture_output=True, text=True
+        ).stdout
+        assert f"{PROJECT}-jobs" not in volumes
+
+
+def run_job(client: SlivkaClient, service_id: str, data: dict[str, object]) -> dict[str, str]:
+    service = client[service_id]
+    uploaded = client.upload_file(str(PROTEINS), "proteins.fa")
+    job = service.submit_job(data={"input": uploaded, **data})
+    deadline = time.monotonic() + 300
+    while job.status not in ("COMPLETED", "FAILED", "ERROR") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job.reload()
+    assert job.status == "COMPLETED", job.status
+    outputs: dict[str, str] = {}
+    for file in job.files:
+        target = Path(f"/tmp/{job.id}-{file.path}")
+        file.dump(str(target))  # through the proxy
+        outputs[file.path] = target.read_text()
+        target.unlink()
+    return outputs
+
+
+def test_clustal_omega(bundle: str) -> None:
+    client = SlivkaClient(bundle + "/")
+    params = {p.id for p in client["clustalo"].parameters}
+    assert {"input", "iterations", "outfmt", "dealign", "guidetree"} <= params
+    outputs = run_job(client, "clustalo", {"iterations": "1", "guidetree": "true"})
+    assert_alignment_of_the_input(read_clustal(outputs["alignment.aln"]))
+    assert "HBA_HUMAN" in outputs["guide_tree.dnd"]  # the guide tree came too
+
+
+def test_mafft(bundle: str) -> None:
+    outputs = run_job(
+        SlivkaClient(bundle + "/"), "mafft", {"strategy": "L-INS-i", "maxiterate": "10"}
+    )
+    assert_alignment_of_the_input(read_fasta(outputs["stdout"]))
+
+
+def test_muscle(bundle: str) -> None:
+    outputs = run_job(SlivkaClient(bundle + "/"), "muscle", {"perturb": "3"})
+    assert_alignment_of_the_input(read_fasta(outputs["alignment.afa"]))
+
+
+def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
+    host, port = bundle.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 500000000\r\n\r\n--b\r\n"
+        )
+        head = connection.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413"), head
+    assert '"status": 413' in head or '"status":413' in head
+
+
+def test_only_the_scheduler_holds_the_docker_socket(bundle: str) -> None:
+    for service, expected in (
+        ("web", False),
+        ("scheduler", True),
+        ("proxy", False),
+        ("mongo", False),
+    ):
+        container = compose("ps", "-q", service).stdout.strip()
+        [info] = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True,
+                                           text=True, check=True).stdout)  # fmt: skip
+        sockets = [m for m in info["Mounts"] if m["Source"].endswith("docker.sock")]
+        assert bool(sockets) is expected, service
+        if service in ("web", "scheduler"):
+            assert info["Config"]["User"] == "1000:1000"
