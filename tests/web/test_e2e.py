@@ -5,103 +5,15 @@ MongoDB, and the previous system's own Python client."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from slivka_client import SlivkaClient
 
-from appliance.settings import Settings
-from tests.helpers import TEST_IMAGE, build_test_image, make_settings, settings_env
-
-UPPER = f"""\
-appliance-version: 1
-name: Upper case
-description: Turns sequences into upper case.
-image: {TEST_IMAGE}
-runner: docker
-resources: {{memory: 64M, time-limit: 5m}}
-parameters:
-  input: {{name: Sequences, type: file, media-type: application/fasta}}
-  tag: {{name: Tag, type: text, required: false}}
-  delay: {{name: Delay, type: integer, default: 0, min: 0, max: 60}}
-command: sh -c 'sleep "$0"; tr a-z A-Z < input.fa > result.txt'
-args:
-  delay: {{arg: "$(value)"}}
-  input: {{arg: "$(value)", symlink: input.fa}}
-outputs:
-  result: {{path: result.txt, name: Result, media-type: text/plain}}
-"""
-FASTA = ">one\nmkvla\n>two\nmkv-a\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer")
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    proxy: str  # http://127.0.0.1:PORT, the only public door
-    web: str  # the web process itself, for checks that bytes do not come from it
-
-
-@pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
-) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("e2e")
-    build_test_image(root)
-    web_port, proxy_port = free_port(), free_port()
-    settings = make_settings(root, mongodb_uri, database_name, upload_max_bytes=64 * 1024,
-                             web_bind=f"127.0.0.1:{web_port}", lease_seconds=10)  # fmt: skip
-    (settings.runners_dir / "docker.yaml").write_text("backend: docker\n")
-    (settings.services_dir / "upper.service.yaml").write_text(UPPER)
-    env = settings_env(settings)
-    prefix = root / "nginx"
-    prefix.mkdir(parents=True)
-    config = subprocess.run(
-        [sys.executable, "-m", "appliance", "proxy-config", "--listen", f"127.0.0.1:{proxy_port}",
-         "--upstream", f"127.0.0.1:{web_port}", "--user", "root", "--pid", str(prefix / "nginx.pid")],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    (prefix / "nginx.conf").write_text(config)
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "appliance", "web"], env=env),
-        subprocess.Popen([sys.executable, "-m", "appliance", "scheduler"], env=env),
-        subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-        ),
-    ]
-    try:
-        wait_http(f"http://127.0.0.1:{web_port}/healthz")
-        wait_http(f"http://127.0.0.1:{proxy_port}/healthz")
-        yield Stack(settings, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{web_port}")
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            assert process.wait(30) == 0, process.args
+from tests.web.stack import FASTA, Stack
 
 
 def test_the_old_client_does_everything_through_the_proxy(stack: Stack, tmp_path: Path) -> None:
@@ -218,3 +130,13 @@ def test_fifty_concurrent_submissions(stack: Stack) -> None:
     for i, job in enumerate(jobs):
         result = (stack.settings.jobs_dir / job["id"] / "result.txt").read_text()
         assert result == (FASTA.upper() if i % 2 else f">S{i}\nMK\n")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
+) -> Iterator[Stack]:
+    from tests.web.stack import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("e2e"), mongodb_uri, database_name) as stack:
+        yield stack
