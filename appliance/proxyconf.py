@@ -30,6 +30,34 @@ def _json_error(status: int, error: str, message: str) -> str:
     return f"default_type application/json; return {status} '{body}';"
 
 
+ERRORS = {
+    400: ("bad request", "the request is malformed"),
+    404: ("not found", "no such resource"),
+    405: ("method not allowed", "files are read with GET"),
+    413: ("request too large", "the request is larger than the limit of {max_body} bytes"),
+    414: ("URI too long", "the request URI is too long"),
+    503: ("unavailable", "the service is starting or overloaded; try again shortly"),
+}
+
+
+def _error_pages(max_body: int) -> str:
+    """nginx's own errors as JSON, like the app's (URI-based pages work even for 400 and 414)."""
+    lines = [
+        "        error_page 400 /_errors/400.json;",
+        "        error_page 403 404 =404 /_errors/404.json;",
+        "        error_page 405 /_errors/405.json;",
+        "        error_page 413 /_errors/413.json;",
+        "        error_page 414 /_errors/414.json;",
+        "        error_page 500 502 503 504 =503 /_errors/503.json;",
+    ]
+    for status, (error, message) in ERRORS.items():
+        text = message.format(max_body=max_body)
+        lines.append(
+            f"        location = /_errors/{status}.json {{ internal; {_json_error(status, error, text)} }}"
+        )
+    return "\n".join(lines)
+
+
 def nginx_config(settings: Settings, options: ProxyOptions) -> str:
     uploads_path = urlsplit(settings.uploads_url).path.rstrip("/") + "/"
     jobs_path = urlsplit(settings.jobs_url).path.rstrip("/") + "/"
@@ -65,12 +93,7 @@ http {{
     server {{
         listen {options.listen};
         client_max_body_size {max_body};
-        error_page 413 @too_large;
-        error_page 502 503 504 @unavailable;
-        error_page 404 @not_found;
-        location @too_large {{ {_json_error(413, "request too large", f"the request is larger than the limit of {max_body} bytes")} }}
-        location @unavailable {{ {_json_error(503, "unavailable", "the service is starting or overloaded; try again shortly")} }}
-        location @not_found {{ {_json_error(404, "not found", "no such resource")} }}
+{_error_pages(max_body)}
         location /api/ {{
             proxy_pass http://appliance_web;
             proxy_http_version 1.1;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -24,6 +25,7 @@ from appliance.web.errors import ApiError
 from appliance.web_limits import MAX_FIELD_BYTES, request_limit
 
 MAX_PARTS = 1000
+DRAIN_MARGIN = 1024 * 1024
 MAX_LABEL = 255
 
 
@@ -201,8 +203,9 @@ async def _read_multipart(
     reader = _Multipart(uploads_dir, max_file, file_fields)
     parser = reader.parser_for(boundary)
     received = 0
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        async for chunk in stream:
             received += len(chunk)
             if received > limit:
                 raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
@@ -211,9 +214,11 @@ async def _read_multipart(
                 raise ApiError(400, "the multipart body is malformed")
         if not reader.ended:
             raise ApiError(400, "the multipart body is incomplete")
-    except ApiError:
+    except ApiError as exc:
         reader.close()
         reader.form.discard()
+        if exc.status == 413:
+            await _drain(stream, received, limit)
         raise
     except Exception as exc:  # the parser's own errors, a dropped connection
         reader.close()
@@ -222,11 +227,28 @@ async def _read_multipart(
     return reader.form
 
 
+async def _drain(stream: AsyncIterator[bytes], received: int, limit: int) -> None:
+    """Read (and drop) the rest of a refused body, up to a little past the limit.
+
+    A proxy that streams the body to us (nginx with request buffering off) turns an
+    answer sent before the body is read into a 502. Reading on lets the proxy's own limit,
+    the same as ours, answer 413 first; without a proxy the client gets ours.
+    """
+    budget = limit + DRAIN_MARGIN
+    with contextlib.suppress(Exception):
+        async for chunk in stream:
+            received += len(chunk)
+            if received > budget:
+                break
+
+
 async def _read_urlencoded(request: Request) -> FormData:
     body = bytearray()
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         body += chunk
         if len(body) > MAX_FIELD_BYTES:
+            await _drain(stream, len(body), request_limit(0))
             raise ApiError(413, f"the form is larger than {MAX_FIELD_BYTES} bytes")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict",
