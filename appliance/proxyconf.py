@@ -51,10 +51,10 @@ def _error_pages(max_body: int) -> str:
         "        error_page 500 502 503 504 =503 /_errors/503.json;",
     ]
     for status, (error, message) in ERRORS.items():
-        text = message.format(max_body=max_body)
-        lines.append(
-            f"        location = /_errors/{status}.json {{ internal; {_json_error(status, error, text)} }}"
-        )
+        body = _json_error(status, error, message.format(max_body=max_body))
+        # nginx itself refuses TRACE and writes to files; RFC 9110 wants Allow with a 405.
+        allow = ' add_header Allow "GET, HEAD, POST, PUT, DELETE" always;' if status == 405 else ""
+        lines.append(f"        location = /_errors/{status}.json {{ internal;{allow} {body} }}")
     return "\n".join(lines)
 
 

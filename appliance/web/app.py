@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from appliance.catalogue import load_catalogue
@@ -21,26 +23,35 @@ from appliance.web.state import WebState
 log = logging.getLogger(__name__)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path, dispatching on the method, so a 405 lists every allowed method."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
 def api_routes() -> list[BaseRoute]:
     return [
-        Route("/", meta.docs_page, methods=["GET"]),
-        Route("/version", meta.version, methods=["GET"]),
-        Route("/openapi.json", meta.openapi_json, methods=["GET"]),
-        Route("/openapi.yaml", meta.openapi_yaml, methods=["GET"]),
-        Route("/services", meta.list_services, methods=["GET"]),
-        Route("/services/{service_id}", meta.show_service, methods=["GET"]),
-        Route("/services/{service_id}/jobs", jobs.submit_job, methods=["POST"]),
-        Route("/services/{service_id}/jobs", jobs.list_jobs, methods=["GET"]),
-        Route("/services/{service_id}/jobs/{job_id}", jobs.show_job, methods=["GET"]),
-        Route("/services/{service_id}/jobs/{job_id}", jobs.cancel_job, methods=["DELETE"]),
-        Route("/jobs", jobs.list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs.show_job, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs.cancel_job, methods=["DELETE"]),
-        Route("/jobs/{job_id}/files", jobs.job_files, methods=["GET"]),
-        Route("/jobs/{job_id}/files/{path:path}", jobs.job_file, methods=["GET"]),
-        Route("/files", files.upload_file, methods=["POST"]),
-        Route("/files/{file_id}", files.show_file, methods=["GET"]),
-        Route("/files/{file_id}", files.update_file, methods=["PUT"]),
+        route("/", GET=meta.docs_page),
+        route("/version", GET=meta.version),
+        route("/openapi.json", GET=meta.openapi_json),
+        route("/openapi.yaml", GET=meta.openapi_yaml),
+        route("/services", GET=meta.list_services),
+        route("/services/{service_id}", GET=meta.show_service),
+        route("/services/{service_id}/jobs", GET=jobs.list_jobs, POST=jobs.submit_job),
+        route("/services/{service_id}/jobs/{job_id}", GET=jobs.show_job, DELETE=jobs.cancel_job),
+        route("/jobs", GET=jobs.list_jobs),
+        route("/jobs/{job_id}", GET=jobs.show_job, DELETE=jobs.cancel_job),
+        route("/jobs/{job_id}/files", GET=jobs.job_files),
+        route("/jobs/{job_id}/files/{path:path}", GET=jobs.job_file),
+        route("/files", POST=files.upload_file),
+        route("/files/{file_id}", GET=files.show_file, PUT=files.update_file),
     ]
 
 
@@ -71,8 +82,8 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     routes: list[BaseRoute] = [
-        Route("/healthz", meta.healthz, methods=["GET"]),
-        Route("/readyz", meta.readyz, methods=["GET"]),
+        route("/healthz", GET=meta.healthz),
+        route("/readyz", GET=meta.readyz),
         Mount("/api/v1.1", routes=api_routes()),
         Mount("/api", routes=api_routes()),
     ]

@@ -36,6 +36,7 @@ def _path_param(name: str, description: str) -> Json:
 
 TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$", "description": "UTC"}
 NULLABLE_TIME = {**TIME, "nullable": True}
+TIME_FILTER = r"^(>=|<=|>|<)?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$"
 FORM = {
     "multipart/form-data": {"schema": {"type": "object", "additionalProperties": True}},
     "application/x-www-form-urlencoded": {
@@ -205,10 +206,18 @@ def _list_parameters() -> list[Json]:
             "at most this many jobs (up to 1000; default 100)",
         ),
         query("skip", {"type": "integer", "minimum": 0}, "skip this many of the newest"),
-        query("status", many, "only jobs in these states"),
+        query(
+            "status",
+            {"type": "array", "items": {"type": "string", "enum": [s.value for s in JobState]}},
+            "only jobs in these states",
+        ),
         query("service", many, "only jobs of these services"),
         query("id", many, "only these jobs"),
-        query("submissionTime", many, "[>=|>|<=|<]YYYY-MM-DDTHH:MM:SS (UTC)"),
+        query(
+            "submissionTime",
+            {"type": "array", "items": {"type": "string", "pattern": TIME_FILTER}},
+            "[>=|>|<=|<]YYYY-MM-DDTHH:MM:SS (UTC)",
+        ),
     ]
 
 
