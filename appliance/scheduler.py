@@ -163,6 +163,10 @@ class Scheduler:
                 log.warning("MongoDB unavailable, pausing: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            except Exception:  # a bug must not stop the scheduler taking work
+                log.exception("dispatching failed; trying again")
+                await asyncio.sleep(1.0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), self.settings.sweep_seconds)
 
@@ -225,7 +229,11 @@ class Scheduler:
                 job_id, JobState.ERROR, f"runner {prepared.runner!r} is not running here"
             )
             return
-        await asyncio.to_thread(make_job_dir, workdir)
+        try:
+            await asyncio.to_thread(make_job_dir, workdir)
+        except OSError as exc:
+            await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {exc}")
+            return
         spec = prepared.spec
         try:
             handle = await backend.submit(spec)
@@ -303,6 +311,9 @@ class Scheduler:
                 await self.monitor()
             except StoreError as exc:
                 log.warning("MongoDB unavailable, pausing: %s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop the scheduler following jobs
+                log.exception("following jobs failed; trying again")
                 await asyncio.sleep(1.0)
 
     async def monitor(self) -> None:

@@ -199,14 +199,18 @@ class DockerBackend:
         elif state.get("Error"):
             message = str(state["Error"])
         workdir = self.jobs_dir / self.job_of(container.name)
-        if workdir.is_dir():
-            for stream in ("stdout", "stderr"):
-                with (workdir / stream).open("wb") as sink:
-                    for chunk in container.logs(
-                        stdout=stream == "stdout", stderr=stream == "stderr", stream=True
-                    ):
-                        sink.write(chunk)
-            write_exit_record(workdir, code, message)
+        try:
+            if workdir.is_dir():
+                for stream in ("stdout", "stderr"):
+                    with (workdir / stream).open("wb") as sink:
+                        for chunk in container.logs(
+                            stdout=stream == "stdout", stderr=stream == "stderr", stream=True
+                        ):
+                            sink.write(chunk)
+                write_exit_record(workdir, code, message)
+        except OSError as exc:  # a full or broken job volume: the job's end still counts
+            message = f"{message}; its output could not be kept: {exc}".lstrip("; ")
+            code = code or 1
         container.remove(force=True)
         return RunStatus(RunState.FINISHED, code, message)
 

@@ -220,6 +220,10 @@ async def _read_multipart(
         if exc.status == 413:
             await _drain(stream, received, limit)
         raise
+    except OSError as exc:  # the uploads volume is full or broken: not the client's fault
+        reader.close()
+        reader.form.discard()
+        raise ApiError(503, f"the server cannot store files right now ({exc.strerror})") from None
     except Exception as exc:  # the parser's own errors, a dropped connection
         reader.close()
         reader.form.discard()

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -61,18 +62,32 @@ class Stack:
     settings: Settings
     proxy: str  # http://127.0.0.1:PORT, the only public door
     web: str  # the web process itself, for checks that bytes do not come from it
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        """(Re)start ``scheduler`` or ``worker``."""
+        command = {"scheduler": ["scheduler"], "worker": ["worker", "--slots", "4"]}[name]
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "appliance", *command], env=self.env
+        )
 
 
 @contextlib.contextmanager
 def running_stack(
-    root: Path, mongodb_uri: str, database_name: str, services: dict[str, str] | None = None
+    root: Path,
+    mongodb_uri: str,
+    database_name: str,
+    services: dict[str, str] | None = None,
+    **changes: Any,
 ) -> Iterator[Stack]:
     """Everything started, and stopped again (each process must exit cleanly)."""
     build_test_image(root)
     web_port, proxy_port = free_port(), free_port()
     settings = make_settings(root, mongodb_uri, database_name, upload_max_bytes=64 * 1024,
-                             web_bind=f"127.0.0.1:{web_port}", lease_seconds=10)  # fmt: skip
+                             web_bind=f"127.0.0.1:{web_port}", lease_seconds=10, **changes)  # fmt: skip
     (settings.runners_dir / "docker.yaml").write_text("backend: docker\n")
+    (settings.runners_dir / "local.yaml").write_text("backend: local\n")
     for name, text in {"upper": UPPER, **(services or {})}.items():
         (settings.services_dir / f"{name}.service.yaml").write_text(text)
     env = settings_env(settings)
@@ -84,19 +99,19 @@ def running_stack(
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     (prefix / "nginx.conf").write_text(config)
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "appliance", "web"], env=env),
-        subprocess.Popen([sys.executable, "-m", "appliance", "scheduler"], env=env),
-        subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-        ),
-    ]
+    stack = Stack(settings, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{web_port}", env)
+    stack.processes["web"] = subprocess.Popen([sys.executable, "-m", "appliance", "web"], env=env)
+    stack.start("scheduler")
+    stack.processes["proxy"] = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    )
     try:
         wait_http(f"http://127.0.0.1:{web_port}/healthz")
         wait_http(f"http://127.0.0.1:{proxy_port}/healthz")
-        yield Stack(settings, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{web_port}")
+        yield stack
     finally:
-        for process in processes:
+        running = [p for p in stack.processes.values() if p.poll() is None]
+        for process in running:
             process.terminate()
-        for process in processes:
+        for process in running:
             assert process.wait(30) == 0, process.args
