@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from appliance import retention
 from appliance.catalogue import Catalogue
 from appliance.errors import (
     RunnerError,
@@ -158,6 +159,7 @@ class Scheduler:
                 await self.dispatch()
                 if time.monotonic() >= next_cleanup:
                     await self.remove_orphans()
+                    await retention.sweep(self.store, self.settings)
                     next_cleanup = time.monotonic() + ORPHAN_SECONDS
             except StoreError as exc:
                 log.warning("MongoDB unavailable, pausing: %s", exc)

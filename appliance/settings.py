@@ -115,6 +115,12 @@ class Settings:
     sweep_seconds: float = _setting(
         5.0, parse_duration, "how often the scheduler looks for work it was not woken for"
     )
+    job_retention: float = _setting(
+        7 * 86400.0, parse_duration, "finished jobs older than this are deleted (0: keep forever)"
+    )
+    upload_retention: float = _setting(
+        7 * 86400.0, parse_duration, "uploads older than this are deleted (0: keep forever)"
+    )
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})
 

@@ -39,6 +39,7 @@ JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
     ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
     ("by_runner", [("runner", ASCENDING), ("state", ASCENDING)]),
+    ("expiry", [("completed_at", ASCENDING)]),
 ]
 LEASE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("by_job", [("job_id", ASCENDING)]),
@@ -337,3 +338,48 @@ class Store:
             return {str(doc["_id"]) async for doc in self.jobs.find(query, {"_id": 1})}
 
         return await self._call("list active jobs", run)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def expired_jobs(self, before: datetime, limit: int = 500) -> list[str]:
+        """Finished jobs that completed before ``before``."""
+        from appliance.states import FINAL
+
+        query = {"state": {"$in": [str(s) for s in FINAL]}, "completed_at": {"$lt": before}}
+
+        async def run() -> list[str]:
+            cursor = self.jobs.find(query, {"_id": 1}).limit(limit)
+            return [str(doc["_id"]) async for doc in cursor]
+
+        return await self._call("find expired jobs", run)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._call("delete job", lambda: self.jobs.delete_one({"_id": job_id}))
+        await self._call("delete job", lambda: self.cancels.delete_one({"_id": job_id}))
+        await self._call("delete job", lambda: self.leases.delete_many({"job_id": job_id}))
+
+    async def expired_files(self, before: datetime, limit: int = 500) -> list[Doc]:
+        async def run() -> list[Doc]:
+            cursor = self.files.find({"created_at": {"$lt": before}}).limit(limit)
+            return await cursor.to_list(None)
+
+        return await self._call("find expired files", run)
+
+    async def delete_file(self, file_id: str) -> None:
+        await self._call("delete file", lambda: self.files.delete_one({"_id": file_id}))
+
+    async def files_in_use(self) -> set[str]:
+        """Upload ids that jobs not yet finished take as input."""
+        from appliance.states import FINAL
+
+        async def run() -> set[str]:
+            used: set[str] = set()
+            query = {"state": {"$nin": [str(s) for s in FINAL]}}
+            async for job in self.jobs.find(query, {"parameters": 1}):
+                for value in (job.get("parameters") or {}).values():
+                    for item in value if isinstance(value, list) else [value]:
+                        if isinstance(item, str):
+                            used.add(item)
+            return used
+
+        return await self._call("find files in use", run)

@@ -203,9 +203,12 @@ def small_jobs_volume(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_job_volume(tmp_path: Path, server: Server, small_jobs_volume: Path) -> None:
     services = {"once": ONCE}
-    with running_stack(
-        tmp_path / "full", server.uri, "full", services, jobs_dir=str(small_jobs_volume)
-    ) as stack, httpx.Client(base_url=stack.proxy, timeout=30) as client:
+    with (
+        running_stack(
+            tmp_path / "full", server.uri, "full", services, jobs_dir=str(small_jobs_volume)
+        ) as stack,
+        httpx.Client(base_url=stack.proxy, timeout=30) as client,
+    ):
         big = [
             client.post("/api/services/once/jobs", data={"size": "3000"}).json()["id"]
             for _ in range(3)
