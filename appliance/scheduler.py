@@ -46,6 +46,7 @@ UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show
 CANCEL_RESEND = 15.0
 CANCEL_GIVE_UP = 60.0
 ORPHAN_SECONDS = 60.0
+KILLED = {137, 143, -9, -15}  # SIGKILL and SIGTERM, as shells and as Python report them
 
 
 @dataclass
@@ -403,6 +404,10 @@ class Scheduler:
                 )
             elif cancelled and state is JobState.INTERRUPTED:
                 message = message or "cancelled"
+            elif code in KILLED and not message:
+                message = (
+                    f"killed by a signal from outside (exit code {code}): was its runner stopped?"
+                )
             await self._finish(held, state, code, message)
             return
         if held.cancel_first is not None:

@@ -64,7 +64,7 @@ def assert_alignment_of_the_input(rows: dict[str, str]) -> None:
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["docker", "compose", "-p", PROJECT, "-f", str(ROOT / "compose" / "compose.yaml"),
-         "--env-file", str(ROOT / "compose" / f"{PROJECT}.env"), *args],
+         "--env-file", str(ROOT / "compose" / ".state" / f"{PROJECT}.env"), *args],
         capture_output=True, text=True,
     )  # fmt: skip
 

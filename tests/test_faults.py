@@ -192,6 +192,40 @@ def test_kill_9_of_the_worker_pool_under_load(stack: Stack) -> None:
     assert all(runs_of(stack, job_id) == "run\n" for job_id in load.accepted)
 
 
+def restart_docker_engine(log: Path) -> None:
+    """Stop the Docker engine (its containers stop with it) and start it again."""
+    pid = int(Path("/var/run/docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "dockerd did not stop"
+    with log.open("ab") as sink:
+        subprocess.Popen(["dockerd"], stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    while subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline + 60, "dockerd did not come back"
+        time.sleep(0.3)
+
+
+def test_docker_engine_restart_under_load(stack: Stack, tmp_path: Path) -> None:
+    if os.environ.get("APPLIANCE_TEST_DOCKERD_OWNED") != "1":
+        # Only an engine that scripts/test started is ours to restart; CI always starts one.
+        assert os.environ.get("CI") != "true", "scripts/test must start the Docker engine in CI"
+        pytest.skip("the Docker engine was not started by scripts/test; not restarting it")
+    with Load(stack) as load:
+        time.sleep(2)
+        restart_docker_engine(tmp_path / "dockerd.log")
+        time.sleep(2)
+    jobs = wait_all_final(stack, load.accepted)
+    states = report("Docker engine restart", load, jobs)
+    assert load.answers.keys() == {202}  # the web process does not need the engine
+    assert states["COMPLETED"] >= 1 and set(states) <= {"COMPLETED", "FAILED"}
+    for job in jobs.values():
+        if job["status"] == "FAILED":  # those running when the engine stopped, with the reason
+            assert "signal" in job["error"], job
+    assert all(runs_of(stack, job_id) in ("run\n", "") for job_id in load.accepted)  # none twice
+
+
 @pytest.fixture
 def small_jobs_volume(tmp_path: Path) -> Iterator[Path]:
     volume = tmp_path / "small-jobs"

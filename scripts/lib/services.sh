@@ -45,9 +45,10 @@ ensure_docker() {
   is_root || die "the Docker engine is not running; start it (e.g. sudo systemctl start docker)"
   local log=${STATE_DIR:-/tmp}/dockerd.log
   say "starting dockerd (log: $log)"
-  dockerd >"$log" 2>&1 &
-  STARTED_PIDS+=($!)
-  DOCKERD_PID=$!
+  setsid dockerd >"$log" 2>&1 &
+  DOCKERD_STARTED=1
+  # Tests may restart the engine (a fault test): it is stopped through its pid file.
+  export APPLIANCE_TEST_DOCKERD_OWNED=1
   wait_for 60 "Docker engine" docker info || { tail -20 "$log" >&2; die "dockerd did not start"; }
 }
 
@@ -130,6 +131,9 @@ ensure_nginx() {
 
 stop_started() {
   local pid
+  if [ -n "${DOCKERD_STARTED:-}" ] && [ -f /var/run/docker.pid ]; then
+    STARTED_PIDS+=("$(cat /var/run/docker.pid)")
+  fi
   for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${STARTED_PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
