@@ -185,6 +185,8 @@ class Store:
 
         async def run() -> tuple[int, list[Doc]]:
             total = await self.jobs.count_documents(query)
+            if limit <= 0:  # MongoDB reads a limit of 0 as "no limit"
+                return total, []
             cursor = self.jobs.find(query).sort("submitted_at", DESCENDING).skip(skip)
             return total, await cursor.limit(limit).to_list(None)
 

@@ -11,6 +11,7 @@ import pytest
 from pymongo import MongoClient
 
 from appliance.store import Store, new_id
+from tests.dbserver import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -49,3 +50,13 @@ async def store(mongodb_uri: str, database_name: str) -> AsyncIterator[Store]:
         await collection.delete_many({})
     yield store
     await store.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A MongoDB-protocol server of the test's own, which the test may stop and start."""
+    server = Server(tmp_path / "db")
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.stop()

@@ -125,15 +125,6 @@ def runs_of(stack: Stack, job_id: str) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "db")
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path, server: Server) -> Iterator[Stack]:
     with running_stack(
         tmp_path, server.uri, "faults", {"once": ONCE, "localonce": LOCAL_ONCE}

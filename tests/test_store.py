@@ -45,6 +45,8 @@ async def test_find_jobs_filters_newest_first_and_pages(store: Store) -> None:
     assert total == 8
     times = [j["submitted_at"] for j in jobs]
     assert times == sorted(times, reverse=True)
+    total, none = await store.find_jobs(limit=0)
+    assert total == 8 and none == []  # a limit of 0 counts, and lists nothing
     total, jobs = await store.find_jobs(services=["a"], skip=1, limit=2)
     assert total == 5 and len(jobs) == 2
     total, _ = await store.find_jobs(states=["FAILED", "COMPLETED"], services=["b"])
