@@ -182,11 +182,24 @@ class Scheduler:
             if job is None:
                 self.starting.release()
                 break
+            if self._ours(job):
+                self.starting.release()
+                continue
             task = asyncio.create_task(self._start(job))
             self.start_tasks.add(task)
             task.add_done_callback(self._started)
         while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease)) is not None:
-            await self._adopt(job)
+            if not self._ours(job):
+                await self._adopt(job)
+
+    def _ours(self, job: Doc) -> bool:
+        """A job this process already works on, whose lease ran out (a database outage
+        stalled the renewals): the claim renewed it; it must not be started twice."""
+        job_id = str(job["_id"])
+        if job_id in self.claimed or job_id in self.held:
+            log.info("job %s: lease renewed after it ran out", job_id)
+            return True
+        return False
 
     async def remove_orphans(self) -> None:
         """Ask each backend that can to remove what belongs to no active job (containers)."""

@@ -175,10 +175,13 @@ class DockerBackend:
                 f"image {spec.image} is not available to the Docker engine: build or pull it"
             ) from None
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # submitted before: the same job, the same container
-                container = client.containers.get(name)
-            else:
+            if exc.status_code != 409:
                 raise
+            # Submitted before: the same job, the same container (unless it is just gone).
+            try:
+                container = client.containers.get(name)
+            except docker.errors.NotFound:
+                container = client.containers.create(spec.image, **options)
         if container.status == "created":
             container.start()
         return name

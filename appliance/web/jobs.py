@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -101,8 +101,6 @@ def _time_filter(text: str) -> tuple[datetime | None, datetime | None]:
 
 
 def _parse_time(text: str) -> datetime:
-    from datetime import UTC
-
     try:
         return datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
