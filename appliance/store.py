@@ -210,28 +210,47 @@ class Store:
             cursor = self.jobs.find(query, {"_id": 1, "lease_gen": 1})
             return await cursor.sort("submitted_at", ASCENDING).limit(batch).to_list(None)
 
+        wanted = [str(s) for s in states]
         for candidate in await self._call("find claimable jobs", candidates):
-            job_id = str(candidate["_id"])
-            generation = int(candidate.get("lease_gen") or 0) + 1
-            lease = {"_id": f"{job_id}:{generation}", "job_id": job_id, "owner": owner, "at": now}
-            if not await self._insert_unique("claim job", self.leases, lease):
-                continue  # another process won this generation
-            update = {
-                "$set": {
-                    "lease_owner": owner,
-                    "lease_expires": now + timedelta(seconds=lease_seconds),
-                    "lease_gen": generation,
-                },
-                "$inc": {"claims": 1},
-            }
-            take = partial(
-                self.jobs.find_one_and_update,
-                {"_id": job_id},
-                update,
-                return_document=ReturnDocument.AFTER,
-            )
-            return await self._write("claim job", take)
+            job = await self._claim_one(candidate, owner, wanted, now, lease_seconds)
+            if job is not None:
+                return job
         return None
+
+    async def _claim_one(
+        self, candidate: Doc, owner: str, states: list[str], now: datetime, lease_seconds: float
+    ) -> Doc | None:
+        job_id = str(candidate["_id"])
+        generation = int(candidate.get("lease_gen") or 0) + 1
+        # A claimant that inserted its lease but died before writing the job leaves that
+        # generation taken for ever; once such a lease is older than a lease, skip past it.
+        for _ in range(8):
+            lease = {"_id": f"{job_id}:{generation}", "job_id": job_id, "owner": owner, "at": now}
+            if await self._insert_unique("claim job", self.leases, lease):
+                break
+            taken = await self._call(
+                "read lease", partial(self.leases.find_one, {"_id": lease["_id"]})
+            )
+            stale = now - timedelta(seconds=lease_seconds)
+            if taken is None or taken["at"] >= stale:
+                return None  # another process won this generation, just now
+            generation += 1
+        else:
+            return None
+        update = {
+            "$set": {
+                "lease_owner": owner,
+                "lease_expires": now + timedelta(seconds=lease_seconds),
+                "lease_gen": generation,
+            },
+            "$inc": {"claims": 1},
+        }
+        # Only while the job is still in a wanted state and no later claim has landed.
+        query = {"_id": job_id, "state": {"$in": states}, "lease_gen": {"$lt": generation}}
+        take = partial(
+            self.jobs.find_one_and_update, query, update, return_document=ReturnDocument.AFTER
+        )
+        return await self._write("claim job", take)
 
     async def renew_leases(self, owner: str, job_ids: Sequence[str], lease_seconds: float) -> int:
         """Extend the leases ``owner`` still holds; returns how many it still holds."""

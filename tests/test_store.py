@@ -179,3 +179,28 @@ async def test_unreachable_server_gives_store_unavailable_after_retrying() -> No
         await store.get_job("x")
     assert time.monotonic() - started >= 0.4  # it retried before giving up
     await store.close()
+
+
+async def test_a_claimant_that_died_halfway_does_not_block_the_job(store: Store) -> None:
+    record = job()
+    jid = str(record["_id"])
+    await store.insert_job(record)
+    # Someone inserted generation 1's lease just now and has not written the job yet.
+    await store.leases.insert_one(
+        {"_id": f"{jid}:1", "job_id": jid, "owner": "slow", "at": utcnow()}
+    )
+    assert await store.claim_job("B", [JobState.ACCEPTED], 30) is None
+    # An hour later that claimant is clearly gone: the next claim skips its generation.
+    await store.leases.update_one(
+        {"_id": f"{jid}:1"}, {"$set": {"at": utcnow() - timedelta(hours=1)}}
+    )
+    taken = await store.claim_job("B", [JobState.ACCEPTED], 30)
+    assert taken is not None and taken["lease_owner"] == "B" and taken["lease_gen"] == 2
+
+
+async def test_a_claim_never_returns_a_job_in_another_state(store: Store) -> None:
+    record = job("QUEUED")
+    await store.insert_job(record)
+    assert await store.claim_job("A", [JobState.ACCEPTED], 30) is None
+    found = await store.get_job(str(record["_id"]))
+    assert found is not None and found["lease_owner"] is None
