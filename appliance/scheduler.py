@@ -17,8 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ from appliance.errors import (
     RunnerUnavailableError,
     StoreError,
 )
+from appliance.held import Held
 from appliance.jobdirs import collect_outputs, job_dir, make_job_dir
 from appliance.messaging import WakeReceiver
-from appliance.model import Service
 from appliance.preparation import Refused, prepare
 from appliance.runners.base import Backend, RunState, RunStatus
 from appliance.selection import Selector, load_selector
@@ -47,24 +46,6 @@ CANCEL_RESEND = 15.0
 CANCEL_GIVE_UP = 60.0
 ORPHAN_SECONDS = 60.0
 KILLED = {137, 143, -9, -15}  # SIGKILL and SIGTERM, as shells and as Python report them
-
-
-@dataclass
-class Held:
-    """A job this scheduler started or adopted, and follows until it ends."""
-
-    job_id: str
-    service: Service | None
-    runner: str
-    handle: str
-    state: JobState
-    started_at: datetime | None = None
-    time_limit: float | None = None
-    staged: set[str] = field(default_factory=set)
-    cancel_first: float | None = None  # when the first stop was sent
-    cancel_sent: float | None = None  # when the last stop was sent
-    timed_out: bool = False
-    unreachable_since: float | None = None
 
 
 class Scheduler:
