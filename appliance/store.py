@@ -250,7 +250,11 @@ class Store:
         take = partial(
             self.jobs.find_one_and_update, query, update, return_document=ReturnDocument.AFTER
         )
-        return await self._write("claim job", take)
+        job: Doc | None = await self._write("claim job", take)
+        if job is None:  # it finished or moved on meanwhile: take our lease back
+            drop = partial(self.leases.delete_one, {"_id": f"{job_id}:{generation}"})
+            await self._call("release claim", drop)
+        return job
 
     async def renew_leases(self, owner: str, job_ids: Sequence[str], lease_seconds: float) -> int:
         """Extend the leases ``owner`` still holds; returns how many it still holds."""
