@@ -31,6 +31,8 @@ async def run_scheduler(
     backends: dict[str, Backend] = {}
     try:
         await store.ensure_indexes()
+        if added := await store.rebuild_active():
+            log.info("found %d unfinished jobs without an active entry; added them", added)
         # Each runner configuration is instantiated once, here, and shared by every job.
         for runner_id, config in catalogue.runners.items():
             backends[runner_id] = create_backend(config, settings)

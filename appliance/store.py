@@ -11,6 +11,14 @@ those too.) A claim inserts ``<job id>:<generation>`` into ``leases``: exactly o
 process wins each generation, and only the winner then writes the job. After submission
 a job document has one writer at a time, its lease holder; the web process records
 cancellation requests in their own collection instead of writing the job.
+
+The scheduler never searches ``jobs``, which grows with every job ever run: each job
+not yet finished also has a small document in ``active`` (its state and lease expiry),
+written just before the job's own and removed once the job is final. Scheduler queries
+search ``active`` and then read each candidate job by ``_id``; the job document stays
+the truth, and an ``active`` entry found out of date is corrected on the spot. (On
+MongoDB the indexes would do, but MongoDB-protocol servers like FerretDB over SQLite
+can only look documents up by ``_id``: anything else reads the whole collection.)
 """
 
 from __future__ import annotations
@@ -24,11 +32,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from appliance.errors import StoreError, StoreUnavailableError
-from appliance.states import JobState
+from appliance.states import FINAL, JobState
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -41,6 +49,9 @@ JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("by_runner", [("runner", ASCENDING), ("state", ASCENDING)]),
     ("expiry", [("completed_at", ASCENDING)]),
 ]
+ACTIVE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("claim", [("state", ASCENDING), ("submitted_at", ASCENDING)]),
+]
 LEASE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("by_job", [("job_id", ASCENDING)]),
 ]
@@ -48,6 +59,9 @@ FILE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("by_job", [("job_id", ASCENDING)]),
     ("by_creation", [("created_at", ASCENDING)]),
 ]
+
+
+FINAL_NAMES = frozenset(str(s) for s in FINAL)
 
 
 def new_id() -> str:
@@ -77,6 +91,7 @@ class Store:
         self.services = self.db["services"]
         self.leases = self.db["leases"]
         self.cancels = self.db["cancels"]
+        self.active = self.db["active"]
         self.retry_seconds = retry_seconds
         self._job_writes = asyncio.Lock()
 
@@ -134,7 +149,12 @@ class Store:
         await self._call("ping", lambda: self.db.command("ping"))
 
     async def ensure_indexes(self) -> None:
-        pairs = ((self.jobs, JOB_INDEXES), (self.files, FILE_INDEXES), (self.leases, LEASE_INDEXES))
+        pairs = (
+            (self.jobs, JOB_INDEXES),
+            (self.files, FILE_INDEXES),
+            (self.leases, LEASE_INDEXES),
+            (self.active, ACTIVE_INDEXES),
+        )
         for collection, indexes in pairs:
             for name, keys in indexes:
                 await self._call(
@@ -150,6 +170,11 @@ class Store:
     async def insert_job(self, job: Doc) -> None:
         """Record a new job (its ``_id`` made by the caller, so a retried insert is harmless)."""
         document = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0, **job}
+        entry = {"_id": job["_id"], "state": job["state"], "submitted_at": job["submitted_at"],
+                 "lease_owner": None, "lease_expires": None}  # fmt: skip
+        # The active entry first: one without its job is dropped after a while, but a job
+        # without its entry would wait until a scheduler restarts and rebuilds them.
+        await self._insert_unique("insert job", self.active, entry, retried_ok=True)
         if not await self._insert_unique("insert job", self.jobs, document, retried_ok=True):
             raise StoreError(f"a job with id {job['_id']!r} exists already")
 
@@ -201,21 +226,49 @@ class Store:
         document of the job's next generation, and only one insert of an ``_id`` succeeds.
         """
         now = utcnow()
+        wanted = [str(s) for s in states]
         query = {
-            "state": {"$in": [str(s) for s in states]},
+            "state": {"$in": wanted},
             "$or": [{"lease_expires": None}, {"lease_expires": {"$lt": now}}],
         }
 
         async def candidates() -> list[Doc]:
-            cursor = self.jobs.find(query, {"_id": 1, "lease_gen": 1})
-            return await cursor.sort("submitted_at", ASCENDING).limit(batch).to_list(None)
+            cursor = self.active.find(query).sort("submitted_at", ASCENDING).limit(batch)
+            return await cursor.to_list(None)
 
-        wanted = [str(s) for s in states]
-        for candidate in await self._call("find claimable jobs", candidates):
-            job = await self._claim_one(candidate, owner, wanted, now, lease_seconds)
-            if job is not None:
-                return job
+        for entry in await self._call("find claimable jobs", candidates):
+            job = await self.get_job(str(entry["_id"]))
+            if job is None or not _claimable(job, wanted, now):
+                await self._correct_entry(entry, job, now, lease_seconds)
+                continue
+            claimed = await self._claim_one(job, owner, wanted, now, lease_seconds)
+            if claimed is not None:
+                return claimed
         return None
+
+    async def _correct_entry(
+        self, entry: Doc, job: Doc | None, now: datetime, lease_seconds: float
+    ) -> None:
+        """Bring an out-of-date ``active`` entry in line with its job (or drop it)."""
+        job_id = entry["_id"]
+        if job is None:
+            # The web process records the entry just before the job: give it time.
+            if entry.get("submitted_at") and entry["submitted_at"] < now - timedelta(
+                seconds=max(lease_seconds, 60)
+            ):
+                await self._call("drop entry", partial(self.active.delete_one, {"_id": job_id}))
+            return
+        await self._write("correct entry", partial(self._mirror, job_id, job))
+
+    async def _mirror(self, job_id: str, fields: Doc) -> None:
+        """Copy a job's state and lease to its ``active`` entry (call under the
+        write lock, after writing the job)."""
+        if "state" in fields and fields["state"] in FINAL_NAMES:
+            await self.active.delete_one({"_id": job_id})
+            return
+        copy = {k: fields[k] for k in ("state", "lease_owner", "lease_expires") if k in fields}
+        if copy:
+            await self.active.update_one({"_id": job_id}, {"$set": copy})
 
     async def _claim_one(
         self, candidate: Doc, owner: str, states: list[str], now: datetime, lease_seconds: float
@@ -247,10 +300,16 @@ class Store:
         }
         # Only while the job is still in a wanted state and no later claim has landed.
         query = {"_id": job_id, "state": {"$in": states}, "lease_gen": {"$lt": generation}}
-        take = partial(
-            self.jobs.find_one_and_update, query, update, return_document=ReturnDocument.AFTER
-        )
-        job: Doc | None = await self._write("claim job", take)
+
+        async def take() -> Doc | None:
+            job: Doc | None = await self.jobs.find_one_and_update(
+                query, update, return_document=ReturnDocument.AFTER
+            )
+            if job is not None:
+                await self._mirror(job_id, job)
+            return job
+
+        job = await self._write("claim job", take)
         if job is None:  # it finished or moved on meanwhile: take our lease back
             drop = partial(self.leases.delete_one, {"_id": f"{job_id}:{generation}"})
             await self._call("release claim", drop)
@@ -261,23 +320,28 @@ class Store:
         if not job_ids:
             return 0
         expires = utcnow() + timedelta(seconds=lease_seconds)
-        result = await self._write(
-            "renew leases",
-            lambda: self.jobs.update_many(
-                {"_id": {"$in": list(job_ids)}, "lease_owner": owner},
-                {"$set": {"lease_expires": expires}},
-            ),
-        )
-        return int(result.matched_count)
+        change = {"$set": {"lease_expires": expires}}
+
+        async def renew() -> int:
+            # One update per job, each by _id (an `$in` filter reads every job document).
+            mine = [UpdateOne({"_id": i, "lease_owner": owner}, change) for i in job_ids]
+            result = await self.jobs.bulk_write(mine, ordered=False)
+            await self.active.bulk_write(mine, ordered=False)
+            return int(result.matched_count)
+
+        return await self._write("renew leases", renew)
 
     async def release_job(self, owner: str, job_id: str) -> None:
-        await self._write(
-            "release job",
-            lambda: self.jobs.update_one(
-                {"_id": job_id, "lease_owner": owner},
-                {"$set": {"lease_owner": None, "lease_expires": None}},
-            ),
-        )
+        free = {"lease_owner": None, "lease_expires": None}
+
+        async def release() -> None:
+            result = await self.jobs.update_one(
+                {"_id": job_id, "lease_owner": owner}, {"$set": free}
+            )
+            if result.matched_count:
+                await self._mirror(job_id, free)
+
+        await self._write("release job", release)
 
     async def move_job(
         self,
@@ -293,14 +357,23 @@ class Store:
         query: Doc = {"_id": job_id, "state": {"$in": [str(s) for s in sources]}}
         if owner is not None:
             query["lease_owner"] = owner
-        update = {"$set": {"state": str(new), **(fields or {})}}
-        result = await self._write("update job", lambda: self.jobs.update_one(query, update))
-        return bool(result.modified_count == 1)
+        changes = {"state": str(new), **(fields or {})}
+
+        async def move() -> bool:
+            result = await self.jobs.update_one(query, {"$set": changes})
+            if result.modified_count != 1:
+                return False
+            await self._mirror(job_id, changes)
+            return True
+
+        return await self._write("update job", move)
 
     async def update_job(self, job_id: str, fields: Doc) -> None:
-        await self._write(
-            "update job", lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields})
-        )
+        async def update() -> None:
+            await self.jobs.update_one({"_id": job_id}, {"$set": fields})
+            await self._mirror(job_id, fields)
+
+        await self._write("update job", update)
 
     async def request_cancel(self, job_id: str) -> None:
         """Record that the job's owner should cancel it (idempotent)."""
@@ -355,21 +428,37 @@ class Store:
         return await self._call("service statuses", run)
 
     async def active_job_ids(self) -> set[str]:
-        """Ids of every job not yet in a final state."""
-        from appliance.states import FINAL
+        """Ids of every job not yet in a final state (and perhaps a few just finished)."""
 
         async def run() -> set[str]:
-            query = {"state": {"$nin": [str(s) for s in FINAL]}}
-            return {str(doc["_id"]) async for doc in self.jobs.find(query, {"_id": 1})}
+            return {str(doc["_id"]) async for doc in self.active.find({}, {"_id": 1})}
 
         return await self._call("list active jobs", run)
+
+    async def rebuild_active(self) -> int:
+        """Give every unfinished job its ``active`` entry (jobs stored by an older version,
+        or whose entry was lost); returns how many were missing. Reads every job once."""
+
+        async def run() -> int:
+            have = await self.active_job_ids()
+            added = 0
+            query = {"state": {"$nin": sorted(FINAL_NAMES)}}
+            fields = {"state": 1, "submitted_at": 1, "lease_owner": 1, "lease_expires": 1}
+            async for job in self.jobs.find(query, fields):
+                if job["_id"] not in have:
+                    try:
+                        await self.active.insert_one(job)
+                    except DuplicateKeyError:
+                        continue
+                    added += 1
+            return added
+
+        return await self._call("rebuild active jobs", run)
 
     # -- retention ---------------------------------------------------------------------
 
     async def expired_jobs(self, before: datetime, limit: int = 500) -> list[str]:
         """Finished jobs that completed before ``before``."""
-        from appliance.states import FINAL
-
         query = {"state": {"$in": [str(s) for s in FINAL]}, "completed_at": {"$lt": before}}
 
         async def run() -> list[str]:
@@ -380,6 +469,7 @@ class Store:
 
     async def delete_job(self, job_id: str) -> None:
         await self._call("delete job", lambda: self.jobs.delete_one({"_id": job_id}))
+        await self._call("delete job", lambda: self.active.delete_one({"_id": job_id}))
         await self._call("delete job", lambda: self.cancels.delete_one({"_id": job_id}))
         await self._call("delete job", lambda: self.leases.delete_many({"job_id": job_id}))
 
@@ -395,16 +485,20 @@ class Store:
 
     async def files_in_use(self) -> set[str]:
         """Upload ids that jobs not yet finished take as input."""
-        from appliance.states import FINAL
 
         async def run() -> set[str]:
             used: set[str] = set()
-            query = {"state": {"$nin": [str(s) for s in FINAL]}}
-            async for job in self.jobs.find(query, {"parameters": 1}):
-                for value in (job.get("parameters") or {}).values():
+            async for entry in self.active.find({}, {"_id": 1}):
+                job = await self.jobs.find_one({"_id": entry["_id"]}, {"parameters": 1})
+                for value in ((job or {}).get("parameters") or {}).values():
                     for item in value if isinstance(value, list) else [value]:
                         if isinstance(item, str):
                             used.add(item)
             return used
 
         return await self._call("find files in use", run)
+
+
+def _claimable(job: Doc, states: list[str], now: datetime) -> bool:
+    expires = job.get("lease_expires")
+    return job.get("state") in states and (expires is None or expires < now)

@@ -204,3 +204,68 @@ async def test_a_claim_never_returns_a_job_in_another_state(store: Store) -> Non
     assert await store.claim_job("A", [JobState.ACCEPTED], 30) is None
     found = await store.get_job(str(record["_id"]))
     assert found is not None and found["lease_owner"] is None
+
+
+async def test_active_entries_follow_jobs_and_leave_when_final(store: Store) -> None:
+    record = job()
+    job_id = str(record["_id"])
+    await store.insert_job(record)
+    assert await store.active_job_ids() == {job_id}
+    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
+    assert claimed is not None
+    entry = await store.active.find_one({"_id": job_id})
+    assert entry is not None and entry["lease_expires"] == claimed["lease_expires"]
+    assert await store.move_job(job_id, [JobState.ACCEPTED], JobState.QUEUED, owner="a")
+    entry = await store.active.find_one({"_id": job_id})
+    assert entry is not None and entry["state"] == "QUEUED"
+    assert await store.move_job(job_id, [JobState.QUEUED], JobState.COMPLETED, owner="a")
+    assert await store.active_job_ids() == set()
+    assert (await store.get_job(job_id) or {})["state"] == "COMPLETED"
+
+
+async def test_an_out_of_date_entry_is_corrected_not_trusted(store: Store) -> None:
+    stale, fresh = job(age=20), job(age=10)
+    for record in (stale, fresh):
+        await store.insert_job(record)
+    # The job finished but its entry still says ACCEPTED (a process died between writes).
+    await store.jobs.update_one({"_id": stale["_id"]}, {"$set": {"state": "COMPLETED"}})
+    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
+    assert claimed is not None and claimed["_id"] == fresh["_id"]
+    assert str(stale["_id"]) not in await store.active_job_ids()
+    assert (await store.get_job(str(stale["_id"])) or {})["lease_owner"] is None
+
+
+async def test_an_entry_without_its_job_is_dropped_only_once_old(store: Store) -> None:
+    young, old = job(age=1), job(age=3600)
+    for record in (young, old):  # the web process died between the two inserts
+        await store.active.insert_one({**record, "lease_owner": None, "lease_expires": None})
+    assert await store.claim_job("a", [JobState.ACCEPTED], 30) is None
+    assert await store.active_job_ids() == {str(young["_id"])}
+
+
+async def test_rebuild_gives_unfinished_jobs_their_entries(store: Store) -> None:
+    waiting, done = job(), job("COMPLETED")
+    for record in (waiting, done):
+        await store.insert_job(record)
+    await store.active.delete_many({})  # as stored by a version without entries
+    assert await store.claim_job("a", [JobState.ACCEPTED], 30) is None
+    assert await store.rebuild_active() == 1
+    assert await store.rebuild_active() == 0
+    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
+    assert claimed is not None and claimed["_id"] == waiting["_id"]
+
+
+async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
+    records = [job(age=3 - i) for i in range(3)]
+    for record in records:
+        await store.insert_job(record)
+    ids = []
+    for _ in records:
+        claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
+        assert claimed is not None
+        ids.append(str(claimed["_id"]))
+    await store.release_job("a", ids[0])
+    assert await store.renew_leases("a", ids, 60) == 2
+    entries = {e["_id"]: e async for e in store.active.find({})}
+    assert entries[ids[0]]["lease_expires"] is None
+    assert entries[ids[1]]["lease_expires"] > utcnow() + timedelta(seconds=45)

@@ -79,7 +79,7 @@ ensure_compose() {
 ferretdb_binary() {
   # FerretDB embedded in tools/ferretdb-server, built once per source version and cached.
   local src=tools/ferretdb-server hash bin
-  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" "$src/build" "$src/patches/"* | sha256sum | cut -c1-12)
   bin="$APPLIANCE_CACHE/ferretdb-server-$hash/ferretdb-server"
   if [ ! -x "$bin" ]; then
     local go
@@ -88,7 +88,7 @@ ferretdb_binary() {
     [ -x "$go" ] || die "need Go to build FerretDB (or set MONGODB_URI, or put mongod on PATH)"
     say "building FerretDB once (cached in $(dirname "$bin"))"
     mkdir -p "$(dirname "$bin")"
-    (cd "$src" && "$go" build -o "$bin.tmp" .) >&2 || die "building FerretDB failed"
+    GO=$go "$src/build" "$bin.tmp" >&2 || die "building FerretDB failed"
     mv "$bin.tmp" "$bin"
   fi
   echo "$bin"
