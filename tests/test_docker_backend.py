@@ -285,3 +285,42 @@ async def test_leftover_containers_are_removed(
                     "--label", "appliance.job=nosuchjob", TEST_IMAGE, "true"], check=True, capture_output=True)  # fmt: skip
     await scheduler.remove_orphans()
     assert containers_of(settings.instance) == []
+
+
+async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
+    settings: Settings, store: Store
+) -> None:
+    (settings.runners_dir / "docker.yaml").write_text(
+        "backend: docker\nlimits: {user: '1000:1000'}\noptions: {stop_grace: 3, slots: 2}\n"
+    )
+    catalogue = load_catalogue(settings)
+    backend = create_backend(catalogue.runners["docker"], settings)
+    scheduler = Scheduler(settings, store, catalogue, {"docker": backend})
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        ids = [await submit(store, catalogue, "once", {"seconds": ["6"]}) for _ in range(5)]
+        await wait_state(store, ids[0], "RUNNING", timeout=60)
+        most = 0
+        for _ in range(20):  # while the first ones run, the rest wait created
+            running = subprocess.run(
+                ["docker", "ps", "-q", "--filter", f"label=appliance.instance={settings.instance}"],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            most = max(most, len(running))
+            await asyncio.sleep(0.1)
+        waiting = await store.get_job(ids[4])
+        assert waiting is not None and waiting["state"] == "QUEUED"
+        await store.request_cancel(ids[4])
+        scheduler.poke.set()
+        jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await backend.close()
+    assert most == 2
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 4 + ["INTERRUPTED"]
+    assert not (settings.jobs_dir / ids[4] / "runs.txt").exists()  # it never ran
+    for job_id in ids[:4]:
+        assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+    assert containers_of(settings.instance) == []

@@ -16,8 +16,10 @@ we do: ``jobs_host_dir`` and ``uploads_host_dir`` say where our ``jobs_dir`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,10 @@ class DockerBackend:
                             "unix:///var/run/docker.sock")  # fmt: skip
         self.stop_grace = float(options.get("stop_grace", 10))
         self.tmp_size = str(options.get("tmp_size", "64m"))
+        # At most this many containers run at once (0: no limit); the others wait, created
+        # but not started, and the engine keeps that queue across our restarts.
+        self.slots = int(options.get("slots", 0))
+        self._starting = threading.Lock()
         self.limits = config.limits
         self.instance = settings.instance
         self.jobs_dir = settings.jobs_dir
@@ -183,8 +189,26 @@ class DockerBackend:
             except docker.errors.NotFound:
                 container = client.containers.create(spec.image, **options)
         if container.status == "created":
-            container.start()
+            with self._starting:
+                if self._free_slots(client) > 0:
+                    container.start()
         return name
+
+    def _free_slots(self, client: docker.DockerClient) -> int:
+        if self.slots <= 0:
+            return 1
+        running = client.containers.list(
+            filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"}
+        )
+        return self.slots - len(running)
+
+    def _start_waiting(self, client: docker.DockerClient, waiting: list[Any]) -> None:
+        """Start created containers, oldest first, while slots are free."""
+        with self._starting:
+            free = self._free_slots(client)
+            for container in sorted(waiting, key=lambda c: str(c.attrs.get("Created", "")))[:free]:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.start()
 
     async def submit(self, spec: JobSpec) -> str:
         return str(await self._call("create container", self._create, spec))
@@ -224,6 +248,10 @@ class DockerBackend:
         )
         by_name = {c.name: c for c in listed}
         result: dict[str, RunStatus] = {}
+        wanted = set(handles)
+        waiting = [c for c in listed if c.status == "created" and c.name in wanted]
+        if waiting:
+            self._start_waiting(client, waiting)
         for handle in handles:
             container = by_name.get(handle)
             if container is None:
@@ -252,6 +280,13 @@ class DockerBackend:
         try:
             container = self._docker().containers.get(handle)
         except docker.errors.NotFound:
+            return
+        if container.status == "created":  # waiting for a slot: it never ran
+            workdir = self.jobs_dir / self.job_of(handle)
+            with contextlib.suppress(OSError):
+                if workdir.is_dir():
+                    write_exit_record(workdir, 143, "cancelled before it started")
+            container.remove(force=True)
             return
         try:
             container.stop(timeout=int(self.stop_grace))
