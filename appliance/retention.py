@@ -31,6 +31,15 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_file(path: Path) -> str | None:
+    """Delete one file; the reason it could not be, if it could not."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 async def sweep(store: Store, settings: Settings, now: datetime | None = None) -> Swept:
     now = now or utcnow()
     jobs = uploads = 0
@@ -44,15 +53,20 @@ async def sweep(store: Store, settings: Settings, now: datetime | None = None) -
     if settings.upload_retention > 0:
         before = now - timedelta(seconds=settings.upload_retention)
         in_use = await store.files_in_use()
+        failed: list[str] = []
         for record in await store.expired_files(before, limit=100_000):
             file_id = str(record["_id"])
             if file_id in in_use:
                 continue
             path = inside(settings.uploads_dir, str(record.get("path", file_id)))
-            if path is not None:
-                await asyncio.to_thread(path.unlink, True)
+            if path is not None and (problem := await asyncio.to_thread(_remove_file, path)):
+                failed.append(problem)  # keep the record: the next sweep tries again
+                continue
             await store.delete_file(file_id)
             uploads += 1
+        if failed:
+            log.warning("retention: %d expired uploads could not be deleted, e.g. %s",
+                        len(failed), failed[0])  # fmt: skip
     if jobs or uploads:
         log.info("retention: deleted %d finished jobs and %d uploads", jobs, uploads)
     return Swept(jobs, uploads)

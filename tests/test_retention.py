@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,3 +78,29 @@ async def test_zero_keeps_everything(
     )
     assert await retention.sweep(store, settings) == retention.Swept()
     assert await store.get_job(job_id) is not None
+
+
+async def test_an_upload_that_cannot_be_deleted_keeps_its_record_and_stops_nothing(
+    tmp_path: Path, mongodb_uri: str, database_name: str, store: Store,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    settings = make_settings(tmp_path, mongodb_uri, database_name, upload_retention="1d")
+    old = utcnow() - timedelta(days=2)
+    stuck, fine = new_id(), new_id()
+    for file_id in (stuck, fine):
+        (settings.uploads_dir / file_id).write_text(">a\nM\n")
+    unlink = Path.unlink
+
+    def read_only_for_one(path: Path, missing_ok: bool = False) -> None:
+        if path.name == stuck:  # as on a read-only mount (seen in the bundle's soak)
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only_for_one)
+    for file_id in (stuck, fine):
+        await store.insert_file({"_id": file_id, "path": file_id, "created_at": old})
+    swept = await retention.sweep(store, settings)
+    assert swept == retention.Swept(uploads=1)
+    assert await store.get_file(fine) is None and not (settings.uploads_dir / fine).exists()
+    assert await store.get_file(stuck) is not None  # tried again next time
+    assert "1 expired uploads could not be deleted" in caplog.text
