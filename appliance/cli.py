@@ -131,7 +131,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     _logging(settings)
-    return run_web(settings)
+    return run_web(settings, worker=args.worker)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.set_defaults(handler=cmd_scheduler)
 
     web = sub.add_parser("web", help="run the web API on hypercorn (until SIGTERM)")
+    web.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     web.set_defaults(handler=cmd_web)
 
     worker = sub.add_parser("worker", help="run a local worker pool (until SIGTERM)")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.jobwrap import EXIT_RECORD, write_exit_record
 from appliance.model import Output, Service
-from appliance.runners.base import EXIT_RECORD
 
 STD_STREAMS = ("stdout", "stderr")
 
@@ -26,11 +26,7 @@ def make_job_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
     path.chmod(0o755)
 
 
-def write_exit_record(path: Path, exit_code: int, message: str = "") -> None:
-    """Atomically record how the job ended (survives restarts of every process)."""
-    temporary = path / (EXIT_RECORD + ".tmp")
-    temporary.write_text(json.dumps({"exit_code": exit_code, "message": message}))
-    temporary.replace(path / EXIT_RECORD)
+__all__ = ["EXIT_RECORD", "read_exit_record", "write_exit_record"]
 
 
 def read_exit_record(path: Path) -> tuple[int, str] | None:

@@ -242,8 +242,12 @@ class RpcClient:
             if future is not None and not future.done():
                 future.set_result(reply)
 
-    async def call(self, method: str, **params: Any) -> Message:
-        """Send a request and wait for its reply; RunnerUnavailableError if none comes."""
+    async def call(
+        self, method: str, *, reply_within: float | None = None, **params: Any
+    ) -> Message:
+        """Send a request and wait for its reply (``reply_within`` seconds, by default the
+        client's timeout); RunnerUnavailableError if none comes."""
+        timeout = self.timeout if reply_within is None else reply_within
         if self.reader is None:
             self.reader = asyncio.create_task(self._read())
         request_id = f"{self.prefix}-{next(self.ids)}"
@@ -263,10 +267,10 @@ class RpcClient:
                     f"the worker at {self.address} is not connected ({exc})"
                 ) from None
             try:
-                reply = await asyncio.wait_for(future, self.timeout)
+                reply = await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise RunnerUnavailableError(
-                    f"the worker at {self.address} did not answer within {self.timeout:g} s"
+                    f"the worker at {self.address} did not answer within {timeout:g} s"
                 ) from None
         finally:
             self.waiting.pop(request_id, None)

@@ -45,6 +45,7 @@ UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show
 CANCEL_RESEND = 15.0
 CANCEL_GIVE_UP = 60.0
 ORPHAN_SECONDS = 60.0
+CHANGE_WAIT = 10.0  # longest wait for a runner's change notice before asking again
 KILLED = {137, 143, -9, -15}  # SIGKILL and SIGTERM, as shells and as Python report them
 
 
@@ -96,7 +97,9 @@ class Scheduler:
         followers = [
             asyncio.create_task(self._monitor_loop(), name="monitor"),
             asyncio.create_task(self._renew_loop(), name="renew"),
-        ]
+            *(asyncio.create_task(self._follow_changes(backend), name=f"changes {name}")
+              for name, backend in self.backends.items() if hasattr(backend, "changed")),
+        ]  # fmt: skip
         log.info("scheduler %s started with runners: %s", self.owner, ", ".join(self.backends))
         try:
             await stop.wait()
@@ -127,7 +130,13 @@ class Scheduler:
     async def _listen(self, receiver: WakeReceiver) -> None:
         while True:
             message = await receiver.receive()
-            if message.get("kind") == "cancel" and message.get("job") in self.held:
+            job_id = message.get("job")
+            if message.get("kind") == "submitted" and isinstance(job_id, str):
+                try:
+                    await self.store.add_entry_for(job_id)  # the web process left it to us
+                except StoreError as exc:  # the next start of a scheduler rebuilds entries
+                    log.warning("job %s: cannot record it as active: %s", job_id, exc)
+            if message.get("kind") == "cancel" and job_id in self.held:
                 self.poke.set()
             self.kick.set()
 
@@ -312,6 +321,18 @@ class Scheduler:
             except Exception:  # a bug must not stop the scheduler following jobs
                 log.exception("following jobs failed; trying again")
                 await asyncio.sleep(1.0)
+
+    async def _follow_changes(self, backend: Any) -> None:
+        """Poke the monitor as soon as a runner says a job started or ended; polling
+        every ``poll_seconds`` stays as the fallback."""
+        while True:
+            try:
+                await backend.changed(CHANGE_WAIT)
+            except RunnerError:  # unreachable: the monitor reports it; look again later
+                await asyncio.sleep(1.0)
+                continue
+            if self.held:
+                self.poke.set()
 
     async def monitor(self) -> None:
         """One round: cancellations, then the status of every held job, one batch per runner."""

@@ -27,8 +27,11 @@ def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
     return {pid: show(values.get(pid)) for pid in service.parameters}
 
 
-async def record_job(store: Store, service: Service, values: dict[str, Any]) -> dict[str, Any]:
-    """Store a new, validated job as ACCEPTED; returns its document."""
+async def record_job(
+    store: Store, service: Service, values: dict[str, Any], *, with_entry: bool = True
+) -> dict[str, Any]:
+    """Store a new, validated job as ACCEPTED; returns its document. (``with_entry``:
+    see ``Store.insert_job``.)"""
     job = {
         "_id": new_id(),
         "service": service.id,
@@ -37,5 +40,5 @@ async def record_job(store: Store, service: Service, values: dict[str, Any]) -> 
         "parameters": echo_parameters(service, values),
         "values": dump_values(values),
     }
-    await store.insert_job(job)
+    await store.insert_job(job, with_entry=with_entry)
     return job

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import jobwrap
 from appliance.jobdirs import read_exit_record, write_exit_record
 from appliance.messaging import Message
 
@@ -51,9 +52,13 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        return b"appliance.jobwrap" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return JOBWRAP.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()  # not a reused pid
     except OSError:
         return True
+
+
+# The wrapper every job runs under, as a script: it needs no site packages to start.
+JOBWRAP = str(Path(jobwrap.__file__).resolve())
 
 
 class WorkerPool:
@@ -65,6 +70,8 @@ class WorkerPool:
         self.queue: deque[str] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.base_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+        self.changes = 0  # jobs started or ended so far; "wait" requests watch it
+        self.change = asyncio.Event()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -116,7 +123,7 @@ class WorkerPool:
                 await asyncio.to_thread(shutil.copyfile, staged["source"], target)
                 target.chmod(0o444)
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "appliance.jobwrap", str(workdir), "--", *job.argv,
+                sys.executable, "-I", "-S", JOBWRAP, str(workdir), "--", *job.argv,
                 cwd=workdir, env={"PATH": self.base_path, **job.env},
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
@@ -126,6 +133,7 @@ class WorkerPool:
             return
         job.state, job.pid = "running", process.pid
         self.save()
+        self._changed()
         try:
             await process.wait()
         finally:
@@ -152,6 +160,21 @@ class WorkerPool:
         self._prune()
         self.save()
         self._fill_slots()
+        self._changed()
+
+    def _changed(self) -> None:
+        """A job started or ended: answer everyone waiting for a change."""
+        self.changes += 1
+        self.change.set()
+        self.change = asyncio.Event()
+
+    async def wait(self, since: int, timeout: float) -> Message:
+        """Answer once the change count differs from ``since`` (at once if it does
+        already), or after ``timeout`` seconds; with the count."""
+        if self.changes == since:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.change.wait(), min(max(timeout, 0.0), 60.0))
+        return {"changes": self.changes}
 
     def _prune(self) -> None:
         cutoff = time.time() - KEEP_FINISHED_SECONDS
@@ -171,6 +194,8 @@ class WorkerPool:
         if method == "cancel":
             await self.cancel(str(request.get("handle")))
             return {}
+        if method == "wait":
+            return await self.wait(int(request.get("since", -1)), float(request.get("timeout", 5)))
         return {"error": f"unknown method {method!r}"}
 
     def submit(self, request: Message) -> Message:

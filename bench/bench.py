@@ -208,7 +208,8 @@ class Run:
         started = datetime.now(UTC)
         phases = [p for p in ("web", "jobs", "stored") if p in self.args.phases]
         for round_ in range(self.args.rounds):
-            order = SYSTEMS if round_ % 2 == 0 else SYSTEMS[::-1]
+            chosen = tuple(n for n in SYSTEMS if n in self.args.systems)
+            order = chosen if round_ % 2 == 0 else chosen[::-1]
             self.say(f"round {round_ + 1} of {self.args.rounds}: {' then '.join(order)}")
             for phase in phases:
                 for name in order:
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--phases", default="web,jobs,stored", help="any of web,jobs,stored")
+    parser.add_argument("--systems", default="appliance,slivka", help="for a partial look (both)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients (32)")
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run (10)")
     parser.add_argument("--runs", type=int, default=20, help="trivial jobs timed per round (20)")
@@ -281,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     args.phases = args.phases.split(",")
+    args.systems = args.systems.split(",")
     run = Run(args)
     try:
         results = run.run()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from appliance.jobwrap import EXIT_RECORD
 from appliance.model import Resources
 
 
@@ -62,6 +63,12 @@ class Backend(Protocol):
         """Release connections; running jobs go on."""
 
 
-EXIT_RECORD = ".exit.json"
-"""Written into a job's directory by the backend when the job ends, so that its exit code
-survives the backend's own restart and the scheduler's."""
+class Notifying(Protocol):
+    """A backend that can tell when its jobs may have changed (one started or ended), so
+    that the scheduler asks for their status at once instead of at its next poll."""
+
+    async def changed(self, timeout: float) -> None:
+        """Return when a job may have changed, or after ``timeout`` seconds anyway."""
+
+
+__all__ = ["EXIT_RECORD"]

@@ -20,7 +20,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +68,17 @@ class DockerBackend:
         # At most this many containers run at once (0: no limit); the others wait, created
         # but not started, and the engine keeps that queue across our restarts.
         self.slots = int(options.get("slots", 0))
-        self._starting = threading.Lock()
+        self._slots_lock = threading.Lock()
+        self._starting: set[str] = set()  # containers being started (holding a slot)
+        self._started: set[str] = set()  # every container started, until it is removed
+        self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
+        # The engine's event stream (our containers starting and dying), read by a thread.
+        self._events: Any = None
+        self._watcher: threading.Thread | None = None
+        self._change: asyncio.Event | None = None
+        self._closing = False
+        self._removing: dict[str, RunStatus] = {}  # finished, container being removed
+        self._remover = ThreadPoolExecutor(2, thread_name_prefix="docker-remove")
         self.limits = config.limits
         self.instance = settings.instance
         self.jobs_dir = settings.jobs_dir
@@ -188,27 +200,64 @@ class DockerBackend:
                 container = client.containers.get(name)
             except docker.errors.NotFound:
                 container = client.containers.create(spec.image, **options)
-        if container.status == "created":
-            with self._starting:
-                if self._free_slots(client) > 0:
-                    container.start()
+        if container.status == "created" and self._reserve(client, [container]):
+            self._start(container)
         return name
 
-    def _free_slots(self, client: docker.DockerClient) -> int:
-        if self.slots <= 0:
-            return 1
-        running = client.containers.list(
-            filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"}
-        )
-        return self.slots - len(running)
+    def _reserve(self, client: docker.DockerClient, waiting: list[Any]) -> list[Any]:
+        """Which of the ``waiting`` containers (oldest first) may start now; each one
+        returned holds a slot until ``_start`` is done with it. Starting takes the engine
+        ~150 ms, so starts run in parallel and only the counting is under the lock."""
+        with self._slots_lock:
+            # A container is started once: a list taken a moment ago may still show one
+            # as created that has run and exited since (starting it again reruns the job).
+            waiting = [c for c in waiting if c.name not in self._starting | self._started]
+            if self.slots > 0:
+                running = client.containers.list(
+                    filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"}
+                )
+                busy = {c.name for c in running} | self._starting
+                free = max(0, self.slots - len(busy))
+                waiting = sorted(waiting, key=lambda c: str(c.attrs.get("Created", "")))[:free]
+            self._starting.update(c.name for c in waiting)
+            self._started.update(c.name for c in waiting)
+            return waiting
 
-    def _start_waiting(self, client: docker.DockerClient, waiting: list[Any]) -> None:
-        """Start created containers, oldest first, while slots are free."""
-        with self._starting:
-            free = self._free_slots(client)
-            for container in sorted(waiting, key=lambda c: str(c.attrs.get("Created", "")))[:free]:
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.start()
+    def _start(self, container: Any) -> None:
+        try:
+            container.start()
+        except docker.errors.NotFound:
+            pass
+        finally:
+            with self._slots_lock:
+                self._starting.discard(container.name)
+
+    def _fill_slots(self) -> None:
+        """Start waiting containers while slots are free (called when one dies)."""
+        try:
+            client = self._docker()
+            waiting = client.containers.list(
+                all=True,
+                filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "created"},
+            )
+            for container in self._reserve(client, waiting) if waiting else []:
+                self._starter.submit(self._start_later, container)
+        except Exception as exc:  # the next status round tries again
+            log.debug("filling slots: %s", exc)
+
+    def _start_later(self, container: Any) -> None:
+        """Start a container that waited for a slot; if the engine refuses, the job ends
+        (exit code 125, as ``docker run`` says) rather than waiting for ever."""
+        try:
+            self._start(container)
+        except Exception as exc:
+            log.warning("could not start container %s: %s", container.name, exc)
+            workdir = self.jobs_dir / self.job_of(container.name)
+            with contextlib.suppress(OSError):
+                if workdir.is_dir():
+                    write_exit_record(workdir, 125, f"the container could not start: {exc}")
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
 
     async def submit(self, spec: JobSpec) -> str:
         return str(await self._call("create container", self._create, spec))
@@ -217,8 +266,11 @@ class DockerBackend:
 
     def _finish(self, container: Any) -> RunStatus:
         """Keep the logs and the exit code in the job directory, then remove the container."""
-        container.reload()
-        state = container.attrs["State"]
+        if not str(container.attrs.get("Status", "")).startswith("Exited (0)"):
+            container.reload()  # the list says too little: why did it fail (OOM, ...)?
+        state = container.attrs.get("State")
+        if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
+            state = {"ExitCode": 0}
         code = int(state.get("ExitCode", -1))
         message = ""
         if state.get("OOMKilled"):
@@ -235,11 +287,28 @@ class DockerBackend:
                         ):
                             sink.write(chunk)
                 write_exit_record(workdir, code, message)
+        except UNREACHABLE:  # the engine went away (these are OSErrors too): ask again later
+            raise
         except OSError as exc:  # a full or broken job volume: the job's end still counts
             message = f"{message}; its output could not be kept: {exc}".lstrip("; ")
             code = code or 1
-        container.remove(force=True)
-        return RunStatus(RunState.FINISHED, code, message)
+        # Removing takes the engine a while; the job's end is known already, so do not
+        # keep the scheduler (and the next waiting container) waiting for it.
+        self._removing[container.name] = RunStatus(RunState.FINISHED, code, message)
+        self._remover.submit(self._remove, container)
+        return self._removing[container.name]
+
+    def _remove(self, container: Any) -> None:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:  # the orphan sweep removes it later
+            log.warning("could not remove container %s: %s", container.name, exc)
+        finally:
+            self._removing.pop(container.name, None)
+            with self._slots_lock:
+                self._started.discard(container.name)
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         client = self._docker()
@@ -250,11 +319,13 @@ class DockerBackend:
         result: dict[str, RunStatus] = {}
         wanted = set(handles)
         waiting = [c for c in listed if c.status == "created" and c.name in wanted]
-        if waiting:
-            self._start_waiting(client, waiting)
+        for container in self._reserve(client, waiting) if waiting else []:
+            self._starter.submit(self._start_later, container)  # the engine reports the start
         for handle in handles:
             container = by_name.get(handle)
-            if container is None:
+            if handle in self._removing:
+                result[handle] = self._removing[handle]
+            elif container is None:
                 record = read_exit_record(self.jobs_dir / self.job_of(handle))
                 result[handle] = (
                     RunStatus(RunState.FINISHED, record[0], record[1]) if record
@@ -273,6 +344,43 @@ class DockerBackend:
             return {}
         result: dict[str, RunStatus] = await self._call("list containers", self._status, handles)
         return result
+
+    # -- change notices ------------------------------------------------------------------
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
+        filters = {"type": "container", "event": ["start", "die"],
+                   "label": [f"{LABEL_INSTANCE}={self.instance}"]}  # fmt: skip
+        while not self._closing:
+            try:
+                client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
+                try:
+                    self._events = client.events(decode=True, filters=filters)
+                    for event in self._events:
+                        loop.call_soon_threadsafe(change.set)
+                        if self.slots > 0 and event.get("Action") == "die":
+                            self._starter.submit(self._fill_slots)  # no need to wait for us
+                finally:
+                    client.close()
+            except Exception as exc:  # the engine went away: try again in a moment
+                if not self._closing:
+                    log.debug("docker events: %s", exc)
+            if not self._closing:
+                loop.call_soon_threadsafe(change.set)  # something may have been missed
+                time.sleep(1.0)
+
+    async def changed(self, timeout: float) -> None:
+        """Return when one of our containers started or died (or after ``timeout``)."""
+        if self._watcher is None:
+            self._change = asyncio.Event()
+            self._watcher = threading.Thread(
+                target=self._watch, args=(asyncio.get_running_loop(), self._change),
+                name="docker-events", daemon=True,
+            )  # fmt: skip
+            self._watcher.start()
+        assert self._change is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._change.wait(), timeout)
+        self._change.clear()
 
     # -- cancel and close ----------------------------------------------------------------
 
@@ -303,9 +411,16 @@ class DockerBackend:
         )
         removed = []
         for container in listed:
-            if container.labels.get(LABEL_JOB) not in active_jobs:
+            if container.labels.get(LABEL_JOB) in active_jobs or container.name in self._removing:
+                continue
+            try:
                 container.remove(force=True)
-                removed.append(container.name)
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:  # e.g. its removal is under way already
+                log.warning("could not remove container %s: %s", container.name, exc)
+                continue
+            removed.append(container.name)
         return removed
 
     async def remove_orphans(self, active_jobs: set[str]) -> list[str]:
@@ -314,6 +429,12 @@ class DockerBackend:
         return removed
 
     async def close(self) -> None:
+        self._closing = True
+        await asyncio.to_thread(self._starter.shutdown, wait=True)
+        await asyncio.to_thread(self._remover.shutdown, wait=True)
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                self._events.close()
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 class LocalBackend:
     def __init__(self, client: RpcClient) -> None:
         self.client = client
+        self.seen = -1  # the pool's change count at our last look
+
+    async def changed(self, timeout: float) -> None:
+        """Long-poll the pool: returns when one of its jobs started or ended."""
+        reply = await self.client.call(
+            "wait", since=self.seen, timeout=timeout, reply_within=timeout + self.client.timeout
+        )
+        self.seen = int(reply.get("changes", -1))
 
     async def submit(self, spec: JobSpec) -> str:
         reply = await self.client.call(

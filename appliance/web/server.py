@@ -1,43 +1,113 @@
-"""Running the web app on hypercorn, with the bind address and workers from settings."""
+"""Running the web app on hypercorn, with the bind address and workers from settings.
+
+With one worker the app runs in this process. With more, this process supervises that
+many worker processes (``appliance web --worker``), each listening on the same address
+with a socket of its own (SO_REUSEPORT), so that the kernel spreads connections over
+them. (Hypercorn's own multi-worker mode shares one socket, and under a burst of
+connections one worker takes nearly all of them.) A worker that dies is replaced.
+Each worker runs on uvloop when it is installed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from hypercorn.run import run
 
 from appliance.settings import Settings
 from appliance.web.app import create_app
+
+log = logging.getLogger(__name__)
+RESTARTS_ALLOWED = 5  # within RESTART_WINDOW seconds, before the supervisor gives up
+RESTART_WINDOW = 60.0
 
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [settings.web_bind]
+    # More than one: hypercorn then gives each worker's socket SO_REUSEPORT.
     config.workers = settings.web_workers
     config.accesslog = None
     config.errorlog = "-"
     config.graceful_timeout = 10
     config.keep_alive_timeout = 30
+    config.backlog = 1024
     # Uploads are limited by the app itself while streaming; hypercorn need not buffer.
     config.h11_max_incomplete_size = 64 * 1024
     return config
 
 
-def run_web(settings: Settings) -> int:
-    config = hypercorn_config(settings)
-    if settings.web_workers > 1:
-        config.application_path = "appliance.web.asgi:app"
-        return run(config)
-    asyncio.run(_serve_one(settings, config))
-    return 0
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+        return
+    uvloop.run(main())
 
 
-async def _serve_one(settings: Settings, config: Config) -> None:
+def run_web(settings: Settings, *, worker: bool = False) -> int:
+    if worker or settings.web_workers == 1:
+        _run(lambda: _serve_one(settings))
+        return 0
+    return _supervise(settings.web_workers)
+
+
+async def _serve_one(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    config = hypercorn_config(settings)
     await serve(create_app(settings), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "appliance", "web", "--worker"])
+
+
+def _supervise(count: int) -> int:
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = [_start_worker() for _ in range(count)]
+    restarts: list[float] = []
+    status = 0
+    while not stopping:
+        time.sleep(0.2)
+        for index, process in enumerate(workers):
+            code = process.poll()
+            if code is None or stopping:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+            if len(restarts) > RESTARTS_ALLOWED:
+                log.error("web workers keep dying (last exit code %s); stopping", code)
+                stopping, status = True, 1
+                break
+            log.warning("web worker %d exited with code %s; starting another", process.pid, code)
+            workers[index] = _start_worker()
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in workers:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return status
