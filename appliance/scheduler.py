@@ -149,6 +149,11 @@ class Scheduler:
             try:
                 await self.dispatch()
                 if time.monotonic() >= next_cleanup:
+                    # A job whose wake-up was lost (its message died with a process) has
+                    # no active entry yet: this makes it, within a minute.
+                    if added := await self.store.rebuild_active():
+                        log.warning("%d jobs had no active entry (a wake-up was lost)", added)
+                        self.kick.set()
                     await self.remove_orphans()
                     await retention.sweep(self.store, self.settings)
                     next_cleanup = time.monotonic() + ORPHAN_SECONDS

@@ -138,7 +138,7 @@ class Run:
                 self.add(f"{metric}_stuck", name, float(len(stuck)))
                 self.say(
                     f"{name}: cancel ({service}) p50 {measure.median(values) * 1000:.0f} ms; "
-                    f"{len(stuck)} not final after 20 s ({', '.join(sorted(set(stuck))) or '-'})"
+                    f"{len(stuck)} not final after 10 s ({', '.join(sorted(set(stuck))) or '-'})"
                 )
         finally:
             system.stop()

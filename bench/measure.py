@@ -177,13 +177,27 @@ def job_latencies(system: System, service: str, runs: int, *, poll: float = 0.02
     return results
 
 
-def bare_docker_run(image: str, argv: list[str], runs: int, workdir: Path) -> list[float]:
+# What the docker runner adds to each container (runners/docker.yaml's limits): the same
+# isolation given to a bare ``docker run``, to show what the isolation itself costs.
+ISOLATION = ["--init", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+             "--read-only", "--tmpfs", "/tmp:rw,size=64m,mode=1777", "--user", "1000:1000",
+             "--memory", "1g", "--memory-swap", "1g", "--cpus", "1", "--pids-limit", "256"]  # fmt: skip
+
+
+def docker_run_argv(image: str, argv: list[str], workdir: Path, isolated: bool) -> list[str]:
+    return ["docker", "run", "--rm", "--network", "none", *(ISOLATION if isolated else []),
+            "-v", f"{workdir}:/job", "-w", "/job", image, *argv]  # fmt: skip
+
+
+def bare_docker_run(image: str, argv: list[str], runs: int, workdir: Path,
+                    isolated: bool = False) -> list[float]:  # fmt: skip
     """The floor: ``docker run --rm`` of the same image and command, timed from outside."""
     results = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{workdir}:/job",
-                        "-w", "/job", image, *argv], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            docker_run_argv(image, argv, workdir, isolated), check=True, capture_output=True
+        )
         results.append(time.perf_counter() - started)
     return results
 
@@ -236,12 +250,14 @@ def batch(
     }
 
 
-def bare_batch(image: str, argv: list[str], jobs: int, parallel: int, workdir: Path) -> float:
+def bare_batch(image: str, argv: list[str], jobs: int, parallel: int, workdir: Path,
+               isolated: bool = False) -> float:  # fmt: skip
     started = time.perf_counter()
 
     def one(_: int) -> None:
-        subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{workdir}:/job",
-                        "-w", "/job", image, *argv], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            docker_run_argv(image, argv, workdir, isolated), check=True, capture_output=True
+        )
 
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, range(jobs)))
@@ -249,7 +265,7 @@ def bare_batch(image: str, argv: list[str], jobs: int, parallel: int, workdir: P
 
 
 def cancel_times(system: System, service: str, runs: int, *, seconds: int, poll: float = 0.02,
-                 give_up: float = 20) -> tuple[list[float], list[str]]:  # fmt: skip
+                 give_up: float = 10) -> tuple[list[float], list[str]]:  # fmt: skip
     """Seconds from DELETE of a RUNNING job to a final state seen by a polling client;
     and the states of the jobs still not final after ``give_up`` seconds. The jobs sleep
     ``seconds`` if nothing stops them."""

@@ -356,7 +356,7 @@ class DockerBackend:
                 try:
                     self._events = client.events(decode=True, filters=filters)
                     for event in self._events:
-                        loop.call_soon_threadsafe(change.set)
+                        self._notify(loop, change)
                         if self.slots > 0 and event.get("Action") == "die":
                             self._starter.submit(self._fill_slots)  # no need to wait for us
                 finally:
@@ -365,8 +365,14 @@ class DockerBackend:
                 if not self._closing:
                     log.debug("docker events: %s", exc)
             if not self._closing:
-                loop.call_soon_threadsafe(change.set)  # something may have been missed
+                self._notify(loop, change)  # something may have been missed
                 time.sleep(1.0)
+
+    def _notify(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
+        try:
+            loop.call_soon_threadsafe(change.set)
+        except RuntimeError:  # the loop is gone (the backend was never closed): stop
+            self._closing = True
 
     async def changed(self, timeout: float) -> None:
         """Return when one of our containers started or died (or after ``timeout``)."""
