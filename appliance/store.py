@@ -472,7 +472,9 @@ class Store:
             added = 0
             query = {"state": {"$nin": sorted(FINAL_NAMES)}}
             fields = {"state": 1, "submitted_at": 1, "lease_owner": 1, "lease_expires": 1}
-            async for job in self.jobs.find(query, fields):
+            # Read to the end before writing: FerretDB (SQLite) holds writers back while a
+            # cursor is open, and a write awaited inside the loop then never comes.
+            for job in await self.jobs.find(query, fields).to_list(None):
                 if job["_id"] not in have:
                     try:
                         await self.active.insert_one(job)
@@ -516,7 +518,7 @@ class Store:
 
         async def run() -> set[str]:
             used: set[str] = set()
-            async for entry in self.active.find({}, {"_id": 1}):
+            for entry in await self.active.find({}, {"_id": 1}).to_list(None):  # see above
                 job = await self.jobs.find_one({"_id": entry["_id"]}, {"parameters": 1})
                 for value in ((job or {}).get("parameters") or {}).values():
                     for item in value if isinstance(value, list) else [value]:
