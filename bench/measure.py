@@ -233,7 +233,10 @@ def batch(
         url = f"{system.url}{system.jobs_list}?service={service}&status=COMPLETED&limit=1"
 
         def finished() -> int:
-            return int(client.get(url).json()["totalCount"])
+            try:  # a list that times out (the previous system's workers do) is "not yet"
+                return int(client.get(url).json()["totalCount"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                return -1
 
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
