@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from appliance.errors import RunnerError
 from appliance.filerefs import inside
+from appliance.runners.base import Backend
 from appliance.settings import Settings
 from appliance.store import Store, utcnow
 
@@ -70,3 +72,19 @@ async def sweep(store: Store, settings: Settings, now: datetime | None = None) -
     if jobs or uploads:
         log.info("retention: deleted %d finished jobs and %d uploads", jobs, uploads)
     return Swept(jobs, uploads)
+
+
+async def remove_orphans(store: Store, backends: dict[str, Backend]) -> None:
+    """Ask each backend that can to remove what belongs to no active job (containers)."""
+    active = await store.active_job_ids()
+    for name, backend in backends.items():
+        remover = getattr(backend, "remove_orphans", None)
+        if remover is None:
+            continue
+        try:
+            removed = await remover(active)
+        except RunnerError as exc:
+            log.warning("runner %s: cannot clean up: %s", name, exc)
+            continue
+        if removed:
+            log.info("runner %s: removed %d leftover containers", name, len(removed))

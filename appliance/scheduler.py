@@ -197,19 +197,7 @@ class Scheduler:
         return False
 
     async def remove_orphans(self) -> None:
-        """Ask each backend that can to remove what belongs to no active job (containers)."""
-        active = await self.store.active_job_ids()
-        for name, backend in self.backends.items():
-            remover = getattr(backend, "remove_orphans", None)
-            if remover is None:
-                continue
-            try:
-                removed = await remover(active)
-            except RunnerError as exc:
-                log.warning("runner %s: cannot clean up: %s", name, exc)
-                continue
-            if removed:
-                log.info("runner %s: removed %d leftover containers", name, len(removed))
+        await retention.remove_orphans(self.store, self.backends)
 
     def _started(self, task: asyncio.Task[None]) -> None:
         self.start_tasks.discard(task)

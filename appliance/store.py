@@ -35,31 +35,12 @@ from typing import Any, TypeVar
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
+from appliance import indexes
 from appliance.errors import StoreError, StoreUnavailableError
 from appliance.states import FINAL, JobState
 
 T = TypeVar("T")
 Doc = dict[str, Any]
-
-JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
-    ("newest", [("submitted_at", DESCENDING)]),
-    ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
-    ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
-    ("by_runner", [("runner", ASCENDING), ("state", ASCENDING)]),
-    ("expiry", [("completed_at", ASCENDING)]),
-]
-ACTIVE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("claim", [("state", ASCENDING), ("submitted_at", ASCENDING)]),
-]
-LEASE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("by_job", [("job_id", ASCENDING)]),
-]
-FILE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("by_job", [("job_id", ASCENDING)]),
-    ("by_creation", [("created_at", ASCENDING)]),
-]
-
 
 FINAL_NAMES = frozenset(str(s) for s in FINAL)
 
@@ -149,27 +130,10 @@ class Store:
         await self._call("ping", lambda: self.db.command("ping"))
 
     async def secondary_indexes_help(self) -> bool:
-        """False on FerretDB: its SQLite backend looks documents up by ``_id`` only, so
-        other indexes never speed a query and only slow every write (measured: a
-        submission cost FerretDB twice the CPU with them)."""
-        info = await self._call("build info", lambda: self.client.admin.command("buildInfo"))
-        return "ferretdbVersion" not in info
+        return await indexes.secondary_indexes_help(self)
 
     async def ensure_indexes(self) -> None:
-        if not await self.secondary_indexes_help():
-            return
-        pairs = (
-            (self.jobs, JOB_INDEXES),
-            (self.files, FILE_INDEXES),
-            (self.leases, LEASE_INDEXES),
-            (self.active, ACTIVE_INDEXES),
-        )
-        for collection, indexes in pairs:
-            for name, keys in indexes:
-                await self._call(
-                    f"index {name}",
-                    lambda c=collection, k=keys, n=name: c.create_index(k, name=n),  # type: ignore[misc]
-                )
+        await indexes.ensure_indexes(self)
 
     async def drop_database(self) -> None:
         await self._call("drop", lambda: self.client.drop_database(self.db.name))
