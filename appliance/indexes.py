@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pymongo import ASCENDING, DESCENDING
-
 if TYPE_CHECKING:
     from appliance.store import Store
+
+ASCENDING, DESCENDING = 1, -1  # as pymongo spells them (only store.py imports pymongo)
 
 JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
