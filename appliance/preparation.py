@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,5 +67,14 @@ def prepare(
         inputs=tuple(StagedInput(f.source, f.path) for f in plan.files),
         image=service.image,
         resources=service.resources.over(config.limits),
+        submitted_at=submitted_timestamp(job),
     )
     return Prepared(choice.runner, config.backend, spec)
+
+
+def submitted_timestamp(job: Mapping[str, Any]) -> float:
+    """The job's submission time as unix seconds (0 when the record has none)."""
+    at = job.get("submitted_at")
+    if not isinstance(at, datetime):
+        return 0.0
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()

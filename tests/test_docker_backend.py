@@ -9,14 +9,18 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
+from appliance.preparation import submitted_timestamp
 from appliance.runners import create_backend
+from appliance.runners.docker import LABEL_SUBMITTED, queue_order
 from appliance.scheduler import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store
@@ -324,3 +328,24 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
     for job_id in ids[:4]:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
     assert containers_of(settings.instance) == []
+
+
+def test_waiting_containers_start_in_submission_order_not_creation_order() -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def waiting(name: str, submitted: datetime, created: int) -> SimpleNamespace:
+        label = f"{submitted_timestamp({'submitted_at': submitted}):020.6f}"
+        return SimpleNamespace(name=name, attrs={"Created": created,
+                               "Config": {"Labels": {LABEL_SUBMITTED: label}}})  # fmt: skip
+
+    # Created in the same second in another order (starts run in parallel); a job
+    # submitted 10 s later must not overtake one submitted 9 s earlier (string order).
+    containers = [
+        waiting("c", base + timedelta(seconds=10), 100),
+        waiting("a", base + timedelta(seconds=1), 100),
+        waiting("b", base + timedelta(seconds=9, microseconds=5), 99),
+    ]
+    assert [c.name for c in sorted(containers, key=queue_order)] == ["a", "b", "c"]
+    naive = datetime(2026, 1, 1, 0, 0, 1)  # pymongo hands back naive UTC times
+    assert submitted_timestamp({"submitted_at": naive}) == base.timestamp() + 1
+    assert submitted_timestamp({}) == 0.0

@@ -47,6 +47,7 @@ class JobSpec:
     inputs: tuple[StagedInput, ...] = ()
     image: str | None = None
     resources: Resources = field(default_factory=Resources)
+    submitted_at: float = 0.0  # unix time; runners that queue jobs start older ones first
 
 
 class Backend(Protocol):

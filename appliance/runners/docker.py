@@ -45,6 +45,7 @@ WORKDIR = "/job"
 LABEL_INSTANCE = "appliance.instance"
 LABEL_JOB = "appliance.job"
 LABEL_SERVICE = "appliance.service"
+LABEL_SUBMITTED = "appliance.submitted"  # the job's submission time: waiting ones start in order
 RUNNING = {"running", "restarting", "paused", "removing"}
 ENDED = {"exited", "dead"}
 DEFAULT_USER = "1000:1000"
@@ -56,6 +57,13 @@ def parse_user(user: str) -> tuple[int, int] | None:
     if uid.isdigit() and (gid.isdigit() or not gid):
         return int(uid), int(gid or uid)
     return None
+
+
+def queue_order(container: Any) -> tuple[str, str, str]:
+    """Waiting containers start by their job's submission time, then by creation."""
+    labels = container.attrs.get("Config", {}).get("Labels") or {}
+    return (str(labels.get(LABEL_SUBMITTED, "")), str(container.attrs.get("Created", "")),
+            str(container.name))  # fmt: skip
 
 
 class DockerBackend:
@@ -167,6 +175,7 @@ class DockerBackend:
                 LABEL_INSTANCE: self.instance,
                 LABEL_JOB: spec.job_id,
                 LABEL_SERVICE: spec.service_id,
+                LABEL_SUBMITTED: f"{spec.submitted_at:020.6f}",
             },
             "mounts": mounts,
             "user": user,
@@ -200,8 +209,12 @@ class DockerBackend:
                 container = client.containers.get(name)
             except docker.errors.NotFound:
                 container = client.containers.create(spec.image, **options)
-        if container.status == "created" and self._reserve(client, [container]):
-            self._start(container)
+        if container.status == "created":
+            for ready in self._reserve(client, [container]):
+                if ready.name == name:
+                    self._start(ready)  # ours: a refusal is this submission's error
+                else:
+                    self._starter.submit(self._start_later, ready)  # older ones come first
         return name
 
     def _list(self, client: docker.DockerClient, **options: Any) -> list[Any]:
@@ -216,25 +229,28 @@ class DockerBackend:
             attrs.setdefault("Config", {"Labels": attrs.get("Labels") or {}})
         return listed
 
-    def _reserve(self, client: docker.DockerClient, waiting: list[Any]) -> list[Any]:
-        """Which of the ``waiting`` containers (oldest first) may start now; each one
-        returned holds a slot until ``_start`` is done with it. Starting takes the engine
-        ~150 ms, so starts run in parallel and only the counting is under the lock."""
+    def _reserve(self, client: docker.DockerClient, created: list[Any]) -> list[Any]:
+        """Which waiting containers may start now; each one returned holds a slot until
+        ``_start`` is done with it. Without a slot limit these are the ``created`` ones
+        given; with one, the oldest submissions among all our waiting containers, from a
+        list taken under the lock (a list taken a moment ago may count a slot twice).
+        Starting takes the engine ~150 ms, so starts run in parallel and only the
+        counting is under the lock."""
         with self._slots_lock:
-            # A container is started once: a list taken a moment ago may still show one
-            # as created that has run and exited since (starting it again reruns the job).
-            waiting = [c for c in waiting if c.name not in self._starting | self._started]
+            free = len(created)
             if self.slots > 0:
-                running = self._list(
-                    client,
-                    filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"},
+                listed = self._list(
+                    client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
                 )
-                busy = {c.name for c in running} | self._starting
+                busy = {c.name for c in listed if c.status in RUNNING} | self._starting
                 free = max(0, self.slots - len(busy))
-                waiting = sorted(waiting, key=lambda c: str(c.attrs.get("Created", "")))[:free]
-            self._starting.update(c.name for c in waiting)
-            self._started.update(c.name for c in waiting)
-            return waiting
+                created = sorted((c for c in listed if c.status == "created"), key=queue_order)
+            # A container is started once: a list may still show one as created that has
+            # run and exited since (starting it again reruns the job).
+            ready = [c for c in created if c.name not in self._starting | self._started][:free]
+            self._starting.update(c.name for c in ready)
+            self._started.update(c.name for c in ready)
+            return ready
 
     def _start(self, container: Any) -> None:
         try:
@@ -244,20 +260,6 @@ class DockerBackend:
         finally:
             with self._slots_lock:
                 self._starting.discard(container.name)
-
-    def _fill_slots(self) -> None:
-        """Start waiting containers while slots are free (called when one dies)."""
-        try:
-            client = self._docker()
-            waiting = self._list(
-                client,
-                all=True,
-                filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "created"},
-            )
-            for container in self._reserve(client, waiting) if waiting else []:
-                self._starter.submit(self._start_later, container)
-        except Exception as exc:  # the next status round tries again
-            log.debug("filling slots: %s", exc)
 
     def _start_later(self, container: Any) -> None:
         """Start a container that waited for a slot; if the engine refuses, the job ends
@@ -369,10 +371,8 @@ class DockerBackend:
                 client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
                 try:
                     self._events = client.events(decode=True, filters=filters)
-                    for event in self._events:
+                    for _event in self._events:  # a death frees a slot: the status round fills it
                         self._notify(loop, change)
-                        if self.slots > 0 and event.get("Action") == "die":
-                            self._starter.submit(self._fill_slots)  # no need to wait for us
                 finally:
                     client.close()
             except Exception as exc:  # the engine went away: try again in a moment
