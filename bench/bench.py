@@ -181,6 +181,9 @@ class Run:
         runs = self.args.runs
         self.add("latency_trivial_docker_s", "floor",
                  measure.bare_docker_run(TRIVIAL_IMAGE, ["cat", "input.fa"], runs, self.floor_dir))  # fmt: skip
+        self.add("latency_trivial_docker_s", "floor_isolated",
+                 measure.bare_docker_run(TRIVIAL_IMAGE, ["cat", "input.fa"], runs, self.floor_dir,
+                                         isolated=True))  # fmt: skip
         self.add("latency_clustalo_docker_s", "floor", measure.bare_docker_run(
             CLUSTALO_IMAGE, ["clustalo", "--infile=proteins.fa", "--outfmt=clustal"], max(3, runs // 2),
             self.floor_dir))  # fmt: skip
@@ -198,6 +201,9 @@ class Run:
         seconds = measure.bare_batch(TRIVIAL_IMAGE, ["cat", "input.fa"], self.args.batch,
                                      self.args.slots, self.floor_dir)  # fmt: skip
         self.add("batch_docker_s", "floor", seconds)
+        self.add("batch_docker_s", "floor_isolated", measure.bare_batch(
+            TRIVIAL_IMAGE, ["cat", "input.fa"], self.args.batch, self.args.slots, self.floor_dir,
+            isolated=True))  # fmt: skip
         self.say(
             f"floor: {self.args.batch} bare docker runs, {self.args.slots} at a time, in {seconds:.1f} s"
         )

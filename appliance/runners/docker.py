@@ -86,6 +86,8 @@ class DockerBackend:
         self._change: asyncio.Event | None = None
         self._closing = False
         self._removing: dict[str, RunStatus] = {}  # finished, container being removed
+        # Containers the engine said died: for a moment its list still shows them running.
+        self._died: set[str] = set()
         self._remover = ThreadPoolExecutor(2, thread_name_prefix="docker-remove")
         self.limits = config.limits
         self.instance = settings.instance
@@ -325,6 +327,7 @@ class DockerBackend:
             self._removing.pop(container.name, None)
             with self._slots_lock:
                 self._started.discard(container.name)
+                self._died.discard(container.name)
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         client = self._docker()
@@ -339,6 +342,8 @@ class DockerBackend:
             self._starter.submit(self._start_later, container)  # the engine reports the start
         for handle in handles:
             container = by_name.get(handle)
+            if container is not None and container.status in RUNNING and handle in self._died:
+                container.reload()  # the list lags the die event by a moment; inspect does not
             if handle in self._removing:
                 result[handle] = self._removing[handle]
             elif container is None:
@@ -371,7 +376,11 @@ class DockerBackend:
                 client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
                 try:
                     self._events = client.events(decode=True, filters=filters)
-                    for _event in self._events:  # a death frees a slot: the status round fills it
+                    for event in self._events:  # a death frees a slot: the status round fills it
+                        if event.get("Action") == "die":
+                            name = event.get("Actor", {}).get("Attributes", {}).get("name")
+                            with self._slots_lock:
+                                self._died.add(str(name))
                         self._notify(loop, change)
                 finally:
                     client.close()
