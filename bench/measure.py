@@ -161,7 +161,7 @@ def wait_final(client: httpx.Client, system: System, job: dict[str, Any], *, pol
     raise RuntimeError(f"{system.name}: job {job['id']} did not finish in {timeout} s")
 
 
-def job_latencies(system: System, service: str, runs: int, *, poll: float = 0.02,
+def job_latencies(system: System, service: str, runs: int, *, poll: float = 0.005,
                   files: dict[str, bytes] | None = None) -> list[float]:  # fmt: skip
     """Seconds from submission to COMPLETED as a client polling every ``poll`` s sees it."""
     results = []
