@@ -43,6 +43,7 @@ T = TypeVar("T")
 Doc = dict[str, Any]
 
 FINAL_NAMES = frozenset(str(s) for s in FINAL)
+BULK_UPDATES = 50  # updates per bulk command (see renew_leases)
 
 
 def new_id() -> str:
@@ -315,11 +316,18 @@ class Store:
         change = {"$set": {"lease_expires": expires}}
 
         async def renew() -> int:
-            # One update per job, each by _id (an `$in` filter reads every job document).
-            mine = [UpdateOne({"_id": i, "lease_owner": owner}, change) for i in job_ids]
-            result = await self.jobs.bulk_write(mine, ordered=False)
-            await self.active.bulk_write(mine, ordered=False)
-            return int(result.matched_count)
+            # One update per job, each by _id (an `$in` filter reads every job document),
+            # in commands of at most BULK_UPDATES: FerretDB holds one of its 100 SQLite
+            # connections per update of a command until the command ends, and a command
+            # of 100 updates waits for ever for the 101st (seen with 200 jobs held).
+            held = 0
+            for start in range(0, len(job_ids), BULK_UPDATES):
+                chunk = job_ids[start : start + BULK_UPDATES]
+                mine = [UpdateOne({"_id": i, "lease_owner": owner}, change) for i in chunk]
+                result = await self.jobs.bulk_write(mine, ordered=False)
+                await self.active.bulk_write(mine, ordered=False)
+                held += int(result.matched_count)
+            return held
 
         return await self._write("renew leases", renew)
 

@@ -40,6 +40,7 @@ class Run:
         self.work = Path(tempfile.mkdtemp(prefix="appliance-bench."))
         self.mongo: MongoClient[dict[str, Any]] = MongoClient(args.mongodb_uri)
         self.samples: dict[str, dict[str, list[float]]] = {}
+        self.notes: list[str] = []  # what the numbers alone do not say (errors seen)
         self.fasta = measure.fasta_1k()
         self.proteins = (ROOT / "examples" / "proteins.fa").read_bytes()
         self.floor_dir = self.work / "floor"
@@ -63,6 +64,14 @@ class Run:
     def drop(self, database: str) -> None:
         self.mongo.drop_database(database)
 
+    def explain_errors(self, name: str, what: str, result: dict[str, Any]) -> None:
+        """Keep wrk's own words about errors (a timeout or a refused request?)."""
+        if result["errors"]:
+            lines = [line.strip() for line in str(result["raw"]).splitlines()
+                     if "errors" in line.lower() or "non-2xx" in line.lower()]  # fmt: skip
+            self.notes.append(f"{name} {what}: {'; '.join(lines)}")
+            self.say(f"{name}: {what} errors: {'; '.join(lines)}")
+
     # -- phases ----------------------------------------------------------------------------
 
     def web_phase(self, name: str, round_: int) -> None:
@@ -82,6 +91,7 @@ class Run:
                                                seconds=self.args.seconds, sample=sample)  # fmt: skip
             self.add("submissions_per_s", name, result["requests_per_s"])
             self.add("submission_errors", name, result["errors"])
+            self.explain_errors(name, "submissions", result)
             self.add("rss_web_load_mib", name, peak[0])
             self.say(
                 f"{name}: {result['requests_per_s']:.0f} submissions/s, {result['errors']} errors"
@@ -96,6 +106,7 @@ class Run:
                                          seconds=self.args.seconds)  # fmt: skip
             self.add("polls_per_s", name, result["requests_per_s"])
             self.add("poll_errors", name, result["errors"])
+            self.explain_errors(name, "polls", result)
             self.say(f"{name}: {result['requests_per_s']:.0f} polls/s, {result['errors']} errors")
         finally:
             system.stop()
@@ -228,6 +239,7 @@ class Run:
             "machine": machine(self.args.mongodb_uri),
             "settings": {k: v for k, v in vars(self.args).items() if k != "out"},
             "samples": self.samples,
+            "notes": self.notes,
         }
 
     def close(self, *, keep: bool = False) -> None:

@@ -142,6 +142,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(cell.strip() for cell in line) + " |" for line in rows(results)]
+    if results.get("notes"):
+        lines += ["", "Errors seen (wrk's words):", *(f"- {note}" for note in results["notes"])]
     return "\n".join(lines)
 
 

@@ -276,3 +276,16 @@ async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
     entries = {e["_id"]: e async for e in store.active.find({})}
     assert entries[ids[0]]["lease_expires"] is None
     assert entries[ids[1]]["lease_expires"] > utcnow() + timedelta(seconds=45)
+
+
+async def test_renewing_hundreds_of_leases_at_once_does_not_hang_the_server(store: Store) -> None:
+    # FerretDB holds a connection per update of a bulk command until the command ends;
+    # one command of 250 updates used to wait for ever (a scheduler holding 200 jobs).
+    records = [{**job(), "lease_owner": "a", "lease_expires": utcnow()} for _ in range(250)]
+    for record in records:
+        await store.insert_job(record)
+    ids = [str(r["_id"]) for r in records]
+    assert await asyncio.wait_for(store.renew_leases("a", ids, 60), 60) == 250
+    expires = [j["lease_expires"] async for j in store.jobs.find({"_id": {"$in": ids}})]
+    assert len(expires) == 250 and min(expires) > utcnow() + timedelta(seconds=45)
+    assert await asyncio.wait_for(store.get_job(ids[0]), 10) is not None  # still answering
