@@ -33,9 +33,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from appliance import indexes
+from appliance.coalesce import Coalescer
 from appliance.errors import StoreError, StoreUnavailableError
 from appliance.states import FINAL, JobState
 
@@ -44,6 +45,7 @@ Doc = dict[str, Any]
 
 FINAL_NAMES = frozenset(str(s) for s in FINAL)
 BULK_UPDATES = 50  # updates per bulk command (see renew_leases)
+DUPLICATE_KEY = 11000
 
 
 def new_id() -> str:
@@ -76,6 +78,9 @@ class Store:
         self.active = self.db["active"]
         self.retry_seconds = retry_seconds
         self._job_writes = asyncio.Lock()
+        # New jobs and upload records from concurrent requests go out together.
+        self._job_inserts = Coalescer(partial(self._insert_many, self.jobs))
+        self._file_inserts = Coalescer(partial(self._insert_many, self.files))
 
     async def close(self) -> None:
         await self.client.close()
@@ -105,25 +110,50 @@ class Store:
             return await self._call(what, operation)
 
     async def _insert_unique(
-        self, what: str, collection: Any, document: Doc, *, retried_ok: bool = False
+        self,
+        what: str,
+        collection: Any,
+        document: Doc,
+        *,
+        retried_ok: bool = False,
+        together: Coalescer[Doc, bool] | None = None,
     ) -> bool:
         """Insert ``document``; False if its ``_id`` exists already.
 
         With ``retried_ok``, a duplicate found on a retry counts as success: the first
-        attempt went through before the connection broke.
+        attempt went through before the connection broke. With ``together``, it goes to
+        the server with the documents other requests are inserting at the same moment.
         """
         attempts = 0
 
         async def insert() -> bool:
             nonlocal attempts
             attempts += 1
-            try:
-                await collection.insert_one(document)
-            except DuplicateKeyError:
-                return retried_ok and attempts > 1
-            return True
+            if together is not None:
+                inserted = await together.submit(document)
+            else:
+                inserted = (await self._insert_many(collection, [document]))[0]
+            return inserted or (retried_ok and attempts > 1)
 
         return await self._call(what, insert)
+
+    @staticmethod
+    async def _insert_many(collection: Any, documents: list[Doc]) -> list[bool]:
+        """Insert; for each document, True if inserted, False if its ``_id`` existed."""
+        try:
+            if len(documents) == 1:
+                await collection.insert_one(documents[0])
+            else:
+                await collection.insert_many(documents, ordered=False)
+        except DuplicateKeyError:
+            return [False]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            duplicates = {int(error["index"]) for error in errors}
+            return [i not in duplicates for i in range(len(documents))]
+        return [True] * len(documents)
 
     # -- set-up and health -------------------------------------------------------------
 
@@ -152,7 +182,9 @@ class Store:
         document = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0, **job}
         if with_entry:  # first: a job without its entry would wait for a scheduler's start
             await self.add_entry(document)
-        if not await self._insert_unique("insert job", self.jobs, document, retried_ok=True):
+        if not await self._insert_unique(
+            "insert job", self.jobs, document, retried_ok=True, together=self._job_inserts
+        ):
             raise StoreError(f"a job with id {job['_id']!r} exists already")
 
     async def add_entry(self, job: Doc) -> None:
@@ -396,7 +428,10 @@ class Store:
     # -- uploaded files ----------------------------------------------------------------
 
     async def insert_file(self, record: Doc) -> None:
-        await self._call("insert file", lambda: self.files.insert_one(record))
+        if not await self._insert_unique(
+            "insert file", self.files, record, retried_ok=True, together=self._file_inserts
+        ):
+            raise StoreError(f"a file with id {record['_id']!r} exists already")
 
     async def get_file(self, file_id: str) -> Doc | None:
         return await self._call("get file", lambda: self.files.find_one({"_id": file_id}))

@@ -241,12 +241,14 @@ class DockerBackend:
         with self._slots_lock:
             free = len(created)
             if self.slots > 0:
-                listed = self._list(
-                    client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
-                )
-                busy = {c.name for c in listed if c.status in RUNNING} | self._starting
+                ours = f"{LABEL_INSTANCE}={self.instance}"
+                running = self._list(client, filters={"label": ours, "status": "running"})
+                busy = {c.name for c in running} | self._starting
                 free = max(0, self.slots - len(busy))
-                created = sorted((c for c in listed if c.status == "created"), key=queue_order)
+                if not free:  # the usual answer while a batch waits: one short list
+                    return []
+                listed = self._list(client, all=True, filters={"label": ours, "status": "created"})
+                created = sorted(listed, key=queue_order)
             # A container is started once: a list may still show one as created that has
             # run and exited since (starting it again reruns the job).
             ready = [c for c in created if c.name not in self._starting | self._started][:free]
