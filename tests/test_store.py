@@ -289,3 +289,15 @@ async def test_renewing_hundreds_of_leases_at_once_does_not_hang_the_server(stor
     expires = [j["lease_expires"] async for j in store.jobs.find({"_id": {"$in": ids}})]
     assert len(expires) == 250 and min(expires) > utcnow() + timedelta(seconds=45)
     assert await asyncio.wait_for(store.get_job(ids[0]), 10) is not None  # still answering
+
+
+async def test_the_database_server_survives_a_bulk_of_hundreds_of_updates(store: Store) -> None:
+    # Any client may send one (the previous system does): FerretDB 1.24 hung on it for
+    # good until tools/ferretdb-server/patches/update-close-each.sed.
+    from pymongo import UpdateOne
+
+    await store.jobs.insert_many([{"_id": f"bulk{i}", "n": 0} for i in range(150)])
+    updates = [UpdateOne({"_id": f"bulk{i}"}, {"$set": {"n": 1}}) for i in range(150)]
+    result = await asyncio.wait_for(store.jobs.bulk_write(updates, ordered=False), 60)
+    assert result.modified_count == 150
+    assert await asyncio.wait_for(store.jobs.count_documents({"n": 1}), 10) == 150
