@@ -11,7 +11,6 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
 from appliance.preparation import submitted_timestamp
 from appliance.runners import create_backend
-from appliance.runners.docker import LABEL_SUBMITTED, queue_order
+from appliance.runners.waiting import WAITING_FILE, Waiting, WaitingJobs
 from appliance.scheduler import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store
@@ -306,7 +305,7 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
         ids = [await submit(store, catalogue, "once", {"seconds": ["6"]}) for _ in range(5)]
         await wait_state(store, ids[0], "RUNNING", timeout=60)
         most = 0
-        for _ in range(20):  # while the first ones run, the rest wait created
+        for _ in range(20):  # while the first ones run, the rest wait (no container yet)
             running = subprocess.run(
                 ["docker", "ps", "-q", "--filter", f"label=appliance.instance={settings.instance}"],
                 capture_output=True, text=True, check=True,
@@ -330,22 +329,52 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
     assert containers_of(settings.instance) == []
 
 
-def test_waiting_containers_start_in_submission_order_not_creation_order() -> None:
+def test_waiting_jobs_go_in_submission_order_and_survive_a_restart(tmp_path: Path) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def waiting(name: str, submitted: datetime, created: int) -> SimpleNamespace:
-        label = f"{submitted_timestamp({'submitted_at': submitted}):020.6f}"
-        return SimpleNamespace(name=name, attrs={"Created": created,
-                               "Config": {"Labels": {LABEL_SUBMITTED: label}}})  # fmt: skip
-
-    # Created in the same second in another order (starts run in parallel); a job
-    # submitted 10 s later must not overtake one submitted 9 s earlier (string order).
-    containers = [
-        waiting("c", base + timedelta(seconds=10), 100),
-        waiting("a", base + timedelta(seconds=1), 100),
-        waiting("b", base + timedelta(seconds=9, microseconds=5), 99),
-    ]
-    assert [c.name for c in sorted(containers, key=queue_order)] == ["a", "b", "c"]
+    queue = WaitingJobs()
+    for name, seconds in (("c", 10.0), ("a", 1.0), ("b", 9.000005)):
+        (tmp_path / name).mkdir()
+        at = submitted_timestamp({"submitted_at": base + timedelta(seconds=seconds)})
+        queue.add(Waiting(name, tmp_path / name, at, {"name": name, "image": "x"}))
+    assert [job.name for job in queue.take(2)] == ["a", "b"]
+    restarted = WaitingJobs()  # a new process: the options are in the job directories
+    assert restarted.recover("c", tmp_path / "c") and not restarted.recover("a", tmp_path / "x")
+    [job] = restarted.take(5)
+    assert job.options == {"name": "c", "image": "x"} and len(restarted) == 0
+    assert restarted.drop("c", tmp_path / "c")  # cancelled while waiting: forgotten
+    assert not (tmp_path / "c" / WAITING_FILE).exists()
     naive = datetime(2026, 1, 1, 0, 0, 1)  # pymongo hands back naive UTC times
     assert submitted_timestamp({"submitted_at": naive}) == base.timestamp() + 1
     assert submitted_timestamp({}) == 0.0
+
+
+async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
+    settings: Settings, store: Store
+) -> None:
+    (settings.runners_dir / "docker.yaml").write_text(
+        "backend: docker\nlimits: {user: '1000:1000'}\noptions: {stop_grace: 3, slots: 1}\n"
+    )
+    catalogue = load_catalogue(settings)
+    ids = [await submit(store, catalogue, "once", {"seconds": ["2"]}) for _ in range(3)]
+    for round_ in range(2):  # the second scheduler finds the queue the first one left
+        backend = create_backend(catalogue.runners["docker"], settings)
+        scheduler = Scheduler(settings, store, catalogue, {"docker": backend})
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        try:
+            if round_ == 0:
+                await wait_state(store, ids[0], "RUNNING", timeout=60)
+                waiting = [await store.get_job(i) for i in ids[1:]]
+                assert [j["state"] for j in waiting if j] == ["QUEUED", "QUEUED"]
+                assert len(containers_of(settings.instance)) == 1  # none for the waiting ones
+            else:
+                jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            await backend.close()
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 3
+    for job_id in ids:
+        assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+        assert not (settings.jobs_dir / job_id / WAITING_FILE).exists()
+    assert containers_of(settings.instance) == []

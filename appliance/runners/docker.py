@@ -34,6 +34,7 @@ from docker.types import Mount
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.jobdirs import read_exit_record, write_exit_record
 from appliance.runners.base import JobSpec, RunState, RunStatus
+from appliance.runners.waiting import Waiting, WaitingJobs, forget
 
 if TYPE_CHECKING:
     from appliance.runnerconf import RunnerConfig
@@ -59,13 +60,6 @@ def parse_user(user: str) -> tuple[int, int] | None:
     return None
 
 
-def queue_order(container: Any) -> tuple[str, str, str]:
-    """Waiting containers start by their job's submission time, then by creation."""
-    labels = container.attrs.get("Config", {}).get("Labels") or {}
-    return (str(labels.get(LABEL_SUBMITTED, "")), str(container.attrs.get("Created", "")),
-            str(container.name))  # fmt: skip
-
-
 class DockerBackend:
     def __init__(self, config: RunnerConfig, settings: Settings) -> None:
         options = config.options
@@ -79,6 +73,7 @@ class DockerBackend:
         self._slots_lock = threading.Lock()
         self._starting: set[str] = set()  # containers being started (holding a slot)
         self._started: set[str] = set()  # every container started, until it is removed
+        self._waiting = WaitingJobs()  # jobs without a container yet, waiting for a slot
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
         # The engine's event stream (our containers starting and dying), read by a thread.
         self._events: Any = None
@@ -150,8 +145,8 @@ class DockerBackend:
 
     # -- submit ------------------------------------------------------------------------
 
-    def _create(self, spec: JobSpec) -> str:
-        client = self._docker()
+    def _options(self, spec: JobSpec) -> dict[str, Any]:
+        """The container of ``spec``: docker-py's create arguments (JSON-able)."""
         name = self.container_name(spec.job_id)
         limits = spec.resources.over(self.limits)
         user = limits.user or DEFAULT_USER
@@ -197,27 +192,42 @@ class DockerBackend:
             options["nano_cpus"] = int(limits.cpus * 1e9)
         if limits.pids:
             options["pids_limit"] = limits.pids
+        options["image"] = spec.image
+        options["mounts"] = [dict(m) for m in mounts]  # Mount is a dict: kept as JSON
+        return options
+
+    def _create(self, spec: JobSpec) -> str:
+        options = self._options(spec)
+        name = str(options["name"])
+        if self.slots > 0:  # created when a slot is free, oldest submission first
+            with self._slots_lock:
+                if name not in self._starting:
+                    self._waiting.add(Waiting(name, spec.workdir, spec.submitted_at, options))
+            self._fill_slots()
+            return name
+        container = self._create_container(options)
+        if container.status == "created" and self._claim_start(name):
+            self._start(container)
+        return name
+
+    def _create_container(self, options: dict[str, Any]) -> Any:
+        """Create the container (or find it: created before, by us or an earlier run)."""
+        client = self._docker()
+        options = dict(options)
+        image = options.pop("image")
         try:
-            container = client.containers.create(spec.image, **options)
+            return client.containers.create(image, **options)
         except docker.errors.ImageNotFound:
             raise RunnerError(
-                f"image {spec.image} is not available to the Docker engine: build or pull it"
+                f"image {image} is not available to the Docker engine: build or pull it"
             ) from None
         except docker.errors.APIError as exc:
             if exc.status_code != 409:
                 raise
-            # Submitted before: the same job, the same container (unless it is just gone).
-            try:
-                container = client.containers.get(name)
-            except docker.errors.NotFound:
-                container = client.containers.create(spec.image, **options)
-        if container.status == "created":
-            for ready in self._reserve(client, [container]):
-                if ready.name == name:
-                    self._start(ready)  # ours: a refusal is this submission's error
-                else:
-                    self._starter.submit(self._start_later, ready)  # older ones come first
-        return name
+            try:  # submitted before: the same job, the same container
+                return client.containers.get(options["name"])
+            except docker.errors.NotFound:  # unless it is just gone
+                return client.containers.create(image, **options)
 
     def _list(self, client: docker.DockerClient, **options: Any) -> list[Any]:
         """Containers as the engine's list gives them: sparse, for without it docker-py
@@ -231,53 +241,64 @@ class DockerBackend:
             attrs.setdefault("Config", {"Labels": attrs.get("Labels") or {}})
         return listed
 
-    def _reserve(self, client: docker.DockerClient, created: list[Any]) -> list[Any]:
-        """Which waiting containers may start now; each one returned holds a slot until
-        ``_start`` is done with it. Without a slot limit these are the ``created`` ones
-        given; with one, the oldest submissions among all our waiting containers, from a
-        list taken under the lock (a list taken a moment ago may count a slot twice).
-        Starting takes the engine ~150 ms, so starts run in parallel and only the
-        counting is under the lock."""
+    def _claim_start(self, name: str) -> bool:
+        """True once per container: a list taken a moment ago may still show one as
+        created that has run and exited since (starting it again reruns the job)."""
         with self._slots_lock:
-            free = len(created)
-            if self.slots > 0:
-                ours = f"{LABEL_INSTANCE}={self.instance}"
-                running = self._list(client, filters={"label": ours, "status": "running"})
-                busy = {c.name for c in running} | self._starting
-                free = max(0, self.slots - len(busy))
-                if not free:  # the usual answer while a batch waits: one short list
-                    return []
-                listed = self._list(client, all=True, filters={"label": ours, "status": "created"})
-                created = sorted(listed, key=queue_order)
-            # A container is started once: a list may still show one as created that has
-            # run and exited since (starting it again reruns the job).
-            ready = [c for c in created if c.name not in self._starting | self._started][:free]
-            self._starting.update(c.name for c in ready)
-            self._started.update(c.name for c in ready)
-            return ready
+            if name in self._started:
+                return False
+            self._started.add(name)
+            return True
 
     def _start(self, container: Any) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             container.start()
-        except docker.errors.NotFound:
-            pass
-        finally:
-            with self._slots_lock:
-                self._starting.discard(container.name)
 
-    def _start_later(self, container: Any) -> None:
-        """Start a container that waited for a slot; if the engine refuses, the job ends
-        (exit code 125, as ``docker run`` says) rather than waiting for ever."""
+    def _fill_slots(self) -> None:
+        """Create and start the oldest waiting jobs while slots are free (on a
+        submission, when one of ours dies, and in each status round)."""
+        with self._slots_lock:
+            if not self._waiting:
+                return
+            running = self._list(
+                self._docker(),
+                filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"},
+            )
+            busy = {c.name for c in running} | self._starting
+            ready = self._waiting.take(max(0, self.slots - len(busy)))
+            self._starting.update(job.name for job in ready)
+        for job in ready:
+            self._starter.submit(self._launch, job)
+
+    def _fill_slots_quietly(self) -> None:
         try:
-            self._start(container)
+            self._fill_slots()
+        except Exception as exc:  # the next status round tries again
+            log.debug("filling slots: %s", exc)
+
+    def _launch(self, job: Waiting) -> None:
+        """Create and start a job that waited for its slot; if that fails, the job ends
+        (exit code 126 for a missing image, else 125 as ``docker run`` says) rather than
+        waiting for ever."""
+        try:
+            if job.options is None:
+                container = self._docker().containers.get(job.name)
+            else:
+                container = self._create_container(job.options)
+            if container.status == "created" and self._claim_start(job.name):
+                self._start(container)
         except Exception as exc:
-            log.warning("could not start container %s: %s", container.name, exc)
-            workdir = self.jobs_dir / self.job_of(container.name)
+            log.warning("could not start container %s: %s", job.name, exc)
+            code = 126 if isinstance(exc, RunnerError) else 125
             with contextlib.suppress(OSError):
-                if workdir.is_dir():
-                    write_exit_record(workdir, 125, f"the container could not start: {exc}")
+                if job.workdir.is_dir():
+                    write_exit_record(job.workdir, code, f"the container could not start: {exc}")
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                self._docker().containers.get(job.name).remove(force=True)
+        finally:
+            forget(job.workdir)
+            with self._slots_lock:
+                self._starting.discard(job.name)
 
     async def submit(self, spec: JobSpec) -> str:
         return str(await self._call("create container", self._create, spec))
@@ -338,29 +359,44 @@ class DockerBackend:
         )
         by_name = {c.name: c for c in listed}
         result: dict[str, RunStatus] = {}
-        wanted = set(handles)
-        waiting = [c for c in listed if c.status == "created" and c.name in wanted]
-        for container in self._reserve(client, waiting) if waiting else []:
-            self._starter.submit(self._start_later, container)  # the engine reports the start
         for handle in handles:
             container = by_name.get(handle)
+            workdir = self.jobs_dir / self.job_of(handle)
             if container is not None and container.status in RUNNING and handle in self._died:
                 container.reload()  # the list lags the die event by a moment; inspect does not
             if handle in self._removing:
                 result[handle] = self._removing[handle]
-            elif container is None:
-                record = read_exit_record(self.jobs_dir / self.job_of(handle))
-                result[handle] = (
-                    RunStatus(RunState.FINISHED, record[0], record[1]) if record
-                    else RunStatus(RunState.LOST, message="its container is gone")
-                )  # fmt: skip
+            elif container is None or container.status == "created":
+                result[handle] = self._not_started(handle, workdir, container)
             elif container.status in ENDED:
                 result[handle] = self._finish(container)
             elif container.status in RUNNING:
                 result[handle] = RunStatus(RunState.RUNNING)
             else:
                 result[handle] = RunStatus(RunState.QUEUED)
+        self._fill_slots()
         return result
+
+    def _not_started(self, handle: str, workdir: Path, container: Any) -> RunStatus:
+        """A job without a running container: waiting for a slot, being started, or gone."""
+        with self._slots_lock:
+            if handle in self._starting or handle in self._waiting:
+                return RunStatus(RunState.QUEUED)
+            if container is None and self._waiting.recover(handle, workdir):
+                return RunStatus(RunState.QUEUED)  # queued by an earlier run of ours
+            if container is not None and self.slots > 0:  # created, but nobody started it
+                submitted = container.labels.get(LABEL_SUBMITTED) or 0
+                self._waiting.add(Waiting(handle, workdir, float(submitted), None))
+                return RunStatus(RunState.QUEUED)
+            if container is not None:  # no slot limit: start it now
+                self._starting.add(handle)
+        if container is not None:
+            self._starter.submit(self._launch, Waiting(handle, workdir, 0.0, None))
+            return RunStatus(RunState.QUEUED)
+        record = read_exit_record(workdir)
+        if record:
+            return RunStatus(RunState.FINISHED, record[0], record[1])
+        return RunStatus(RunState.LOST, message="its container is gone")
 
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         if not handles:
@@ -383,6 +419,8 @@ class DockerBackend:
                             name = event.get("Actor", {}).get("Attributes", {}).get("name")
                             with self._slots_lock:
                                 self._died.add(str(name))
+                            if self.slots > 0:  # a slot is free: fill it now
+                                self._starter.submit(self._fill_slots_quietly)
                         self._notify(loop, change)
                 finally:
                     client.close()
@@ -416,12 +454,18 @@ class DockerBackend:
     # -- cancel and close ----------------------------------------------------------------
 
     def _stop(self, handle: str) -> None:
+        workdir = self.jobs_dir / self.job_of(handle)
+        with self._slots_lock:
+            waited = self._waiting.drop(handle, workdir)
+        if waited:  # it never ran
+            with contextlib.suppress(OSError):
+                if workdir.is_dir():
+                    write_exit_record(workdir, 143, "cancelled before it started")
         try:
             container = self._docker().containers.get(handle)
         except docker.errors.NotFound:
             return
-        if container.status == "created":  # waiting for a slot: it never ran
-            workdir = self.jobs_dir / self.job_of(handle)
+        if container.status == "created":  # made but never started: it never ran
             with contextlib.suppress(OSError):
                 if workdir.is_dir():
                     write_exit_record(workdir, 143, "cancelled before it started")

@@ -21,6 +21,7 @@ from appliance.web.representations import TIME_FORMAT, job_json, output_json
 from appliance.web.state import state_of
 
 MAX_LIMIT = 1000
+MAX_SKIP = 10**12  # MongoDB takes 8-byte numbers; a larger skip made a 500
 JOB_ID_LENGTH = 16
 
 
@@ -114,8 +115,10 @@ def _parse_time(text: str) -> datetime:
 
 
 def _count(value: str, name: str) -> int:
-    if not value.isdigit():
+    if not value.isascii() or not value.isdigit():
         raise ApiError(400, f"{name} must be a whole number, got {value!r}")
+    if len(value) > 13 or int(value) > MAX_SKIP:
+        raise ApiError(400, f"{name} must be at most {MAX_SKIP}, got {value}")
     return int(value)
 
 

@@ -1,0 +1,79 @@
+"""Jobs waiting for one of a runner's slots, oldest submission first.
+
+A waiting job has no container yet: it is created when a slot frees, as ``docker run``
+would (a batch of 200 created containers made every engine call slower, and each list of
+them longer). Each one's container options are kept in its job directory, so that a
+restarted scheduler finds the queue again from the jobs it follows. Not thread-safe: the
+docker backend calls it under its slots lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WAITING_FILE = ".waiting.json"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    name: str  # the container's name, which is also the job's handle
+    workdir: Path
+    submitted_at: float
+    options: dict[str, Any] | None  # None: the container exists already (created)
+
+
+class WaitingJobs:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Waiting] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def add(self, job: Waiting) -> None:
+        """Queue ``job``; its options are written to its directory first."""
+        if job.options is not None:
+            temporary = job.workdir / (WAITING_FILE + ".tmp")
+            record = {"name": job.name, "submitted_at": job.submitted_at, "options": job.options}
+            temporary.write_text(json.dumps(record))
+            temporary.replace(job.workdir / WAITING_FILE)
+        self._jobs[job.name] = job
+
+    def recover(self, name: str, workdir: Path) -> bool:
+        """Queue a job that an earlier process queued (False: it was not waiting)."""
+        if name in self._jobs:
+            return True
+        try:
+            record = json.loads((workdir / WAITING_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        if record.get("name") != name or not isinstance(record.get("options"), dict):
+            return False
+        self._jobs[name] = Waiting(name, workdir, float(record["submitted_at"]), record["options"])
+        return True
+
+    def take(self, count: int) -> list[Waiting]:
+        """Remove and return the ``count`` oldest submissions."""
+        chosen = sorted(self._jobs.values(), key=lambda j: (j.submitted_at, j.name))[:count]
+        for job in chosen:
+            del self._jobs[job.name]
+        return chosen
+
+    def drop(self, name: str, workdir: Path) -> bool:
+        """Forget a waiting job (cancelled); False if it was not waiting."""
+        found = self._jobs.pop(name, None) is not None or (workdir / WAITING_FILE).exists()
+        forget(workdir)
+        return found
+
+
+def forget(workdir: Path) -> None:
+    """The job has its container now (or never will): remove its options file."""
+    with contextlib.suppress(OSError):
+        os.unlink(workdir / WAITING_FILE)
