@@ -83,10 +83,11 @@ class WakeSender:
         self.socket.setsockopt(zmq.SNDHWM, 10_000)
         self.socket.connect(address)
 
-    async def notify(self, kind: str, job_id: str) -> bool:
+    async def notify(self, kind: str, job_id: str, **details: str) -> bool:
         """Best effort; False if the message could not be queued."""
         try:
-            await self.socket.send_json({"kind": kind, "job": job_id}, flags=zmq.NOBLOCK)
+            message = {**details, "kind": kind, "job": job_id}
+            await self.socket.send_json(message, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             return False
         return True

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Coroutine, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class Scheduler:
         self.kick = asyncio.Event()
         self.poke = asyncio.Event()
         self.starting = asyncio.Semaphore(concurrency)
+        self.next_adoption = 0.0  # when dispatch looks for jobs to adopt next
         self.start_tasks: set[asyncio.Task[None]] = set()
         self.side_tasks: set[asyncio.Task[None]] = set()
         self.selectors: dict[str, Selector] = {}
@@ -132,13 +133,25 @@ class Scheduler:
             message = await receiver.receive()
             job_id = message.get("job")
             if message.get("kind") == "submitted" and isinstance(job_id, str):
-                try:
-                    await self.store.add_entry_for(job_id)  # the web process left it to us
+                try:  # the web process left it to us
+                    await self._add_entry(job_id, message.get("submitted_at"))
                 except StoreError as exc:  # the next start of a scheduler rebuilds entries
                     log.warning("job %s: cannot record it as active: %s", job_id, exc)
             if message.get("kind") == "cancel" and job_id in self.held:
                 self.poke.set()
             self.kick.set()
+
+    async def _add_entry(self, job_id: str, submitted_at: object) -> None:
+        """The new job's active entry, from the wake-up alone when it says when the job
+        came (a job is ACCEPTED and without a lease until a scheduler claims it, and the
+        claim reads the job itself); else from the job's record."""
+        try:
+            when = datetime.fromisoformat(str(submitted_at))
+        except ValueError:
+            await self.store.add_entry_for(job_id)
+            return
+        await self.store.add_entry({"_id": job_id, "state": str(JobState.ACCEPTED),
+                                    "submitted_at": when})  # fmt: skip
 
     # -- taking work -----------------------------------------------------------------------
 
@@ -183,6 +196,11 @@ class Scheduler:
             task = asyncio.create_task(self._start(job))
             self.start_tasks.add(task)
             task.add_done_callback(self._started)
+        # Jobs of a scheduler that died wait for their lease to run out: looking for them
+        # a few times a lease is enough, not at every submission's wake-up.
+        if time.monotonic() < self.next_adoption:
+            return
+        self.next_adoption = time.monotonic() + lease / 4
         while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease)) is not None:
             if not self._ours(job):
                 await self._adopt(job)

@@ -50,7 +50,8 @@ async def submit_job(request: Request) -> Response:
     # The scheduler makes the job's active entry when this wake-up reaches it; if the
     # message cannot even be queued, we make it ourselves.
     job = await record_job(state.store, service, values, with_entry=False)
-    if not await state.waker.notify("submitted", str(job["_id"])):
+    submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
+    if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted):
         await state.store.add_entry(job)
     return JSONResponse(
         job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}

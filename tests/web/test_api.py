@@ -78,7 +78,10 @@ def test_submit_form_encoded(client: TestClient, db: DB, wakeups: Any) -> None:
     import asyncio
 
     message = asyncio.run(asyncio.wait_for(wakeups.receive(), 5))
+    sent = datetime.fromisoformat(message.pop("submitted_at"))  # the scheduler's entry needs it
     assert message == {"kind": "submitted", "job": job["id"]}
+    assert sent.tzinfo is not None  # stored to the millisecond, sent to the microsecond:
+    assert abs(sent.replace(tzinfo=None) - stored["submitted_at"]) < timedelta(milliseconds=1)
 
 
 def test_submit_multipart_with_a_file_part(
