@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Coroutine, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from appliance.selection import Selector, load_selector
 from appliance.settings import Settings
 from appliance.states import FINAL, JobState, sources_of, state_for_exit
 from appliance.store import Doc, Store, new_id, utcnow
+from appliance.submission import record_entry
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,8 @@ class Scheduler:
             await self._give_back()
             if receiver is not None:
                 receiver.close()
-            log.info(
-                "scheduler %s stopped; %d running jobs left for the next one",
-                self.owner,
-                len(self.held),
-            )
+            log.info("scheduler %s stopped; %d running jobs left for the next one",
+                     self.owner, len(self.held))  # fmt: skip
 
     async def _give_back(self) -> None:
         for job_id in list(self.held):
@@ -134,24 +132,12 @@ class Scheduler:
             job_id = message.get("job")
             if message.get("kind") == "submitted" and isinstance(job_id, str):
                 try:  # the web process left it to us
-                    await self._add_entry(job_id, message.get("submitted_at"))
+                    await record_entry(self.store, job_id, message.get("submitted_at"))
                 except StoreError as exc:  # the next start of a scheduler rebuilds entries
                     log.warning("job %s: cannot record it as active: %s", job_id, exc)
             if message.get("kind") == "cancel" and job_id in self.held:
                 self.poke.set()
             self.kick.set()
-
-    async def _add_entry(self, job_id: str, submitted_at: object) -> None:
-        """The new job's active entry, from the wake-up alone when it says when the job
-        came (a job is ACCEPTED and without a lease until a scheduler claims it, and the
-        claim reads the job itself); else from the job's record."""
-        try:
-            when = datetime.fromisoformat(str(submitted_at))
-        except ValueError:
-            await self.store.add_entry_for(job_id)
-            return
-        await self.store.add_entry({"_id": job_id, "state": str(JobState.ACCEPTED),
-                                    "submitted_at": when})  # fmt: skip
 
     # -- taking work -----------------------------------------------------------------------
 
@@ -196,10 +182,8 @@ class Scheduler:
             task = asyncio.create_task(self._start(job))
             self.start_tasks.add(task)
             task.add_done_callback(self._started)
-        # Jobs of a scheduler that died wait for their lease to run out: looking for them
-        # a few times a lease is enough, not at every submission's wake-up.
-        if time.monotonic() < self.next_adoption:
-            return
+        if time.monotonic() < self.next_adoption:  # a dead holder's jobs wait for the lease
+            return  # to run out: looking a few times a lease is enough, not at every wake-up
         self.next_adoption = time.monotonic() + lease / 4
         while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease)) is not None:
             if not self._ours(job):

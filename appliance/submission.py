@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from appliance.forms import FileRef, dump_values
@@ -42,3 +43,15 @@ async def record_job(
     }
     await store.insert_job(job, with_entry=with_entry)
     return job
+
+
+async def record_entry(store: Store, job_id: str, submitted_at: object) -> None:
+    """A new job's ``active`` entry, made by the scheduler from the web's wake-up alone
+    when it says when the job came (a job is ACCEPTED and without a lease until a
+    scheduler claims it, and the claim reads the job itself); else from the job's record."""
+    try:
+        when = datetime.fromisoformat(str(submitted_at))
+    except ValueError:
+        await store.add_entry_for(job_id)
+        return
+    await store.add_entry({"_id": job_id, "state": str(JobState.ACCEPTED), "submitted_at": when})

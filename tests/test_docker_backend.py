@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -290,11 +291,13 @@ async def test_leftover_containers_are_removed(
     assert containers_of(settings.instance) == []
 
 
-async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
-    settings: Settings, store: Store
-) -> None:
+@contextlib.asynccontextmanager
+async def slotted_scheduler(
+    settings: Settings, store: Store, slots: int
+) -> AsyncIterator[tuple[Catalogue, Scheduler]]:
+    """A scheduler whose docker runner has ``slots`` slots, running until the block ends."""
     (settings.runners_dir / "docker.yaml").write_text(
-        "backend: docker\nlimits: {user: '1000:1000'}\noptions: {stop_grace: 3, slots: 2}\n"
+        f"backend: docker\nlimits: {{user: '1000:1000'}}\noptions: {{stop_grace: 3, slots: {slots}}}\n"
     )
     catalogue = load_catalogue(settings)
     backend = create_backend(catalogue.runners["docker"], settings)
@@ -302,6 +305,17 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
     try:
+        yield catalogue, scheduler
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await backend.close()
+
+
+async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
+    settings: Settings, store: Store
+) -> None:
+    async with slotted_scheduler(settings, store, 2) as (catalogue, scheduler):
         ids = [await submit(store, catalogue, "once", {"seconds": ["6"]}) for _ in range(5)]
         await wait_state(store, ids[0], "RUNNING", timeout=60)
         most = 0
@@ -317,10 +331,6 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
         await store.request_cancel(ids[4])
         scheduler.poke.set()
         jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-        await backend.close()
     assert most == 2
     assert [j["state"] for j in jobs] == ["COMPLETED"] * 4 + ["INTERRUPTED"]
     assert not (settings.jobs_dir / ids[4] / "runs.txt").exists()  # it never ran
@@ -351,28 +361,15 @@ def test_waiting_jobs_go_in_submission_order_and_survive_a_restart(tmp_path: Pat
 async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
     settings: Settings, store: Store
 ) -> None:
-    (settings.runners_dir / "docker.yaml").write_text(
-        "backend: docker\nlimits: {user: '1000:1000'}\noptions: {stop_grace: 3, slots: 1}\n"
-    )
-    catalogue = load_catalogue(settings)
-    ids = [await submit(store, catalogue, "once", {"seconds": ["2"]}) for _ in range(3)]
-    for round_ in range(2):  # the second scheduler finds the queue the first one left
-        backend = create_backend(catalogue.runners["docker"], settings)
-        scheduler = Scheduler(settings, store, catalogue, {"docker": backend})
-        stop = asyncio.Event()
-        task = asyncio.create_task(scheduler.run(stop))
-        try:
-            if round_ == 0:
-                await wait_state(store, ids[0], "RUNNING", timeout=60)
-                waiting = [await store.get_job(i) for i in ids[1:]]
-                assert [j["state"] for j in waiting if j] == ["QUEUED", "QUEUED"]
-                assert len(containers_of(settings.instance)) == 1  # none for the waiting ones
-            else:
-                jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 60)
-            await backend.close()
+    ids: list[str] = []
+    async with slotted_scheduler(settings, store, 1) as (catalogue, _):
+        ids = [await submit(store, catalogue, "once", {"seconds": ["2"]}) for _ in range(3)]
+        await wait_state(store, ids[0], "RUNNING", timeout=60)
+        waiting = [await store.get_job(i) for i in ids[1:]]
+        assert [j["state"] for j in waiting if j] == ["QUEUED", "QUEUED"]
+        assert len(containers_of(settings.instance)) == 1  # none for the waiting ones
+    async with slotted_scheduler(settings, store, 1):  # finds the queue the first one left
+        jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]
     assert [j["state"] for j in jobs] == ["COMPLETED"] * 3
     for job_id in ids:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"

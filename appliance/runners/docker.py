@@ -29,11 +29,16 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.jobdirs import read_exit_record, write_exit_record
 from appliance.runners.base import JobSpec, RunState, RunStatus
+from appliance.runners.containers import (
+    LABEL_INSTANCE,
+    LABEL_JOB,
+    LABEL_SUBMITTED,
+    container_options,
+)
 from appliance.runners.waiting import Waiting, WaitingJobs, forget
 
 if TYPE_CHECKING:
@@ -42,22 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORKDIR = "/job"
-LABEL_INSTANCE = "appliance.instance"
-LABEL_JOB = "appliance.job"
-LABEL_SERVICE = "appliance.service"
-LABEL_SUBMITTED = "appliance.submitted"  # the job's submission time: waiting ones start in order
 RUNNING = {"running", "restarting", "paused", "removing"}
 ENDED = {"exited", "dead"}
-DEFAULT_USER = "1000:1000"
 UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-
-
-def parse_user(user: str) -> tuple[int, int] | None:
-    uid, _, gid = user.partition(":")
-    if uid.isdigit() and (gid.isdigit() or not gid):
-        return int(uid), int(gid or uid)
-    return None
 
 
 class DockerBackend:
@@ -145,59 +137,9 @@ class DockerBackend:
 
     # -- submit ------------------------------------------------------------------------
 
-    def _options(self, spec: JobSpec) -> dict[str, Any]:
-        """The container of ``spec``: docker-py's create arguments (JSON-able)."""
-        name = self.container_name(spec.job_id)
-        limits = spec.resources.over(self.limits)
-        user = limits.user or DEFAULT_USER
-        owner = parse_user(user)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(spec.workdir, *owner)  # the job's user writes its outputs there
-        mounts = [Mount(WORKDIR, self.host_path(spec.workdir), type="bind", read_only=False)]
-        for staged in spec.inputs:
-            target = spec.workdir / staged.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch(exist_ok=True)  # the mount point, ours rather than the engine's
-            mounts.append(Mount(f"{WORKDIR}/{staged.path}", self.host_path(staged.source),
-                                type="bind", read_only=True))  # fmt: skip
-        if not spec.image:
-            raise RunnerError(f"service {spec.service_id} has no image to run")
-        options: dict[str, Any] = {
-            "name": name,
-            "entrypoint": [spec.argv[0]],
-            "command": list(spec.argv[1:]),
-            "working_dir": WORKDIR,
-            "environment": spec.env,
-            "labels": {
-                LABEL_INSTANCE: self.instance,
-                LABEL_JOB: spec.job_id,
-                LABEL_SERVICE: spec.service_id,
-                LABEL_SUBMITTED: f"{spec.submitted_at:020.6f}",
-            },
-            "mounts": mounts,
-            "user": user,
-            "network_mode": "bridge" if limits.network else "none",
-            "cap_drop": ["ALL"],
-            "cap_add": list(limits.capabilities or []) or None,
-            "security_opt": ["no-new-privileges:true"],
-            "read_only": limits.read_only_root is not False,
-            "tmpfs": {"/tmp": f"rw,size={self.tmp_size},mode=1777"},
-            "init": True,  # a real PID 1 passes SIGTERM on to the tool
-            "detach": True,
-        }
-        if limits.memory:
-            options["mem_limit"] = limits.memory
-            options["memswap_limit"] = limits.memory
-        if limits.cpus:
-            options["nano_cpus"] = int(limits.cpus * 1e9)
-        if limits.pids:
-            options["pids_limit"] = limits.pids
-        options["image"] = spec.image
-        options["mounts"] = [dict(m) for m in mounts]  # Mount is a dict: kept as JSON
-        return options
-
     def _create(self, spec: JobSpec) -> str:
-        options = self._options(spec)
+        options = container_options(spec, spec.resources.over(self.limits), instance=self.instance,
+                                    tmp_size=self.tmp_size, host_path=self.host_path)  # fmt: skip
         name = str(options["name"])
         if self.slots > 0:  # created when a slot is free, oldest submission first
             with self._slots_lock:
