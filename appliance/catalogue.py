@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from appliance.errors import ConfigError
 from appliance.model import Service
-from appliance.runnerconf import RunnerConfig, load_runner_configs
+from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
 from appliance.servicefile import load_services
 from appliance.settings import Settings
 
@@ -16,12 +16,15 @@ class Catalogue:
     services: dict[str, Service]
     runners: dict[str, RunnerConfig]
     errors: list[ConfigError] = field(default_factory=list)
+    runner_errors: list[ConfigError] = field(default_factory=list)  # also in ``errors``
 
 
 def cross_check(
     services: dict[str, Service], runners: dict[str, RunnerConfig]
 ) -> list[ConfigError]:
-    """Problems between files: a service naming a runner that is not configured, and so on."""
+    """Problems between files: a service naming a runner that is not configured, needing an
+    image its runner needs but it does not name, or asking for limits its runner's backend
+    cannot enforce. Asks each backend's declaration, never its name."""
     errors = []
     for service in services.values():
         for choice in service.runners.values():
@@ -36,12 +39,23 @@ def cross_check(
                         key=key,
                     )
                 )
-            elif config.backend == "docker" and not service.image:
+                continue
+            abilities = config.abilities
+            if abilities.needs_image and not service.image:
                 errors.append(
                     ConfigError(
                         f"runner {choice.runner!r} runs containers: the service needs 'image'",
                         source=service.source,
                         key="image",
+                    )
+                )
+            for limit in unenforced(service.resources, abilities):
+                errors.append(
+                    ConfigError(
+                        f"runner {choice.runner!r} ({config.backend} backend) cannot enforce "
+                        "this limit",
+                        source=service.source,
+                        key=f"resources.{limit}",
                     )
                 )
     return errors
@@ -54,4 +68,4 @@ def load_catalogue(settings: Settings) -> Catalogue:
     errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
     broken = {e.source for e in errors}
     usable = {sid: s for sid, s in services.items() if s.source not in broken}
-    return Catalogue(usable, runners, errors)
+    return Catalogue(usable, runners, errors, runner_errors)

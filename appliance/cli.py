@@ -41,8 +41,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"runners: {len(catalogue.runners)} from {settings.runners_dir}: "
         f"{', '.join(sorted(catalogue.runners)) or '-'}"
     )
-    if catalogue.errors:
-        print(f"{len(catalogue.errors)} problem(s) found", file=sys.stderr)
+    problems = len(catalogue.errors)
+    if not args.offline:
+        from appliance.checks import live_checks
+
+        problems += asyncio.run(live_checks(settings, catalogue))
+    if problems:
+        print(f"{problems} problem(s) found", file=sys.stderr)
         return 1
     print("OK")
     return 0
@@ -120,7 +125,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await run_scheduler(settings, stop, heartbeat=args.heartbeat)
+        await run_scheduler(settings, stop, heartbeat=args.heartbeat, runners=args.runner)
 
     asyncio.run(main())
     return 0
@@ -197,7 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="validate settings, service and runner files")
+    check = sub.add_parser(
+        "check",
+        help="validate settings, service and runner files; ask the database and each "
+        "runner's engine whether they answer and have the services' images",
+    )
+    check.add_argument("--offline", action="store_true",
+                       help="check the files only (no database, no engines)")  # fmt: skip
     check.set_defaults(handler=cmd_check)
 
     command = sub.add_parser(
@@ -219,8 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     scheduler = sub.add_parser("scheduler", help="run the scheduler (until SIGTERM)")
     scheduler.add_argument(
-        "--heartbeat", type=Path, default=None, help="a file touched every round, for health checks"
-    )
+        "--heartbeat", type=Path, default=None,
+        help="a file touched while the scheduler makes progress, for health checks",
+    )  # fmt: skip
+    scheduler.add_argument(
+        "--runner", action="append", metavar="ID",
+        help="run only this configured runner's jobs (repeat; default: every runner)",
+    )  # fmt: skip
     scheduler.set_defaults(handler=cmd_scheduler)
 
     web = sub.add_parser("web", help="run the web API on hypercorn (until SIGTERM)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from appliance.errors import CommandError
@@ -23,11 +22,12 @@ from appliance.templates import expand_env_value
 @dataclass(frozen=True)
 class StagedFile:
     parameter: str
-    source: Path
+    source: FileRef
     path: str  # relative to the job directory
 
     def to_json(self) -> dict[str, str]:
-        return {"parameter": self.parameter, "source": str(self.source), "path": self.path}
+        where = self.source.location or self.source.path
+        return {"parameter": self.parameter, "source": str(where), "path": self.path}
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _stage_files(service: Service, values: Mapping[str, Any]) -> dict[str, list[
                     f"staged as {name!r}"
                 )
             taken[name] = param.id
-            files.append(StagedFile(param.id, ref.path, name))
+            files.append(StagedFile(param.id, ref, name))
         staged[param.id] = files
     return staged
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from appliance.forms import FileRef
+from appliance.plan import JOBS, UPLOADS, Location, PlanError
 from appliance.store import Store
 
 _ID = re.compile(r"^[a-z2-7]{16}$")
@@ -45,20 +46,24 @@ class StoreFileLookup:
         if not _ID.match(file_id):
             return None
         record = await self.store.get_file(file_id)
-        if record is None:
+        if record is None or record.get("expiring_at") is not None:  # about to be deleted
             return None
-        path = inside(self.uploads_dir, str(record.get("path", file_id)))
+        relative = str(record.get("path", file_id))
+        path = inside(self.uploads_dir, relative)
         if path is None:
             return None
-        return FileRef(
-            file_id, path, str(record.get("label", "")), str(record.get("media_type", ""))
-        )
+        try:
+            location = Location(UPLOADS, relative)
+        except PlanError:
+            return None
+        return FileRef(file_id, path, str(record.get("label", "")),
+                       str(record.get("media_type", "")), location)  # fmt: skip
 
     async def _output(self, job_id: str, relative: str) -> FileRef | None:
         if not _ID.match(job_id):
             return None
         job = await self.store.get_job(job_id)
-        if job is None:
+        if job is None or job.get("expiring_at") is not None:  # about to be deleted
             return None
         recorded = {str(o.get("path")): o for o in job.get("outputs") or ()}
         output = recorded.get(relative)
@@ -67,9 +72,9 @@ class StoreFileLookup:
         path = inside(self.jobs_dir / job_id, relative)
         if path is None:
             return None
-        return FileRef(
-            f"{job_id}/{relative}",
-            path,
-            PurePosixPath(relative).name,
-            str(output.get("media_type", "")),
-        )
+        try:
+            location = Location(JOBS, f"{job_id}/{relative}")
+        except PlanError:
+            return None
+        return FileRef(f"{job_id}/{relative}", path, PurePosixPath(relative).name,
+                       str(output.get("media_type", "")), location)  # fmt: skip

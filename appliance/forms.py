@@ -17,16 +17,22 @@ from typing import Any
 from appliance.errors import FormErrors, ValidationError
 from appliance.mediatypes import check_file
 from appliance.model import Parameter, ParamType, Service
+from appliance.plan import Location
 
 
 @dataclass(frozen=True)
 class FileRef:
-    """A file that a job can take as input: an upload, an earlier job's output, a local file."""
+    """A file that a job can take as input: an upload, an earlier job's output, a local file.
+
+    ``path`` is where this process reads it (to check its contents); ``location`` is where
+    it is on the appliance's volumes (what a job's plan records), None for a local file.
+    """
 
     id: str
     path: Path
     label: str = ""
     media_type: str = ""
+    location: Location | None = None
 
 
 RawValue = str | FileRef
@@ -222,29 +228,14 @@ async def validate(
 
 
 def dump_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Validated values as MongoDB can store them (files become small documents)."""
+    """Validated values as they are stored with a job: a file becomes its reference (an
+    upload id or ``<job id>/<path>``), never a path; its location is in the job's plan."""
 
     def dump(value: Any) -> Any:
         if isinstance(value, FileRef):
-            return {"file": {"id": value.id, "path": str(value.path), "label": value.label,
-                              "media_type": value.media_type}}  # fmt: skip
+            return {"file": {"id": value.id, "label": value.label, "media_type": value.media_type}}
         if isinstance(value, list):
             return [dump(v) for v in value]
         return value
 
     return {key: dump(value) for key, value in values.items()}
-
-
-def load_values(stored: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of dump_values."""
-
-    def load(value: Any) -> Any:
-        if isinstance(value, dict) and "file" in value:
-            f = value["file"]
-            return FileRef(str(f["id"]), Path(f["path"]), str(f.get("label", "")),
-                           str(f.get("media_type", "")))  # fmt: skip
-        if isinstance(value, list):
-            return [load(v) for v in value]
-        return value
-
-    return {key: load(value) for key, value in stored.items()}

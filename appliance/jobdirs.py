@@ -1,21 +1,13 @@
-"""Job directories: where each job runs, what it leaves behind, and which outputs count."""
+"""Job directories: making them, and which files in them are a job's outputs."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from appliance.jobwrap import EXIT_RECORD, write_exit_record
-from appliance.model import Output, Service
-
-STD_STREAMS = ("stdout", "stderr")
-
-
-def job_dir(jobs_dir: Path, job_id: str) -> Path:
-    return jobs_dir / job_id
+from appliance.jobrecord import OutputRecord
+from appliance.plan import OutputPattern, Plan
 
 
 def make_job_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
@@ -26,17 +18,6 @@ def make_job_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
     path.chmod(0o755)
 
 
-__all__ = ["EXIT_RECORD", "read_exit_record", "write_exit_record"]
-
-
-def read_exit_record(path: Path) -> tuple[int, str] | None:
-    try:
-        data: Any = json.loads((path / EXIT_RECORD).read_text())
-        return int(data["exit_code"]), str(data.get("message", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 @dataclass(frozen=True)
 class FoundOutput:
     output_id: str
@@ -44,27 +25,33 @@ class FoundOutput:
     media_type: str
     name: str
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> OutputRecord:
         return {"id": self.output_id, "path": self.path, "media_type": self.media_type,
                 "name": self.name}  # fmt: skip
 
 
-def collect_outputs(
-    service: Service,
-    workdir: Path,
-    exclude: set[str] = frozenset(),  # type: ignore[assignment]
-) -> list[FoundOutput]:
-    """The files in ``workdir`` that match the service's outputs, plus stdout and stderr.
+def output_patterns(plan: Plan) -> list[OutputPattern]:
+    """The plan's outputs, and each step's stdout and stderr unless an output names them."""
+    patterns = list(plan.outputs)
+    declared = {o.path for o in patterns}
+    for step in plan.steps:
+        for stream, path in (("stdout", step.stdout), ("stderr", step.stderr)):
+            if path not in declared:
+                patterns.append(OutputPattern(stream, path, stream, "text/plain"))
+                declared.add(path)
+    return patterns
+
+
+def collect_outputs(plan: Plan, workdir: Path) -> list[FoundOutput]:
+    """The files in ``workdir`` that match the plan's outputs, plus stdout and stderr.
 
     Only regular files inside the directory count: a symlink the job made pointing
-    elsewhere is left out, and so are the staged inputs (``exclude``).
+    elsewhere is left out, and so are the staged inputs and hidden files.
     """
     root = workdir.resolve()
+    exclude = {i.path for i in plan.inputs}
     found: dict[str, FoundOutput] = {}
-    outputs = list(service.outputs)
-    declared = {o.path for o in outputs}
-    outputs += [Output(s, s, s, "text/plain") for s in STD_STREAMS if s not in declared]
-    for output in outputs:
+    for output in output_patterns(plan):
         for match in sorted(root.glob(output.path)):
             relative = match.relative_to(root).as_posix()
             if relative in found or relative in exclude or relative.startswith("."):

@@ -1,11 +1,14 @@
-"""Runs one job's command and records how it ended: ``python -I -S jobwrap.py DIR -- ARGV``.
+"""Runs one step of a job and records how it ended.
 
-The local worker starts each job through this small wrapper, in the job's directory and
-in a session of its own. The wrapper sends the command's stdout and stderr to files,
-passes SIGTERM and SIGINT on to it, and writes the exit code into the directory
-(``.exit.json``; minus the signal number if a signal killed it). Because the wrapper, not
-the worker, writes the record, a job's end is known even if the worker was restarted
-while the job ran.
+    python -I -S jobwrap.py DIR [STEP STDOUT STDERR] -- ARGV
+
+The local worker starts each step through this small wrapper, in the job's directory and
+in a session of its own. The wrapper sends the command's stdout and stderr to files
+(``stdout`` and ``stderr`` unless named), passes SIGTERM and SIGINT on to it, and writes
+the exit code into the directory (the step's exit record, ``.exit.json`` for the first
+step; minus the signal number if a signal killed it). Because the wrapper, not the
+worker, writes the record, a step's end is known even if the worker was restarted while
+it ran.
 
 Every job waits for this wrapper to start, so it imports only what the interpreter has
 already loaded (``os``, ``sys`` and the C ``_signal``; ``subprocess``, ``signal``, ``json``
@@ -20,45 +23,62 @@ import os
 import sys
 
 EXIT_RECORD = ".exit.json"
-"""Written into a job's directory by the backend when the job ends, so that its exit code
-survives the backend's own restart and the scheduler's."""
+"""Written into a job's directory by the backend when a step ends, so that its exit code
+survives the backend's own restart and the scheduler's (``.exit-N.json`` for step N > 0)."""
 
 
-def write_exit_record(path: str | os.PathLike[str], exit_code: int, message: str = "") -> None:
-    """Atomically record how the job ended (survives restarts of every process)."""
-    if message:
+def exit_record_name(step: int = 0) -> str:
+    return EXIT_RECORD if step == 0 else f".exit-{int(step)}.json"
+
+
+def write_exit_record(
+    path: str | os.PathLike[str], exit_code: int, message: str = "", *, step: int = 0,
+    oom: bool = False,
+) -> None:  # fmt: skip
+    """Atomically record how a step ended (survives restarts of every process). The one
+    writer of exit records: every backend calls it."""
+    if message or oom:
         import json  # only on the rare ends that carry a message
 
-        text = json.dumps({"exit_code": int(exit_code), "message": message})
+        data: dict[str, object] = {"exit_code": int(exit_code), "message": message}
+        if oom:
+            data["oom"] = True
+        text = json.dumps(data)
     else:
         text = f'{{"exit_code": {int(exit_code)}, "message": ""}}'  # what json.dumps gives
-    temporary = os.path.join(path, EXIT_RECORD + ".tmp")
+    name = exit_record_name(step)
+    temporary = os.path.join(path, name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as sink:
         sink.write(text)
-    os.replace(temporary, os.path.join(path, EXIT_RECORD))
+    os.replace(temporary, os.path.join(path, name))
 
 
-def _fail(workdir: str, code: int, message: str) -> int:
-    with open(os.path.join(workdir, "stderr"), "ab") as err:
+def _fail(workdir: str, step: int, stderr: str, code: int, message: str) -> int:
+    with open(os.path.join(workdir, stderr), "ab") as err:
         err.write(f"{message}\n".encode())
-    write_exit_record(workdir, code, message)
+    write_exit_record(workdir, code, message, step=step)
     return code
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -I -S jobwrap.py DIR -- COMMAND [ARG...]", file=sys.stderr)
+    if "--" not in argv or argv.index("--") not in (1, 4) or argv[-1] == "--":
+        print("usage: python -I -S jobwrap.py DIR [STEP STDOUT STDERR] -- COMMAND [ARG...]",
+              file=sys.stderr)  # fmt: skip
         return 2
+    split = argv.index("--")
     workdir = argv[0]
-    command = argv[2:]
+    step, stdout, stderr = (
+        (int(argv[1]), argv[2], argv[3]) if split == 4 else (0, "stdout", "stderr")
+    )
+    command = argv[split + 1 :]
     os.chdir(workdir)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     streams = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.path.join(workdir, "stdout"), flags, 0o644),
-        (os.POSIX_SPAWN_OPEN, 2, os.path.join(workdir, "stderr"), flags, 0o644),
+        (os.POSIX_SPAWN_OPEN, 1, os.path.join(workdir, stdout), flags, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, os.path.join(workdir, stderr), flags, 0o644),
     ]
-    for stream in ("stdout", "stderr"):  # there even if the command never starts
+    for stream in (stdout, stderr):  # there even if the command never starts
         os.close(os.open(os.path.join(workdir, stream), flags, 0o644))
     try:
         # Python ignores SIGPIPE and SIGXFSZ; the command gets the defaults back.
@@ -67,9 +87,11 @@ def main(argv: list[str]) -> int:
             setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),
         )  # fmt: skip
     except FileNotFoundError:
-        return _fail(workdir, 127, f"{command[0]}: command not found")
+        return _fail(workdir, step, stderr, 127, f"{command[0]}: command not found")
     except OSError as exc:  # not executable, not a program, ...
-        return _fail(workdir, 126, f"{command[0]}: cannot be executed: {exc.strerror}")
+        return _fail(
+            workdir, step, stderr, 126, f"{command[0]}: cannot be executed: {exc.strerror}"
+        )
 
     def forward(signum: int, frame: object) -> None:
         try:  # noqa: SIM105 (contextlib would cost milliseconds at each job's start)
@@ -80,7 +102,7 @@ def main(argv: list[str]) -> int:
     _signal.signal(_signal.SIGTERM, forward)
     _signal.signal(_signal.SIGINT, forward)
     _, status = os.waitpid(child, 0)  # retried after a forwarded signal (PEP 475)
-    write_exit_record(workdir, os.waitstatus_to_exitcode(status))
+    write_exit_record(workdir, os.waitstatus_to_exitcode(status), step=step)
     return 0
 
 

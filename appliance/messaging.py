@@ -268,7 +268,8 @@ class RpcClient:
                     f"the worker at {self.address} is not connected ({exc})"
                 ) from None
             try:
-                reply = await asyncio.wait_for(future, timeout)
+                async with asyncio.timeout(timeout):
+                    reply = await future
             except TimeoutError:
                 raise RunnerUnavailableError(
                     f"the worker at {self.address} did not answer within {timeout:g} s"

@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 from appliance.catalogue import load_catalogue
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, ConfigErrors
 from appliance.messaging import CurveKeys, RpcServer
-from appliance.runners import create_backend
 from appliance.runners.base import Backend
-from appliance.scheduler import Scheduler
+from appliance.runners.config import create_backend
+from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.worker import WorkerPool
@@ -21,21 +21,39 @@ log = logging.getLogger(__name__)
 
 
 async def run_scheduler(
-    settings: Settings, stop: asyncio.Event, *, heartbeat: Path | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    heartbeat: Path | None = None,
+    runners: list[str] | None = None,
 ) -> None:
+    """Run a scheduler for ``runners`` (default: every configured runner) until ``stop``.
+    A broken runner configuration stops it at once (ConfigError, with file and key)."""
     catalogue = load_catalogue(settings)
+    if catalogue.runner_errors:
+        raise ConfigErrors(catalogue.runner_errors)
+    chosen = runners or sorted(catalogue.runners)
+    unknown = [r for r in chosen if r not in catalogue.runners]
+    if unknown:
+        raise ConfigError(f"no runner {', '.join(map(repr, unknown))} is configured in "
+                          f"{settings.runners_dir} (configured: {', '.join(sorted(catalogue.runners))})")  # fmt: skip
     for error in catalogue.errors:
         log.error("%s", error.describe())
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.mongodb_uri, settings.mongodb_database, retry_seconds=60)
+    store = Store(
+        settings.mongodb_uri,
+        settings.mongodb_database,
+        retry_seconds=60,
+        timeout_ms=int(settings.database_timeout * 1000),
+    )
     backends: dict[str, Backend] = {}
     try:
         await store.ensure_indexes()
         if added := await store.rebuild_active():
             log.info("found %d unfinished jobs without an active entry; added them", added)
         # Each runner configuration is instantiated once, here, and shared by every job.
-        for runner_id, config in catalogue.runners.items():
-            backends[runner_id] = create_backend(config, settings)
+        for runner_id in chosen:
+            backends[runner_id] = create_backend(catalogue.runners[runner_id], settings)
         scheduler = Scheduler(settings, store, catalogue, backends, heartbeat=heartbeat)
         await scheduler.run(stop)
     finally:
@@ -58,7 +76,7 @@ async def run_worker(
         raise ConfigError("--slots must be at least 1")
     directory = state_dir or settings.jobs_dir / ".worker"
     directory.mkdir(parents=True, exist_ok=True)
-    pool = WorkerPool(slots, directory / "jobs.json")
+    pool = WorkerPool(slots, directory)
     server = RpcServer(
         settings.worker_address,
         keys=CurveKeys.load(keys) if keys else None,

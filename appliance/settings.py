@@ -29,10 +29,6 @@ def _path(value: object) -> Path:
     return Path(value)
 
 
-def _optional_path(value: object) -> Path | None:
-    return None if value in (None, "") else _path(value)
-
-
 def _str(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -87,12 +83,6 @@ class Settings:
     jobs_url: str = _setting(
         "/media/jobs", _url_prefix, "URL prefix under which the proxy serves jobs_dir"
     )
-    uploads_host_dir: Path | None = _setting(
-        None, _optional_path, "uploads_dir as the Docker engine's host sees it (sibling containers)"
-    )
-    jobs_host_dir: Path | None = _setting(
-        None, _optional_path, "jobs_dir as the Docker engine's host sees it (sibling containers)"
-    )
     services_dir: Path = _setting(
         Path("services"), _path, "folder searched for *.service.yaml files"
     )
@@ -108,6 +98,9 @@ class Settings:
     web_workers: int = _setting(1, _positive_int, "number of web worker processes")
     instance: str = _setting(
         "appliance", _str, "name of this appliance, put on every container it starts"
+    )
+    database_timeout: float = _setting(
+        20.0, parse_duration, "longest wait for one MongoDB operation before it counts as failed"
     )
     lease_seconds: float = _setting(
         30.0, parse_duration, "how long a scheduler holds a job before others may take it over"
@@ -160,7 +153,7 @@ class Settings:
         changes: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Path) and not value.is_absolute() and "host_dir" not in f.name:
+            if isinstance(value, Path) and not value.is_absolute():
                 changes[f.name] = (base_dir / value).resolve()
         return dataclasses.replace(self, **changes)
 

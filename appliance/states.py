@@ -1,6 +1,7 @@
-"""Job states (the previous system's names), their transitions, and the exit-code mapping.
+"""Job states (the previous system's names) and their transitions.
 
-This is the one place that knows which state may follow which.
+This is the one place that knows which state may follow which; how an exit code becomes
+a final state is ``appliance.exits.job_end``.
 """
 
 from __future__ import annotations
@@ -64,25 +65,3 @@ def can_move(current: JobState, new: JobState) -> bool:
 def sources_of(new: JobState) -> list[JobState]:
     """Every state from which ``new`` may be reached (for compare-and-set updates)."""
     return [state for state, targets in TRANSITIONS.items() if new in targets]
-
-
-# Exit codes with a meaning of their own (the shell's conventions).
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
-
-
-def state_for_exit(code: int, *, cancelled: bool = False) -> JobState:
-    """The final state of a job whose command ended with ``code``.
-
-    Negative codes (or 128+N) mean killed by signal N. A job killed after a cancel
-    request is INTERRUPTED; a command that could not be started is an ERROR.
-    """
-    if code == 0:
-        return JobState.COMPLETED
-    if cancelled:
-        return JobState.INTERRUPTED
-    if code in (EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND):
-        return JobState.ERROR
-    if code < 0:
-        return JobState.INTERRUPTED
-    return JobState.FAILED

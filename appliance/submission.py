@@ -1,4 +1,4 @@
-"""Recording a submitted job: the one shape of a new job document."""
+"""Recording a submitted job: the one shape of a new job document, with its plan."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from appliance.forms import FileRef, dump_values
+from appliance.jobrecord import ActiveEntry, JobRecord
 from appliance.model import Service
+from appliance.planning import Planned, Planner, Refused
 from appliance.states import JobState
-from appliance.store import Store, new_id, utcnow
+from appliance.store import Store, new_id
 
 
 def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
@@ -29,29 +31,56 @@ def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def record_job(
-    store: Store, service: Service, values: dict[str, Any], *, with_entry: bool = True
-) -> dict[str, Any]:
-    """Store a new, validated job as ACCEPTED; returns its document. (``with_entry``:
-    see ``Store.insert_job``.)"""
-    job = {
-        "_id": new_id(),
+    store: Store,
+    planner: Planner,
+    service: Service,
+    values: dict[str, Any],
+    *,
+    with_entry: bool = True,
+) -> JobRecord:
+    """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
+    its plan and runner, or already final (REJECTED, ERROR) when no plan can be made.
+    (``with_entry``: see ``Store.insert_job``.)"""
+    job_id = new_id()
+    now = await store.now()
+    job: JobRecord = {
+        "_id": job_id,
+        "kind": "service",
         "service": service.id,
         "state": str(JobState.ACCEPTED),
-        "submitted_at": utcnow(),
+        "submitted_at": now,
         "parameters": echo_parameters(service, values),
         "values": dump_values(values),
     }
+    planned = planner.plan(job_id, service, values)
+    if isinstance(planned, Planned):
+        job["runner"], job["plan"] = planned.runner, planned.plan.to_json()
+    elif isinstance(planned, Refused):
+        job["state"], job["error"] = str(planned.state), planned.reason
+        job["completed_at"], job["runner"] = now, None
     await store.insert_job(job, with_entry=with_entry)
     return job
 
 
-async def record_entry(store: Store, job_id: str, submitted_at: object) -> None:
+def is_active(job: JobRecord) -> bool:
+    return not JobState(job["state"]).finished
+
+
+async def record_entry(
+    store: Store, job_id: str, submitted_at: object, runner: object = None
+) -> None:
     """A new job's ``active`` entry, made by the scheduler from the web's wake-up alone
-    when it says when the job came (a job is ACCEPTED and without a lease until a
-    scheduler claims it, and the claim reads the job itself); else from the job's record."""
+    when it says when the job came and for which runner (a job is ACCEPTED and without a
+    lease until a scheduler claims it, and the claim reads the job itself); else from
+    the job's record."""
     try:
         when = datetime.fromisoformat(str(submitted_at))
     except ValueError:
         await store.add_entry_for(job_id)
         return
-    await store.add_entry({"_id": job_id, "state": str(JobState.ACCEPTED), "submitted_at": when})
+    if not isinstance(runner, str):
+        await store.add_entry_for(job_id)
+        return
+    entry: ActiveEntry = {"_id": job_id, "state": str(JobState.ACCEPTED), "submitted_at": when,
+                          "runner": runner, "lease_owner": None, "lease_expires": None}  # fmt: skip
+    await store.add_entry(entry)

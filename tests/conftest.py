@@ -46,7 +46,16 @@ def database_name(mongodb_uri: str) -> Iterator[str]:
 async def store(mongodb_uri: str, database_name: str) -> AsyncIterator[Store]:
     store = Store(mongodb_uri, database_name)
     await store.ensure_indexes()
-    for collection in (store.jobs, store.files, store.services, store.active, store.leases):
+    for collection in (
+        store.jobs,
+        store.files,
+        store.services,
+        store.active,
+        store.leases,
+        store.cancels,
+        store.schedulers,
+        store.marks,
+    ):
         await collection.delete_many({})
     yield store
     await store.close()

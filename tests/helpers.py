@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.forms import validate
+from appliance.jobrecord import JobRecord
 from appliance.model import Service
+from appliance.plan import Plan
+from appliance.planning import Planner
+from appliance.runners.config import load_runner_configs
+from appliance.runners.registry import abilities_of
 from appliance.servicefile import load_service_file
 from appliance.settings import Settings
 from appliance.store import Store
@@ -26,7 +31,7 @@ appliance-version: 1
 name: Probe
 image: {image}
 runner: {runner}
-resources: {{time-limit: {time_limit}, memory: 64M, pids: 32, cpus: 0.5}}
+resources: {resources}
 parameters:
   program:
     name: Program
@@ -67,21 +72,44 @@ def make_settings(tmp_path: Path, mongodb_uri: str, database: str, **changes: An
 
 def write_probe(settings: Settings, runner: str, *, time_limit: str = "1h", backend: str | None = None,
                 options: str = "{}") -> Service:  # fmt: skip
+    """The probe service on ``runner`` (of ``backend``), with the limits that backend
+    enforces (all of them on docker; the time limit alone elsewhere)."""
+    backend = backend or runner
     (settings.runners_dir / f"{runner}.yaml").write_text(
-        f"backend: {backend or runner}\noptions: {options}\n"
+        f"backend: {backend}\noptions: {options}\n"
     )
+    limits = {"time-limit": time_limit, "memory": "64M", "pids": 32, "cpus": 0.5}
+    enforced = abilities_of(backend).enforces
+    resources = ", ".join(f"{k}: {v}" for k, v in limits.items()
+                          if k == "time-limit" or k in enforced)  # fmt: skip
     path = settings.services_dir / "probe.service.yaml"
-    path.write_text(PROBE.format(image=TEST_IMAGE, runner=runner, time_limit=time_limit))
+    path.write_text(PROBE.format(image=TEST_IMAGE, runner=runner, resources=f"{{{resources}}}"))
     return load_service_file(path)
 
 
-async def submit(store: Store, service: Service, program: str, *args: str) -> str:
+def planner_for(service: Service) -> Planner:
+    """A planner with the runner configurations of the test layout ``make_settings``
+    makes (``services/`` and ``runners/`` side by side)."""
+    runners, errors = load_runner_configs(Path(service.source).parent.parent / "runners")
+    assert errors == [], errors
+    return Planner(runners, dict(os.environ))
+
+
+async def submit(store: Store, service: Service, program: str, *args: str,
+                 planner: Planner | None = None) -> str:  # fmt: skip
     raw: dict[str, list[Any]] = {"program": [program]}
     if args:
         raw["arg"] = list(args)
     values = await validate(service, raw)
-    job = await record_job(store, service, values)
+    job = await record_job(store, planner or planner_for(service), service, values)
     return str(job["_id"])
+
+
+async def insert_planned(store: Store, plan: Plan, job_id: str, runner: str) -> None:
+    """A job with a plan of the test's own (as the TES API will make them), ACCEPTED."""
+    await store.insert_job({"_id": job_id, "kind": "task", "service": "", "state": "ACCEPTED",
+                            "submitted_at": await store.now(), "parameters": {}, "values": {},
+                            "runner": runner, "plan": plan.to_json()})  # fmt: skip
 
 
 async def wait_for(
@@ -97,23 +125,21 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def wait_final(store: Store, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    async def final() -> dict[str, Any] | None:
+async def wait_final(store: Store, job_id: str, timeout: float = 30.0) -> JobRecord:
+    async def final() -> JobRecord | None:
         job = await store.get_job(job_id)
         return job if job is not None and job["state"] in FINAL else None
 
-    result: dict[str, Any] = await wait_for(final, timeout)
+    result: JobRecord = await wait_for(final, timeout)
     return result
 
 
-async def wait_state(
-    store: Store, job_id: str, state: str, timeout: float = 30.0
-) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
+async def wait_state(store: Store, job_id: str, state: str, timeout: float = 30.0) -> JobRecord:
+    async def reached() -> JobRecord | None:
         job = await store.get_job(job_id)
         return job if job is not None and job["state"] == state else None
 
-    result: dict[str, Any] = await wait_for(reached, timeout)
+    result: JobRecord = await wait_for(reached, timeout)
     return result
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, ROOT
+from tests.helpers import TEST_IMAGE, build_test_image
 
 FASTA = ">a\nMKVLA\n>b\nMKVA\n"
 
@@ -31,9 +32,42 @@ def fasta(tmp_path: Path) -> Path:
 
 
 def test_check_passes_on_the_shipped_configuration() -> None:
-    result = run("check")
+    result = run("check", "--offline")
     assert result.returncode == 0, result.stderr
     assert "clustalo" in result.stdout and "OK" in result.stdout
+    assert "database:" not in result.stdout  # offline: files only
+
+
+def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: str) -> None:
+    build_test_image(tmp_path)
+    services, runners = tmp_path / "services", tmp_path / "runners"
+    services.mkdir()
+    runners.mkdir()
+    (runners / "docker.yaml").write_text("backend: docker\n")
+    (runners / "pool.yaml").write_text(
+        f"backend: local\noptions: {{address: 'ipc://{tmp_path}/none'}}\n"
+    )
+    for name, image in (("there", TEST_IMAGE), ("missing", "appliance-test/not-built:0")):
+        (services / f"{name}.service.yaml").write_text(
+            f"appliance-version: 1\nname: {name}\nimage: {image}\ncommand: 'true'\n"
+        )
+    env = {"APPLIANCE_SERVICES_DIR": str(services), "APPLIANCE_RUNNERS_DIR": str(runners),
+           "APPLIANCE_MONGODB_URI": mongodb_uri}  # fmt: skip
+    result = run("check", env=env)
+    assert result.returncode == 1
+    assert "database: mongodb://127.0.0.1:" in result.stdout and "answers" in result.stdout
+    assert "runner docker: Docker engine " in result.stdout
+    assert (
+        f"{services / 'missing.service.yaml'}: image: appliance-test/not-built:0 is not in runner docker's engine"
+        in result.stderr
+    )
+    assert "there.service.yaml" not in result.stderr
+    assert f"{runners / 'pool.yaml'}: runner pool does not answer" in result.stderr
+    assert "2 problem(s) found" in result.stderr
+    env["APPLIANCE_MONGODB_URI"] = "mongodb://someone:secret@127.0.0.1:9/"
+    result = run("check", env=env)
+    assert "database: mongodb://someone:***@127.0.0.1:9/ does not answer" in result.stderr
+    assert "secret" not in result.stderr + result.stdout
 
 
 def test_check_reports_every_broken_file_with_file_and_key(tmp_path: Path) -> None:
@@ -50,7 +84,7 @@ def test_check_reports_every_broken_file_with_file_and_key(tmp_path: Path) -> No
     (services / "noimage.service.yaml").write_text("appliance-version: 1\nname: N\ncommand: t\n")
     settings = tmp_path / "settings.yaml"
     settings.write_text(f"services_dir: services\nrunners_dir: {ROOT / 'runners'}\n")
-    result = run("check", env={"APPLIANCE_SETTINGS": str(settings)})
+    result = run("check", "--offline", env={"APPLIANCE_SETTINGS": str(settings)})
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert (
@@ -68,7 +102,7 @@ def test_check_reports_every_broken_file_with_file_and_key(tmp_path: Path) -> No
 def test_check_reports_bad_settings(tmp_path: Path) -> None:
     settings = tmp_path / "settings.yaml"
     settings.write_text("web_wokers: 2\n")
-    result = run("check", env={"APPLIANCE_SETTINGS": str(settings)})
+    result = run("check", "--offline", env={"APPLIANCE_SETTINGS": str(settings)})
     assert result.returncode == 2
     assert f"{settings}: web_wokers: unknown setting" in result.stderr
 
@@ -79,10 +113,26 @@ def test_check_reports_bad_runner_files(tmp_path: Path) -> None:
     (runners / "docker.yaml").write_text("backend: docker\n")
     (runners / "gpu.yaml").write_text("backend: quantum\n")
     (runners / "bad.yaml").write_text("backend: local\nlimits: {memory: lots}\n")
-    result = run("check", env={"APPLIANCE_RUNNERS_DIR": str(runners)})
+    (runners / "opts.yaml").write_text("backend: docker\noptions: {slots: many, colour: red}\n")
+    result = run("check", "--offline", env={"APPLIANCE_RUNNERS_DIR": str(runners)})
     assert result.returncode == 1
     assert f"{runners / 'gpu.yaml'}: backend: unknown backend 'quantum'" in result.stderr
     assert f"{runners / 'bad.yaml'}: limits.memory:" in result.stderr
+    assert f"{runners / 'opts.yaml'}: options.slots: expected a whole number" in result.stderr
+    assert f"{runners / 'opts.yaml'}: options.colour: unknown option" in result.stderr
+
+
+def test_the_scheduler_refuses_a_broken_runner_file(tmp_path: Path) -> None:
+    runners = tmp_path / "runners"
+    runners.mkdir()
+    (runners / "docker.yaml").write_text("backend: docker\noptions: {slots: -2}\n")
+    result = run("scheduler", env={"APPLIANCE_RUNNERS_DIR": str(runners)})
+    assert result.returncode == 2
+    assert f"{runners / 'docker.yaml'}: options.slots: must be at least 0" in result.stderr
+    result = run(
+        "scheduler", "--runner", "gpu", env={"APPLIANCE_RUNNERS_DIR": str(ROOT / "runners")}
+    )
+    assert result.returncode == 2 and "no runner 'gpu' is configured" in result.stderr
 
 
 def test_command_for_the_previous_systems_example(fasta: Path) -> None:

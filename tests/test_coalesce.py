@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from appliance.coalesce import Coalescer
 from appliance.errors import StoreError
 from appliance.store import Store
+from appliance.store.coalesce import Coalescer
 from tests.test_store import job
 
 pytestmark = pytest.mark.anyio

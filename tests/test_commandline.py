@@ -44,7 +44,7 @@ async def test_the_previous_systems_example_gives_exactly_its_argv(tmp_path: Pat
         "clustalo", "--infile=input.fa", "--iter=3", "--dealign", "--outfile=alignment.aln",
     )  # fmt: skip
     assert [(f.parameter, f.path) for f in plan.files] == [("input", "input.fa")]
-    assert plan.files[0].source == tmp_path / "abc"
+    assert plan.files[0].source.path == tmp_path / "abc"
     assert plan.env == {}
 
 

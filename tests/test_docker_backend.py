@@ -18,10 +18,14 @@ import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
-from appliance.preparation import submitted_timestamp
-from appliance.runners import create_backend
-from appliance.runners.waiting import WAITING_FILE, Waiting, WaitingJobs
-from appliance.scheduler import Scheduler
+from appliance.plan import UPLOADS, Location
+from appliance.planning import Planner
+from appliance.runners.config import create_backend
+from appliance.runners.docker import DockerBackend
+from appliance.runners.docker.waiting import WAITING_FILE, Waiting, WaitingJobs
+from appliance.scheduler.core import Scheduler
+from appliance.scheduler.housekeeping import Housekeeping
+from appliance.scheduler.starting import submitted_timestamp
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.submission import record_job
@@ -31,6 +35,7 @@ from tests.helpers import (
     make_settings,
     settings_env,
     wait_final,
+    wait_for,
     wait_state,
 )
 
@@ -129,14 +134,14 @@ async def submit(
     store: Store, catalogue: Catalogue, service: str, raw: dict[str, list[Any]]
 ) -> str:
     svc = catalogue.services[service]
-    job = await record_job(store, svc, await validate(svc, raw))
+    job = await record_job(store, Planner(catalogue.runners, {}), svc, await validate(svc, raw))
     return str(job["_id"])
 
 
 def input_file(settings: Settings, text: str = "the input\n") -> FileRef:
     path = settings.uploads_dir / "upload1"
     path.write_text(text)
-    return FileRef("upload1", path, "in.txt")
+    return FileRef("upload1", path, "in.txt", location=Location(UPLOADS, "upload1"))
 
 
 async def test_the_container_is_locked_down(
@@ -193,6 +198,13 @@ async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
     assert (workdir / "copy.txt").stat().st_uid == 1000
     assert [o["path"] for o in job["outputs"] if o["id"] == "copy"] == ["copy.txt"]
     assert (settings.uploads_dir / "upload1").read_text() == ">x\nMKV\n"  # untouched
+    # Stored as a reference, resolved to a location in the plan: never a path of a machine.
+    assert job["values"]["input"] == {
+        "file": {"id": "upload1", "label": "in.txt", "media_type": ""}
+    }
+    assert job["plan"]["inputs"] == [{"source": {"volume": "uploads", "path": "upload1"},
+                                      "path": "inputs/input", "parameter": "input"}]  # fmt: skip
+    assert str(settings.uploads_dir) not in str(job["plan"]) + str(job["values"])
     assert containers_of(settings.instance) == []  # removed once finished
 
 
@@ -201,7 +213,7 @@ async def test_out_of_memory_fails_with_a_reason(
 ) -> None:
     job = await wait_final(store, await submit(store, catalogue, "hungry", {}), timeout=60)
     assert job["state"] == "FAILED", job
-    assert "out of memory" in job["error"]
+    assert "out of memory" in str(job["error"])
 
 
 async def test_a_missing_image_is_an_error_with_a_reason(
@@ -209,7 +221,9 @@ async def test_a_missing_image_is_an_error_with_a_reason(
 ) -> None:
     job = await wait_final(store, await submit(store, catalogue, "noimage", {}), timeout=60)
     assert job["state"] == "ERROR"
-    assert "appliance-test/does-not-exist:0" in job["error"] and "not available" in job["error"]
+    assert "appliance-test/does-not-exist:0" in str(job["error"]) and "not available" in str(
+        job["error"]
+    )
 
 
 async def test_an_unreachable_engine_retries_then_fails_with_a_reason(
@@ -229,7 +243,7 @@ async def test_an_unreachable_engine_retries_then_fails_with_a_reason(
         stop.set()
         await task
     assert job["state"] == "ERROR"
-    assert "unreachable" in job["error"]
+    assert "unreachable" in str(job["error"])
     assert job["attempts"] >= 2
 
 
@@ -287,7 +301,7 @@ async def test_leftover_containers_are_removed(
     stray = f"{settings.instance}-strayjob"
     subprocess.run(["docker", "create", "--name", stray, "--label", f"appliance.instance={settings.instance}",
                     "--label", "appliance.job=nosuchjob", TEST_IMAGE, "true"], check=True, capture_output=True)  # fmt: skip
-    await scheduler.remove_orphans()
+    await Housekeeping(scheduler).remove_orphans()
     assert containers_of(settings.instance) == []
 
 
@@ -375,3 +389,24 @@ async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
         assert not (settings.jobs_dir / job_id / WAITING_FILE).exists()
     assert containers_of(settings.instance) == []
+
+
+async def test_the_backends_memory_of_containers_stays_bounded(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    backend = scheduler.backends["docker"]
+    assert isinstance(backend, DockerBackend)
+    ids = [await submit(store, catalogue, "once", {}) for _ in range(6)]
+    jobs = [await wait_final(store, i, timeout=60) for i in ids]
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 6
+    # Deaths of containers it never follows (another scheduler's, say) and starts it has
+    # forgotten to clear: one status round forgets every name the engine no longer lists.
+    backend._died.update(f"{settings.instance}-ghost{i}" for i in range(1000))
+    backend._started.update(f"{settings.instance}-gone{i}" for i in range(1000))
+    await backend.status([f"{settings.instance}-nosuchjob0000000"])
+    await wait_for(lambda: _empty(backend), timeout=10)
+
+
+async def _empty(backend: DockerBackend) -> bool:
+    await backend.status([f"{backend.instance}-nosuchjob0000000"])
+    return not backend._died and not backend._started and not backend._removing

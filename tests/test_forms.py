@@ -200,7 +200,9 @@ async def test_file_ids_through_real_mongodb_records(store: Store, tmp_path: Pat
             "service": "t",
             "state": "COMPLETED",
             "submitted_at": utcnow(),
-            "outputs": [{"path": "alignment.fa", "media_type": "application/fasta"}],
+            "outputs": [
+                {"id": "a", "path": "alignment.fa", "media_type": "application/fasta", "name": ""}
+            ],
         }
     )
     lookup = StoreFileLookup(store, uploads, jobs)

@@ -13,8 +13,10 @@ import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
-from appliance.runners import create_backend
-from appliance.scheduler import Scheduler
+from appliance.plan import UPLOADS, Location
+from appliance.planning import Planner
+from appliance.runners.config import create_backend
+from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.submission import record_job
@@ -72,7 +74,8 @@ async def rig(
 async def run(store: Store, catalogue: Catalogue, action: str, **raw: Any) -> str:
     service = catalogue.services["probe"]
     values = await validate(service, {"action": [action], **{k: [v] for k, v in raw.items()}})
-    return str((await record_job(store, service, values))["_id"])
+    planner = Planner(catalogue.runners, {})
+    return str((await record_job(store, planner, service, values))["_id"])
 
 
 async def test_escape_attempts_fail_alone(rig: tuple[Settings, Catalogue], store: Store) -> None:
@@ -82,7 +85,10 @@ async def test_escape_attempts_fail_alone(rig: tuple[Settings, Catalogue], store
     attempts = {action: await run(store, catalogue, action) for action in
                 ("write-root", "write-above", "fork-bomb", "sleep")}  # fmt: skip
     attempts["write-input"] = await run(
-        store, catalogue, "write-input", data=FileRef("data", data, "data")
+        store,
+        catalogue,
+        "write-input",
+        data=FileRef("data", data, "data", location=Location(UPLOADS, "data")),
     )
     normal = await run(store, catalogue, "ok")
     jobs = {
@@ -90,7 +96,7 @@ async def test_escape_attempts_fail_alone(rig: tuple[Settings, Catalogue], store
     }
     for action, job in jobs.items():
         assert job["state"] == "FAILED", (action, job)
-    assert "time limit" in jobs["sleep"]["error"]
+    assert "time limit" in str(jobs["sleep"]["error"])
     stderr = {a: (settings.jobs_dir / j["_id"] / "stderr").read_text() for a, j in jobs.items()}
     assert "Read-only file system" in stderr["write-root"]
     assert "Read-only file system" in stderr["write-above"]

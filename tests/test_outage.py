@@ -9,8 +9,9 @@ import pytest
 
 from appliance.catalogue import load_catalogue
 from appliance.runners.memory import MemoryBackend
-from appliance.scheduler import Scheduler
+from appliance.scheduler.core import Scheduler
 from appliance.store import Store
+from appliance.volumes import Volumes
 from tests.dbserver import Server
 from tests.helpers import make_settings, submit, wait_final, wait_state, write_probe
 
@@ -23,7 +24,7 @@ async def test_the_scheduler_rides_out_a_database_restart(tmp_path: Path, server
     catalogue = load_catalogue(settings)
     service = catalogue.services["probe"]
     store = Store(server.uri, "outage", retry_seconds=1, server_timeout_ms=300)
-    backend = MemoryBackend()
+    backend = MemoryBackend(Volumes.local(settings))
     scheduler = Scheduler(settings, store, catalogue, {"mem": backend})
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))

@@ -15,18 +15,22 @@ from pathlib import Path
 import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
-from appliance.runners import create_backend
+from appliance.model import Resources
+from appliance.plan import Plan, Step, job_location
 from appliance.runners.base import Backend
-from appliance.scheduler import Scheduler
+from appliance.runners.config import create_backend
+from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
-from appliance.store import Store
+from appliance.store import Store, new_id
 from tests.helpers import (
+    FINAL,
+    TEST_IMAGE,
     build_test_image,
+    insert_planned,
     make_settings,
     settings_env,
     submit,
     wait_final,
-    wait_for,
     wait_state,
     write_probe,
 )
@@ -34,6 +38,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.anyio
 
 BACKENDS = ["memory", "docker", "local"]
+SLOTS = 2  # the docker runner's slots and the worker pool's, in this suite
 
 
 @contextlib.contextmanager
@@ -70,7 +75,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     kind: str = request.param
     settings = make_settings(tmp_path, mongodb_uri, database_name)
-    options = "{stop_grace: 5}" if kind == "docker" else "{}"
+    options = f"{{stop_grace: 5, slots: {SLOTS}}}" if kind == "docker" else "{}"
     write_probe(settings, kind, time_limit="1h", options=options)
     if kind == "docker":
         build_test_image(tmp_path)
@@ -79,7 +84,7 @@ async def rig(
     backend = create_backend(catalogue.runners[kind], settings)
     with contextlib.ExitStack() as stack:
         if kind == "local":
-            stack.enter_context(worker_process(settings))
+            stack.enter_context(worker_process(settings, slots=SLOTS))
         scheduler = Scheduler(settings, store, catalogue, {kind: backend})
         stop = asyncio.Event()
         task = asyncio.create_task(scheduler.run(stop))
@@ -159,14 +164,49 @@ async def test_the_job_gets_a_clean_environment(rig: Rig, store: Store) -> None:
     assert "PROBE_GREETING=hi there" in printed  # the service's own env
 
 
-async def _running_count(store: Store, ids: list[str]) -> int:
-    total, _ = await store.find_jobs(ids=ids, states=["RUNNING"])
-    return total
+def running_now(rig: Rig) -> int:
+    """How many of the rig's jobs run at this moment, as the engine or the pool says."""
+    if rig.kind == "docker":
+        listed = subprocess.run(["docker", "ps", "-q", "--filter",
+                                 f"label=appliance.instance={rig.settings.instance}"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return len(listed.split())
+    code = ("import asyncio, sys; from appliance.messaging import RpcClient\n"
+            "async def main():\n    c = RpcClient(sys.argv[1], timeout=5)\n"
+            "    print((await c.call('ping'))['running']); c.close()\nasyncio.run(main())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, rig.settings.worker_address],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return int(out)
 
 
+@pytest.mark.parametrize("rig", ["docker", "local"], indirect=True)
 async def test_queued_jobs_wait_for_a_slot_and_all_finish(rig: Rig, store: Store) -> None:
     service = rig.catalogue.services["probe"]
-    ids = [await submit(store, service, "sleep", "1") for _ in range(6)]
-    await wait_for(lambda: _running_count(store, ids), timeout=60)
+    ids = [await submit(store, service, "sleep", "1") for _ in range(3 * SLOTS)]
+    seen = []
+    while not all(j["state"] in FINAL for j in [await store.get_job(i) or {"state": "X"}
+                                               for i in ids]):  # fmt: skip
+        seen.append(await asyncio.to_thread(running_now, rig))
+        await asyncio.sleep(0.05)
     jobs = [await wait_final(store, job_id, timeout=120) for job_id in ids]
     assert all(j["state"] == "COMPLETED" for j in jobs)
+    assert max(seen) == SLOTS  # the slots were used, and never more than them
+    first, last = min(j["started_at"] for j in jobs), max(j["started_at"] for j in jobs)  # type: ignore[type-var]
+    assert (last - first).total_seconds() >= 1.5  # type: ignore[operator]  # three waves
+
+
+async def test_a_plan_of_two_steps_runs_them_in_order_in_one_directory(
+    rig: Rig, store: Store
+) -> None:
+    job_id = new_id()
+    steps = (Step(("echo", "one"), TEST_IMAGE, stdout="1.out", stderr="1.err"),
+             Step(("touch", "two.txt"), TEST_IMAGE, stdout="2.out", stderr="2.err"))  # fmt: skip
+    plan = Plan(job_location(job_id), steps, resources=Resources(time_limit=600))
+    await insert_planned(store, plan, job_id, rig.kind)
+    job = await wait_final(store, job_id, timeout=60)
+    assert job["state"] == "COMPLETED", job
+    assert [s["exit_code"] for s in job["steps"]] == [0, 0]
+    work = rig.settings.jobs_dir / job_id
+    assert (work / "1.out").read_text() == "one\n" and (work / "two.txt").exists()
+    assert (work / ".exit.json").exists() and (work / ".exit-1.json").exists()
+    assert {"1.out", "2.out"} <= {o["path"] for o in job["outputs"]}

@@ -54,19 +54,27 @@ def test_environment_overrides_every_key(tmp_path: Path) -> None:
     assert settings.mongodb_database == "fromenv"
     assert settings.web_workers == 4
     assert settings.jobs_dir == Path("/srv/jobs")
-    for key in Settings.names():
-        assert key.upper() == key.upper()  # every key has its APPLIANCE_<KEY> variable
-        load_settings({f"APPLIANCE_{key.upper()}": _sample(key)})
+    defaults = Settings()
+    for key in Settings.names():  # every key has its APPLIANCE_<KEY> variable, and it counts
+        text, value = _sample(key)
+        changed = load_settings({f"APPLIANCE_{key.upper()}": text})
+        assert getattr(changed, key) == value != getattr(defaults, key), key
 
 
-def _sample(key: str) -> str:
-    field = next(f for f in dataclasses.fields(Settings) if f.name == key)
-    default = field.default
+def _sample(key: str) -> tuple[str, object]:
+    """A value for ``key`` that is not its default, as text and as the setting holds it."""
+    default = next(f for f in dataclasses.fields(Settings) if f.name == key).default
     if key.endswith("_url"):
-        return "/x"
-    return (
-        "5" if isinstance(default, int | float) else "/tmp/x" if default is None else str(default)
-    )
+        return "/x", "/x"
+    if isinstance(default, Path):
+        return "/tmp/x", Path("/tmp/x")
+    if key == "log_level":
+        return "debug", "DEBUG"
+    if isinstance(default, bool):
+        return str(not default).lower(), not default
+    if isinstance(default, int | float):
+        return "7", type(default)(7)
+    return f"{default}-x", f"{default}-x"
 
 
 def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import pytest
-
-from appliance.states import FINAL, TRANSITIONS, JobState, can_move, sources_of, state_for_exit
+from appliance.states import FINAL, TRANSITIONS, JobState, can_move, sources_of
 
 
 def test_previous_system_names_and_finished_flags() -> None:
@@ -38,20 +36,3 @@ def test_sources_of() -> None:
         JobState.QUEUED,
         JobState.UNKNOWN,
     }
-
-
-@pytest.mark.parametrize(
-    ("code", "cancelled", "state"),
-    [
-        (0, False, JobState.COMPLETED),
-        (0, True, JobState.COMPLETED),
-        (1, False, JobState.FAILED),
-        (137, False, JobState.FAILED),
-        (137, True, JobState.INTERRUPTED),
-        (-9, False, JobState.INTERRUPTED),
-        (126, False, JobState.ERROR),
-        (127, False, JobState.ERROR),
-    ],
-)
-def test_exit_codes(code: int, cancelled: bool, state: JobState) -> None:
-    assert state_for_exit(code, cancelled=cancelled) is state

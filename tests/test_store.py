@@ -8,20 +8,22 @@ from datetime import timedelta
 import pytest
 
 from appliance.errors import StoreUnavailableError
+from appliance.jobrecord import JobRecord
 from appliance.states import JobState
 from appliance.store import Store, new_id, utcnow
 
 pytestmark = pytest.mark.anyio
 
 
-def job(state: str = "ACCEPTED", service: str = "svc", age: float = 0.0) -> dict[str, object]:
+def job(state: str = "ACCEPTED", service: str = "svc", age: float = 0.0,
+        runner: str | None = None) -> JobRecord:  # fmt: skip
     return {"_id": new_id(), "service": service, "state": state,
-            "submitted_at": utcnow() - timedelta(seconds=age)}  # fmt: skip
+            "submitted_at": utcnow() - timedelta(seconds=age), "runner": runner}  # fmt: skip
 
 
 async def test_indexes_exist_for_every_query_where_the_server_uses_them(store: Store) -> None:
     names = {index["name"] async for index in await store.jobs.list_indexes()}
-    wanted = {"claim", "newest", "by_service", "by_state", "by_runner"}
+    wanted = {"claim", "newest", "by_service", "by_state", "expiry"}
     info = await store.client.admin.command("buildInfo")
     if "ferretdbVersion" in info:  # it looks up by _id only: other indexes just cost writes
         assert not await store.secondary_indexes_help()
@@ -89,10 +91,10 @@ async def test_expired_lease_is_taken_over(store: Store) -> None:
     taken = await store.claim_job("alive", [JobState.ACCEPTED], 30)
     assert taken is not None and taken["lease_owner"] == "alive" and taken["claims"] == 2
     # The dead owner can no longer renew or move it.
-    assert await store.renew_leases("dead", [str(record["_id"])], 30) == 0
+    assert await store.renew_leases("dead", [str(record["_id"])], 30) == set()
     assert await store.move_job(str(record["_id"]), [JobState.ACCEPTED], JobState.QUEUED,
                                 owner="dead") is False  # fmt: skip
-    assert await store.renew_leases("alive", [str(record["_id"])], 30) == 1
+    assert await store.renew_leases("alive", [str(record["_id"])], 30) == {record["_id"]}
 
 
 async def test_move_job_is_compare_and_set(store: Store) -> None:
@@ -272,7 +274,7 @@ async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
         assert claimed is not None
         ids.append(str(claimed["_id"]))
     await store.release_job("a", ids[0])
-    assert await store.renew_leases("a", ids, 60) == 2
+    assert await store.renew_leases("a", ids, 60) == set(ids[1:])
     entries = {e["_id"]: e async for e in store.active.find({})}
     assert entries[ids[0]]["lease_expires"] is None
     assert entries[ids[1]]["lease_expires"] > utcnow() + timedelta(seconds=45)
@@ -281,11 +283,12 @@ async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
 async def test_renewing_hundreds_of_leases_at_once_does_not_hang_the_server(store: Store) -> None:
     # FerretDB holds a connection per update of a bulk command until the command ends;
     # one command of 250 updates used to wait for ever (a scheduler holding 200 jobs).
-    records = [{**job(), "lease_owner": "a", "lease_expires": utcnow()} for _ in range(250)]
+    records: list[JobRecord] = [{**job(), "lease_owner": "a", "lease_expires": utcnow()}
+                                for _ in range(250)]  # fmt: skip
     for record in records:
         await store.insert_job(record)
     ids = [str(r["_id"]) for r in records]
-    assert await asyncio.wait_for(store.renew_leases("a", ids, 60), 60) == 250
+    assert await asyncio.wait_for(store.renew_leases("a", ids, 60), 60) == set(ids)
     expires = [j["lease_expires"] async for j in store.jobs.find({"_id": {"$in": ids}})]
     assert len(expires) == 250 and min(expires) > utcnow() + timedelta(seconds=45)
     assert await asyncio.wait_for(store.get_job(ids[0]), 10) is not None  # still answering
@@ -301,3 +304,71 @@ async def test_the_database_server_survives_a_bulk_of_hundreds_of_updates(store:
     result = await asyncio.wait_for(store.jobs.bulk_write(updates, ordered=False), 60)
     assert result.modified_count == 150
     assert await asyncio.wait_for(store.jobs.count_documents({"n": 1}), 10) == 150
+
+
+async def test_claims_take_only_the_runners_asked_for(store: Store) -> None:
+    mine, theirs, old = job(runner="docker", age=3), job(runner="slurm", age=2), job(age=1)
+    for record in (mine, theirs, old):
+        await store.insert_job(record)
+    for _ in range(40):  # many older jobs of another runner must not hide ours
+        await store.insert_job(job(runner="k8s", age=100))
+    taken = []
+    while claimed := await store.claim_job("a", [JobState.ACCEPTED], 30, runners=["docker"]):
+        taken.append(claimed["_id"])
+    # Its own runner's job, and one stored without a runner (it ends it with a reason).
+    assert taken == [mine["_id"], old["_id"]]
+    claimed = await store.claim_job("b", [JobState.ACCEPTED], 30, runners=["slurm"])
+    assert claimed is not None and claimed["_id"] == theirs["_id"]
+
+
+async def test_leases_are_timed_by_the_servers_clock(store: Store, mongodb_uri: str,
+                                                     database_name: str) -> None:  # fmt: skip
+    """A scheduler on a machine whose clock is an hour fast must not think every lease
+    has run out (nor one an hour slow that its own never do)."""
+    fast = Store(mongodb_uri, database_name, clock=lambda: utcnow() + timedelta(hours=1))
+    slow = Store(mongodb_uri, database_name, clock=lambda: utcnow() - timedelta(hours=1))
+    try:
+        record = job()
+        await store.insert_job(record)
+        claimed = await slow.claim_job("slow", [JobState.ACCEPTED], 30)
+        assert claimed is not None and claimed["lease_expires"] is not None
+        assert abs((claimed["lease_expires"] - utcnow()).total_seconds() - 30) < 5
+        assert await fast.claim_job("fast", [JobState.ACCEPTED], 30) is None
+        assert abs((await fast.now() - utcnow()).total_seconds()) < 5
+    finally:
+        await fast.close()
+        await slow.close()
+
+
+async def test_the_presence_of_schedulers(store: Store) -> None:
+    await store.announce("s1", ["docker"])
+    await store.announce("s2", ["slurm", "local"])
+    assert await store.live_runners(60) == {"docker", "slurm", "local"}
+    await store.withdraw("s2")
+    assert await store.live_runners(60) == {"docker"}
+    await store.schedulers.update_one({"_id": "s1"},
+                                      {"$set": {"seen_at": utcnow() - timedelta(hours=1)}})  # fmt: skip
+    assert await store.live_runners(60) == set()
+
+
+async def test_a_slow_claimant_cannot_overwrite_a_later_claim(store: Store) -> None:
+    """A claimant that won generation 1 and then stalled for longer than a lease is
+    skipped by the next claim (generation 2); when it wakes, its write must not land."""
+    record = job()
+    jid = str(record["_id"])
+    await store.insert_job(record)
+    snapshot = await store.get_job(jid)
+    assert snapshot is not None
+    stale = utcnow() - timedelta(hours=1)
+    await store.leases.insert_one({"_id": f"{jid}:1", "job_id": jid, "owner": "slow", "at": stale})
+    taken = await store.claim_job("fast", [JobState.ACCEPTED], 30)
+    assert taken is not None and taken["lease_gen"] == 2
+
+    async def won_generation_1(*args: object) -> int:
+        return 1
+
+    store._take_lease = won_generation_1  # type: ignore[method-assign,assignment]
+    late = await store._claim_one(snapshot, "slow", ["ACCEPTED"], await store.now(), 30)
+    assert late is None
+    final = await store.get_job(jid)
+    assert final is not None and final["lease_owner"] == "fast" and final["lease_gen"] == 2

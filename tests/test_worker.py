@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -15,9 +17,12 @@ import pytest
 
 from appliance.errors import ConfigError, RunnerUnavailableError
 from appliance.messaging import CurveKeys, RpcClient, RpcServer, is_private_address
-from appliance.runners.base import JobSpec, RunState
+from appliance.plan import Plan, Step, job_location
+from appliance.runners.base import RunState, StepRun
 from appliance.runners.local import LocalBackend
 from appliance.settings import Settings
+from appliance.volumes import Volumes
+from appliance.worker import BUCKET_SECONDS, KEEP_FINISHED_SECONDS, JobFiles, WorkerJob
 from tests.helpers import make_settings, settings_env, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +46,14 @@ def settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Settings:
     return make_settings(tmp_path, mongodb_uri, database_name)
 
 
-def spec(settings: Settings, job_id: str, *argv: str) -> JobSpec:
+def spec(settings: Settings, job_id: str, *argv: str) -> StepRun:
     workdir = settings.jobs_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
-    return JobSpec(job_id, "svc", argv, workdir)
+    return StepRun(job_id, Plan(job_location(job_id), (Step(argv),)), service_id="svc")
+
+
+def local_backend(settings: Settings) -> LocalBackend:
+    return LocalBackend(RpcClient(settings.worker_address, timeout=2), Volumes.local(settings))
 
 
 async def state_of(backend: LocalBackend, handle: str) -> RunState:
@@ -60,7 +69,7 @@ def test_addresses() -> None:
 
 
 async def test_a_job_survives_a_kill_9_of_the_pool(settings: Settings) -> None:
-    backend = LocalBackend(RpcClient(settings.worker_address, timeout=2))
+    backend = local_backend(settings)
     worker = start_worker(settings)
     try:
         handle = await wait_for(
@@ -82,15 +91,13 @@ async def test_a_job_survives_a_kill_9_of_the_pool(settings: Settings) -> None:
 
 
 async def test_a_job_that_died_with_the_pool_is_reported_lost(settings: Settings) -> None:
-    backend = LocalBackend(RpcClient(settings.worker_address, timeout=2))
+    backend = local_backend(settings)
     worker = start_worker(settings)
     try:
         handle = await wait_for(lambda: _submit(backend, spec(settings, "job2", "sleep", "60")))
         await wait_for(lambda: _is(backend, handle, RunState.RUNNING))
-        state = (settings.jobs_dir / ".worker" / "jobs.json").read_text()
-        import json
-
-        pid = json.loads(state)[handle]["pid"]
+        state = (settings.jobs_dir / ".worker" / "active" / f"{handle}.json").read_text()
+        pid = json.loads(state)["pid"]
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         os.killpg(pid, signal.SIGKILL)  # the job goes too, leaving no record of its end
@@ -105,7 +112,7 @@ async def test_a_job_that_died_with_the_pool_is_reported_lost(settings: Settings
 
 
 async def test_cancel_a_queued_job_in_the_pool(settings: Settings) -> None:
-    backend = LocalBackend(RpcClient(settings.worker_address, timeout=2))
+    backend = local_backend(settings)
     worker = start_worker(settings)  # two slots
     try:
         handles = [
@@ -127,7 +134,7 @@ async def test_cancel_a_queued_job_in_the_pool(settings: Settings) -> None:
         await backend.close()
 
 
-async def _submit(backend: LocalBackend, job: JobSpec) -> str | None:
+async def _submit(backend: LocalBackend, job: StepRun) -> str | None:
     try:
         return await backend.submit(job)
     except RunnerUnavailableError:
@@ -198,3 +205,43 @@ def test_key_files_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
     with pytest.raises(ConfigError):
         CurveKeys.load(tmp_path / "missing")
+
+
+async def test_a_finished_job_is_still_known_after_a_restart(settings: Settings) -> None:
+    backend = local_backend(settings)
+    worker = start_worker(settings)
+    try:
+        handle = await wait_for(
+            lambda: _submit(backend, spec(settings, "done1", "sh", "-c", "exit 4"))
+        )
+        status = await wait_for(partial(_finished, backend, handle), timeout=15)
+        worker.terminate()
+        worker.wait()
+        worker = start_worker(settings)  # its memory is gone; the job's file is not
+        again = await wait_for(partial(_finished, backend, handle), timeout=15)
+        assert status.exit_code == again.exit_code == 4
+        state = settings.jobs_dir / ".worker"
+        assert list((state / "active").iterdir()) == []
+        assert [p.name for p in (state / "finished").glob("*/*.json")] == [f"{handle}.json"]
+        # A repeated submit is the same (finished) job: it does not run again.
+        assert await backend.submit(spec(settings, "done1", "sh", "-c", "exit 5")) == handle
+        assert (await backend.status([handle]))[handle].exit_code == 4
+    finally:
+        worker.terminate()
+        worker.wait()
+        await backend.close()
+
+
+def test_finished_jobs_are_pruned_an_hour_at_a_time(tmp_path: Path) -> None:
+    files = JobFiles(tmp_path)
+    now = time.time()
+    for age_hours in (0, 5, 23, 25, 30):
+        job = WorkerJob(f"j{age_hours}", "/x", ["true"], {}, state="finished",
+                        ended_at=now - age_hours * BUCKET_SECONDS)  # fmt: skip
+        files.finish(job)
+    assert files.prune(now) == 2  # the folders of 25 and 30 hours ago
+    kept = sorted(p.stem for p in (tmp_path / "finished").glob("*/*.json"))
+    assert kept == ["j0", "j23", "j5"]
+    assert files.find_finished("j23", now) is not None
+    assert files.find_finished("j30", now) is None
+    assert KEEP_FINISHED_SECONDS == 24 * BUCKET_SECONDS

@@ -1,28 +1,10 @@
-"""Runner backends. ``BACKENDS`` is the one place that lists them.
+"""Runner backends: what runs a job's steps, and where.
 
-A backend module is imported only when a runner configuration names it, so the web
-process (which never runs jobs) never imports ``docker`` or opens a Docker socket. Each
-module has ``create(config, settings) -> Backend``.
+- ``registry``: every backend, its declaration (abilities, options); imports none of them;
+- ``config``: runner configurations (one YAML file each), checked against the registry,
+  and ``create_backend``, which imports a backend's module only when a configuration
+  names it (so the web process never imports ``docker`` or opens a Docker socket);
+- ``base``: the interface every backend implements, and what it is given (``StepRun``);
+- one module per backend: ``docker``, ``local`` (with the pool in ``appliance.worker``),
+  ``memory`` (tests).
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from appliance.runnerconf import RunnerConfig
-    from appliance.runners.base import Backend
-    from appliance.settings import Settings
-
-BACKENDS: dict[str, str] = {
-    "docker": "appliance.runners.docker",
-    "local": "appliance.runners.local",
-    "memory": "appliance.runners.memory",
-}
-
-
-def create_backend(config: RunnerConfig, settings: Settings) -> Backend:
-    module = importlib.import_module(BACKENDS[config.backend])
-    backend: Backend = module.create(config, settings)
-    return backend

@@ -1,20 +1,28 @@
 """The runner interface: what every backend implements, and what it is given.
 
 A backend is configured once at start-up (one per runner configuration) and is shared by
-every job that uses it. Handles are strings the backend makes; a job records its handle
-so that any scheduler can find it again after a restart.
+every job that uses it. It is given a ``StepRun``: the job's stored plan and which step
+to run (a backend whose declaration says ``runs_steps`` runs them all, from that one).
+It maps the plan's locations to what it can reach (``appliance.volumes``), runs the
+step, keeps the step's stdout and stderr at the paths the step names and records its end
+with ``appliance.exits.write_exit_record``. Handles are strings the backend makes from
+the job id and the step, so a repeated submit finds the same run, and a job records its
+handle so that any scheduler can find it again after a restart.
+
+Optional abilities are Protocols checked with ``isinstance``: ``Notifying`` (change
+notices), ``OrphanRemover`` (cleans up what belongs to no active job), ``Probing``
+(whether its engine answers and has an image; used by ``appliance check``).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from appliance.jobwrap import EXIT_RECORD
-from appliance.model import Resources
+from appliance.exits import ExitRecord
+from appliance.plan import Plan, Step
 
 
 class RunState(enum.Enum):
@@ -29,41 +37,51 @@ class RunStatus:
     state: RunState
     exit_code: int | None = None
     message: str = ""
+    oom: bool = False
+
+    def record(self) -> ExitRecord | None:
+        """How it ended (FINISHED only)."""
+        if self.state is not RunState.FINISHED:
+            return None
+        code = -1 if self.exit_code is None else self.exit_code
+        return ExitRecord(code, self.message, self.oom)
 
 
 @dataclass(frozen=True)
-class StagedInput:
-    source: Path  # where the file is, as this process sees it
-    path: str  # where the job sees it, relative to its directory
+class StepRun:
+    """One step of a job's plan, to run (``step``: its index in ``plan.steps``)."""
 
-
-@dataclass(frozen=True)
-class JobSpec:
     job_id: str
-    service_id: str
-    argv: tuple[str, ...]
-    workdir: Path  # the job's directory, as this process sees it
-    env: dict[str, str] = field(default_factory=dict)
-    inputs: tuple[StagedInput, ...] = ()
-    image: str | None = None
-    resources: Resources = field(default_factory=Resources)
+    plan: Plan
+    step: int = 0
+    service_id: str = ""  # for labels and logs only
     submitted_at: float = 0.0  # unix time; runners that queue jobs start older ones first
+
+    @property
+    def current(self) -> Step:
+        return self.plan.steps[self.step]
+
+    def handle_suffix(self) -> str:
+        """What a backend appends to the job id to name this step's run."""
+        return "" if self.step == 0 else f"-{self.step}"
 
 
 class Backend(Protocol):
-    async def submit(self, spec: JobSpec) -> str:
-        """Start the job; returns its handle. RunnerUnavailableError: try again later."""
+    async def submit(self, run: StepRun) -> str:
+        """Start the step; returns its handle. RunnerUnavailableError: try again later;
+        RunnerError: it can never run (the job ends in ERROR)."""
 
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
-        """The status of many jobs at once (one entry per handle asked for)."""
+        """The status of many runs at once (one entry per handle asked for)."""
 
     async def cancel(self, handle: str) -> None:
-        """Stop the job: SIGTERM, then SIGKILL after a grace period. Idempotent."""
+        """Stop the run: SIGTERM, then SIGKILL after a grace period. Idempotent."""
 
     async def close(self) -> None:
         """Release connections; running jobs go on."""
 
 
+@runtime_checkable
 class Notifying(Protocol):
     """A backend that can tell when its jobs may have changed (one started or ended), so
     that the scheduler asks for their status at once instead of at its next poll."""
@@ -72,4 +90,21 @@ class Notifying(Protocol):
         """Return when a job may have changed, or after ``timeout`` seconds anyway."""
 
 
-__all__ = ["EXIT_RECORD"]
+@runtime_checkable
+class OrphanRemover(Protocol):
+    """A backend that leaves things behind (containers) and can remove those of jobs that
+    are no longer active."""
+
+    async def remove_orphans(self, active_jobs: set[str]) -> list[str]:
+        """Remove what belongs to none of ``active_jobs``; returns what was removed."""
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A backend that can say whether its engine answers and which images it lacks."""
+
+    async def probe(self) -> str:
+        """A line about the engine (e.g. its version); RunnerError if it does not answer."""
+
+    async def missing_images(self, images: Sequence[str]) -> list[str]:
+        """Those of ``images`` that the engine does not have."""

@@ -1,9 +1,9 @@
-"""The local backend: jobs run in an ``appliance worker`` pool, reached over ZeroMQ.
+"""The local backend: steps run in an ``appliance worker`` pool, reached over ZeroMQ.
 
 Options (runners/local.yaml): ``address`` (default: the ``worker_address`` setting),
 ``server_key`` (the pool's CURVE public key, needed on a network address),
-``client_keys`` (a key file for this end), ``timeout`` (seconds, default 5). The pool
-and the scheduler must see the same paths for job directories and uploads.
+``client_keys`` (a key file for this end), ``timeout`` (seconds, default 5), ``roots``
+(where the pool sees the jobs and uploads volumes; default the settings' folders).
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.messaging import CurveKeys, RpcClient
-from appliance.runners.base import JobSpec, RunState, RunStatus
+from appliance.runners.base import RunState, RunStatus, StepRun
+from appliance.volumes import Volumes
 
 if TYPE_CHECKING:
-    from appliance.runnerconf import RunnerConfig
+    from appliance.runners.config import RunnerConfig
     from appliance.settings import Settings
 
 
 class LocalBackend:
-    def __init__(self, client: RpcClient) -> None:
+    def __init__(self, client: RpcClient, roots: Volumes) -> None:
         self.client = client
+        self.roots = roots  # the volumes as the pool sees them
         self.seen = -1  # the pool's change count at our last look
 
     async def changed(self, timeout: float) -> None:
@@ -32,14 +34,18 @@ class LocalBackend:
         )
         self.seen = int(reply.get("changes", -1))
 
-    async def submit(self, spec: JobSpec) -> str:
+    async def submit(self, run: StepRun) -> str:
+        step = run.current
         reply = await self.client.call(
             "submit",
-            job_id=spec.job_id,
-            argv=list(spec.argv),
-            env=spec.env,
-            workdir=str(spec.workdir),
-            inputs=[{"source": str(i.source), "path": i.path} for i in spec.inputs],
+            job_id=run.job_id + run.handle_suffix(),
+            argv=list(step.argv),
+            env=step.env,
+            workdir=self.roots.text(run.plan.work),
+            inputs=[{"source": self.roots.text(i.source), "path": i.path} for i in run.plan.inputs],
+            step=run.step,
+            stdout=step.stdout,
+            stderr=step.stderr,
         )
         return str(reply["handle"])
 
@@ -59,6 +65,14 @@ class LocalBackend:
             )
         return result
 
+    async def probe(self) -> str:
+        reply = await self.client.call("ping")
+        return (f"worker pool at {self.client.address}: {reply.get('slots')} slots, "
+                f"{reply.get('running')} running, {reply.get('queued')} queued")  # fmt: skip
+
+    async def missing_images(self, images: Sequence[str]) -> list[str]:
+        return []  # the pool runs commands on its own machine, not images
+
     async def cancel(self, handle: str) -> None:
         await self.client.call("cancel", handle=handle)
 
@@ -76,4 +90,5 @@ def create(config: RunnerConfig, settings: Settings) -> LocalBackend:
         keys=CurveKeys.load(Path(str(client_keys))) if client_keys else None,
         timeout=float(options.get("timeout", 5.0)),
     )
-    return LocalBackend(client)
+    local = Volumes.local(settings)
+    return LocalBackend(client, Volumes.from_option(options.get("roots"), local, "options.roots"))

@@ -1,9 +1,12 @@
 """An in-memory backend for fast scheduler tests: it runs a few simulated programs.
 
 ``true``, ``false``, ``echo ARGS``, ``sleep SECONDS``, ``touch FILE``, ``exit N``,
-``printenv``; any
-other program "is not found" (exit 127), like a shell would say. Output goes to files in
-the job's directory, like the real backends.
+``printenv``; any other program "is not found" (exit 127), like a shell would say.
+Output goes to the step's stdout and stderr files in the job's directory, and each step's
+end to its exit record, like the real backends. With the option ``runs_steps`` it runs a
+whole multi-step plan in one submission (as a cluster backend might), else one step.
+It records every submit (``submissions``, repeats included) and every run it started
+(``runs``), so tests can count starts.
 """
 
 from __future__ import annotations
@@ -14,50 +17,67 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.jobdirs import read_exit_record, write_exit_record
-from appliance.runners.base import JobSpec, RunState, RunStatus
+from appliance.errors import RunnerUnavailableError
+from appliance.exits import read_exit_record, write_exit_record
+from appliance.plan import Step
+from appliance.runners.base import RunState, RunStatus, StepRun
+from appliance.volumes import Volumes
 
 if TYPE_CHECKING:
-    from appliance.runnerconf import RunnerConfig
+    from appliance.runners.config import RunnerConfig
     from appliance.settings import Settings
 
 
 class MemoryBackend:
-    def __init__(self, start_delay: float = 0.0) -> None:
+    def __init__(
+        self, volumes: Volumes, start_delay: float = 0.0, runs_steps: bool = False
+    ) -> None:
+        self.volumes = volumes
         self.start_delay = start_delay
+        self.runs_steps = runs_steps
+        self.submit_delay = 0.0  # tests: a slow engine
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.workdirs: dict[str, Path] = {}
+        self.runs_of: dict[str, StepRun] = {}
         self.started: set[str] = set()
         self.submissions: list[str] = []  # every submit call
-        self.runs: list[str] = []  # every job actually started (a repeated submit is not)
+        self.runs: list[str] = []  # every run actually started (a repeated submit is not)
         self.reachable = True
 
-    async def submit(self, spec: JobSpec) -> str:
+    async def submit(self, run: StepRun) -> str:
         self._check()
-        handle = spec.job_id
+        handle = run.job_id + run.handle_suffix()
         self.submissions.append(handle)
+        if self.submit_delay:
+            await asyncio.sleep(self.submit_delay)
         if handle in self.tasks:
             return handle
-        self.workdirs[handle] = spec.workdir
+        self.runs_of[handle] = run
         self.runs.append(handle)
-        self.tasks[handle] = asyncio.create_task(self._run(handle, spec))
+        self.tasks[handle] = asyncio.create_task(self._run(handle, run))
         return handle
 
-    async def _run(self, handle: str, spec: JobSpec) -> None:
-        out = spec.workdir / "stdout"
-        err = spec.workdir / "stderr"
-        out.write_text("")
-        err.write_text("")
-        try:
-            await asyncio.sleep(self.start_delay)
-            self.started.add(handle)
-            code = await self._program(spec, out, err)
-        except asyncio.CancelledError:
-            code = -signal.SIGTERM
-        write_exit_record(spec.workdir, code)
+    async def _run(self, handle: str, run: StepRun) -> None:
+        workdir = self.volumes.path(run.plan.work)
+        last = len(run.plan.steps) - 1 if self.runs_steps else run.step
+        for index in range(run.step, last + 1):
+            step = run.plan.steps[index]
+            out, err = workdir / step.stdout, workdir / step.stderr
+            for stream in (out, err):
+                stream.parent.mkdir(parents=True, exist_ok=True)
+                stream.write_text("")
+            try:
+                await asyncio.sleep(self.start_delay)
+                self.started.add(handle)
+                code = await self._program(step, workdir, out, err)
+            except asyncio.CancelledError:
+                write_exit_record(workdir, -signal.SIGTERM, step=index)
+                return
+            write_exit_record(workdir, code, step=index)
+            if code != 0 and step.stop_on_failure:
+                return
 
-    async def _program(self, spec: JobSpec, out: Path, err: Path) -> int:
-        program, *args = spec.argv
+    async def _program(self, step: Step, workdir: Path, out: Path, err: Path) -> int:
+        program, *args = step.argv
         if program == "env" and args:  # env PROGRAM ARGS, as the real backends run it
             program, *args = args
         if program == "true":
@@ -73,11 +93,11 @@ class MemoryBackend:
             await asyncio.sleep(float(args[0]))
             return 0
         if program in ("printenv", "env"):
-            out.write_text("".join(f"{k}={v}\n" for k, v in spec.env.items()))
+            out.write_text("".join(f"{k}={v}\n" for k, v in step.env.items()))
             return 0
         if program == "touch":
             for name in args:
-                (spec.workdir / name).write_text("")
+                (workdir / name).write_text("")
             return 0
         err.write_text(f"{program}: not found\n")
         return 127
@@ -90,9 +110,15 @@ class MemoryBackend:
             if task is None:
                 result[handle] = RunStatus(RunState.LOST, message="unknown to this backend")
             elif task.done():
-                record = read_exit_record(self.workdirs[handle])
-                code = record[0] if record else -1
-                result[handle] = RunStatus(RunState.FINISHED, code)
+                run = self.runs_of[handle]
+                workdir = self.volumes.path(run.plan.work)
+                records = [
+                    read_exit_record(workdir, i) for i in range(run.step, len(run.plan.steps))
+                ]
+                ended = [r for r in records if r is not None]
+                last = ended[-1] if ended else None
+                result[handle] = RunStatus(RunState.FINISHED, last.code if last else -1,
+                                           last.message if last else "")  # fmt: skip
             elif handle in self.started:
                 result[handle] = RunStatus(RunState.RUNNING)
             else:
@@ -111,10 +137,10 @@ class MemoryBackend:
 
     def _check(self) -> None:
         if not self.reachable:
-            from appliance.errors import RunnerUnavailableError
-
             raise RunnerUnavailableError("the memory backend is switched off")
 
 
 def create(config: RunnerConfig, settings: Settings) -> MemoryBackend:
-    return MemoryBackend(float(config.options.get("start_delay", 0.0)))
+    options = config.options
+    return MemoryBackend(Volumes.local(settings), float(options.get("start_delay") or 0.0),
+                         bool(options.get("runs_steps")))  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from appliance.catalogue import load_catalogue
 from appliance.filerefs import StoreFileLookup
 from appliance.messaging import WakeSender
+from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.web import files, jobs, meta
@@ -62,7 +64,12 @@ def create_app(settings: Settings) -> Starlette:
         for error in catalogue.errors:
             log.error("%s", error.describe())
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.mongodb_uri, settings.mongodb_database, retry_seconds=3)
+        store = Store(
+            settings.mongodb_uri,
+            settings.mongodb_database,
+            retry_seconds=3,
+            timeout_ms=int(settings.database_timeout * 1000),
+        )
         waker = WakeSender(settings.scheduler_address)
         app.state.appliance = WebState(
             settings,
@@ -70,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
             store,
             waker,
             StoreFileLookup(store, settings.uploads_dir, settings.jobs_dir),
+            Planner(catalogue.runners, dict(os.environ)),
         )
         try:
             try:

@@ -10,11 +10,13 @@ from starlette.responses import JSONResponse, Response
 
 from appliance.errors import FormErrors
 from appliance.forms import FileRef, RawValue, validate
+from appliance.jobrecord import JobRecord
 from appliance.mediatypes import sniff_media_type
 from appliance.model import ParamType
+from appliance.plan import UPLOADS, Location
 from appliance.states import JobState
 from appliance.store import utcnow
-from appliance.submission import record_job
+from appliance.submission import is_active, record_job
 from appliance.web.errors import ApiError
 from appliance.web.formdata import read_form
 from appliance.web.representations import TIME_FORMAT, job_json, output_json
@@ -39,7 +41,8 @@ async def submit_job(request: Request) -> Response:
         sniffed = {f.id: sniff_media_type(f.path) for f in form.saved()}
         for name, saved in form.files.items():
             raw.setdefault(name, []).extend(
-                FileRef(f.id, f.path, f.label, sniffed[f.id]) for f in saved
+                FileRef(f.id, f.path, f.label, sniffed[f.id], Location(UPLOADS, f.id))
+                for f in saved
             )
         values = await validate(service, raw, state.lookup)
         for f in form.saved():
@@ -49,10 +52,12 @@ async def submit_job(request: Request) -> Response:
         raise
     # The scheduler makes the job's active entry when this wake-up reaches it; if the
     # message cannot even be queued, we make it ourselves.
-    job = await record_job(state.store, service, values, with_entry=False)
-    submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
-    if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted):
-        await state.store.add_entry(job)
+    job = await record_job(state.store, state.planner, service, values, with_entry=False)
+    if is_active(job):
+        submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
+        if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
+                                        runner=str(job.get("runner"))):  # fmt: skip
+            await state.store.add_entry(job)
     return JSONResponse(
         job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
     )
@@ -63,7 +68,7 @@ def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[
             "media_type": media_type, "created_at": utcnow()}  # fmt: skip
 
 
-async def _job(request: Request) -> dict[str, Any]:
+async def _job(request: Request) -> JobRecord:
     state = state_of(request)
     job_id = request.path_params["job_id"]
     job = await state.store.get_job(job_id) if _plausible_id(job_id) else None

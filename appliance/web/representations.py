@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from appliance.jobrecord import JobRecord, OutputRecord
 from appliance.model import Parameter, ParamType, Service
 from appliance.settings import Settings
 from appliance.states import JobState
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Json = dict[str, Any]
 
 
@@ -70,12 +72,13 @@ def service_json(service: Service, status: Json | None) -> Json:
         "status": {
             "status": (status or {}).get("status", "UNKNOWN"),
             "errorMessage": (status or {}).get("message", ""),
-            "timestamp": timestamp((status or {}).get("timestamp") or datetime.now(UTC)),
+            # A service never tested: UNKNOWN since the epoch, as the previous system says.
+            "timestamp": timestamp((status or {}).get("timestamp") or EPOCH),
         },
     }
 
 
-def job_json(job: Json) -> Json:
+def job_json(job: JobRecord) -> Json:
     state = JobState(job["state"])
     return {
         "@url": f"/api/jobs/{job['_id']}",
@@ -105,7 +108,7 @@ def upload_json(record: Json, settings: Settings) -> Json:
     }
 
 
-def output_json(job_id: str, output: Json, settings: Settings) -> Json:
+def output_json(job_id: str, output: OutputRecord, settings: Settings) -> Json:
     path = str(output["path"])
     return {
         "@url": f"/api/jobs/{job_id}/files/{quote(path)}",

@@ -10,6 +10,7 @@ from appliance.catalogue import Catalogue
 from appliance.filerefs import StoreFileLookup
 from appliance.messaging import WakeSender
 from appliance.model import Service
+from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.web.errors import ApiError
@@ -22,6 +23,7 @@ class WebState:
     store: Store
     waker: WakeSender
     lookup: StoreFileLookup
+    planner: Planner
 
     def service(self, service_id: str) -> Service:
         service = self.catalogue.services.get(service_id)

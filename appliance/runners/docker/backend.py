@@ -1,16 +1,16 @@
-"""The docker backend: each job is one container from the service's own image.
+"""The docker backend: each step of a job is one container from the step's image.
 
-The job's directory is bind-mounted read-write at ``/job`` (the working directory) and
-each input file read-only at its staged path inside it. By default the container has no
-network, no capabilities, cannot gain privileges, has a read-only root with a small
+The job's work directory is bind-mounted read-write at ``/job`` (the working directory)
+and each input file read-only at its staged path inside it. By default the container has
+no network, no capabilities, cannot gain privileges, has a read-only root with a small
 writable ``/tmp``, runs as a non-root user, and has memory, CPU and process limits (the
 wall-time limit is enforced by the scheduler). A service loosens these only explicitly,
-through its ``resources``. Containers carry labels (instance, job, service) so that they
-can be found again after any restart. The only module that imports ``docker``.
+through its ``resources``. Containers carry labels (instance, job, step, service) so that
+they can be found again after any restart. The only module that imports ``docker``.
 
 When the appliance itself runs in a container, the Docker engine sees other paths than
-we do: ``jobs_host_dir`` and ``uploads_host_dir`` say where our ``jobs_dir`` and
-``uploads_dir`` are on the engine's host, and bind-mount sources are translated.
+we do: the runner option ``host_paths`` says where the jobs and uploads volumes are on
+the engine's host, and bind-mount sources are given as such.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,18 +30,25 @@ import docker.errors
 import requests.exceptions
 
 from appliance.errors import RunnerError, RunnerUnavailableError
-from appliance.jobdirs import read_exit_record, write_exit_record
-from appliance.runners.base import JobSpec, RunState, RunStatus
-from appliance.runners.containers import (
+from appliance.exits import read_exit_record, write_exit_record
+from appliance.plan import JOBS, Location, PlanError, clean_relative
+from appliance.runners.base import RunState, RunStatus, StepRun
+from appliance.runners.docker.containers import (
     LABEL_INSTANCE,
     LABEL_JOB,
+    LABEL_STDERR,
+    LABEL_STDOUT,
+    LABEL_STEP,
     LABEL_SUBMITTED,
+    LABEL_WORK,
     container_options,
 )
-from appliance.runners.waiting import Waiting, WaitingJobs, forget
+from appliance.runners.docker.events import EngineEvents
+from appliance.runners.docker.waiting import Waiting, WaitingJobs, forget
+from appliance.volumes import Volumes
 
 if TYPE_CHECKING:
-    from appliance.runnerconf import RunnerConfig
+    from appliance.runners.config import RunnerConfig
     from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,8 +65,8 @@ class DockerBackend:
                             "unix:///var/run/docker.sock")  # fmt: skip
         self.stop_grace = float(options.get("stop_grace", 10))
         self.tmp_size = str(options.get("tmp_size", "64m"))
-        # At most this many containers run at once (0: no limit); the others wait, created
-        # but not started, and the engine keeps that queue across our restarts.
+        # At most this many containers run at once (0: no limit); the others wait without
+        # a container, oldest submission first, and get theirs when a slot frees.
         self.slots = int(options.get("slots", 0))
         self._slots_lock = threading.Lock()
         self._starting: set[str] = set()  # containers being started (holding a slot)
@@ -68,21 +74,17 @@ class DockerBackend:
         self._waiting = WaitingJobs()  # jobs without a container yet, waiting for a slot
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
         # The engine's event stream (our containers starting and dying), read by a thread.
-        self._events: Any = None
-        self._watcher: threading.Thread | None = None
-        self._change: asyncio.Event | None = None
-        self._closing = False
+        self.events = EngineEvents(self.base_url, f"{LABEL_INSTANCE}={settings.instance}",
+                                   self._died_now)  # fmt: skip
         self._removing: dict[str, RunStatus] = {}  # finished, container being removed
         # Containers the engine said died: for a moment its list still shows them running.
         self._died: set[str] = set()
         self._remover = ThreadPoolExecutor(2, thread_name_prefix="docker-remove")
         self.limits = config.limits
         self.instance = settings.instance
-        self.jobs_dir = settings.jobs_dir
-        self.paths = [
-            (settings.jobs_dir, settings.jobs_host_dir or settings.jobs_dir),
-            (settings.uploads_dir, settings.uploads_host_dir or settings.uploads_dir),
-        ]
+        self.local = Volumes.local(settings)  # where this process reads and writes them
+        self.engine = Volumes.from_option(options.get("host_paths"), self.local,
+                                          "options.host_paths")  # fmt: skip
         self._client: docker.DockerClient | None = None
 
     # -- helpers -----------------------------------------------------------------------
@@ -121,30 +123,39 @@ class DockerBackend:
                 f"the Docker engine is unreachable ({what}): {exc}"
             ) from None
 
-    def host_path(self, path: Path) -> str:
-        """``path`` as the Docker engine's host sees it."""
-        resolved = path.resolve()
-        for ours, theirs in self.paths:
-            if resolved.is_relative_to(ours.resolve()):
-                return str(Path(theirs) / resolved.relative_to(ours.resolve()))
-        return str(resolved)
+    def parse(self, handle: str) -> tuple[Path, int]:
+        """The local work directory and the step of a run, from its handle alone
+        (``<instance>-<job>[-<step>]``; the work location of a job is its id)."""
+        rest = handle.removeprefix(f"{self.instance}-")
+        job_id, _, step = rest.partition("-")
+        try:
+            workdir = self.local.path(Location(JOBS, job_id))
+        except PlanError:
+            workdir = self.local.path(Location(JOBS, "invalid-handle"))
+        return workdir, int(step) if step.isdigit() else 0
 
-    def container_name(self, job_id: str) -> str:
-        return f"{self.instance}-{job_id}"
-
-    def job_of(self, handle: str) -> str:
-        return handle.removeprefix(f"{self.instance}-")
+    def _workdir_of(self, container: Any) -> tuple[Path, int]:
+        labels = container.labels
+        if LABEL_WORK not in labels:
+            return self.parse(container.name)
+        try:
+            workdir = self.local.path(Location(JOBS, labels[LABEL_WORK]))
+        except PlanError:
+            return self.parse(container.name)
+        return workdir, int(labels.get(LABEL_STEP) or 0)
 
     # -- submit ------------------------------------------------------------------------
 
-    def _create(self, spec: JobSpec) -> str:
-        options = container_options(spec, spec.resources.over(self.limits), instance=self.instance,
-                                    tmp_size=self.tmp_size, host_path=self.host_path)  # fmt: skip
+    def _create(self, run: StepRun) -> str:
+        options = container_options(run, run.plan.resources.over(self.limits),
+                                    instance=self.instance, tmp_size=self.tmp_size,
+                                    local=self.local, engine=self.engine)  # fmt: skip
         name = str(options["name"])
         if self.slots > 0:  # created when a slot is free, oldest submission first
+            workdir = self.local.path(run.plan.work)
             with self._slots_lock:
                 if name not in self._starting:
-                    self._waiting.add(Waiting(name, spec.workdir, spec.submitted_at, options))
+                    self._waiting.add(Waiting(name, workdir, run.submitted_at, options, run.step))
             self._fill_slots()
             return name
         container = self._create_container(options)
@@ -234,16 +245,17 @@ class DockerBackend:
             code = 126 if isinstance(exc, RunnerError) else 125
             with contextlib.suppress(OSError):
                 if job.workdir.is_dir():
-                    write_exit_record(job.workdir, code, f"the container could not start: {exc}")
+                    write_exit_record(job.workdir, code, f"the container could not start: {exc}",
+                                      step=job.step)  # fmt: skip
             with contextlib.suppress(Exception):
                 self._docker().containers.get(job.name).remove(force=True)
         finally:
-            forget(job.workdir)
+            forget(job.workdir, job.step)
             with self._slots_lock:
                 self._starting.discard(job.name)
 
-    async def submit(self, spec: JobSpec) -> str:
-        return str(await self._call("create container", self._create, spec))
+    async def submit(self, run: StepRun) -> str:
+        return str(await self._call("create container", self._create, run))
 
     # -- status ------------------------------------------------------------------------
 
@@ -255,29 +267,31 @@ class DockerBackend:
         if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
             state = {"ExitCode": 0}
         code = int(state.get("ExitCode", -1))
-        message = ""
-        if state.get("OOMKilled"):
-            message = "the job ran out of memory and was killed"
-        elif state.get("Error"):
-            message = str(state["Error"])
-        workdir = self.jobs_dir / self.job_of(container.name)
+        oom = bool(state.get("OOMKilled"))
+        message = (
+            "the job ran out of memory and was killed" if oom else str(state.get("Error") or "")
+        )
+        workdir, step = self._workdir_of(container)
+        labels = container.labels
+        streams = {"stdout": labels.get(LABEL_STDOUT) or "stdout",
+                   "stderr": labels.get(LABEL_STDERR) or "stderr"}  # fmt: skip
         try:
             if workdir.is_dir():
-                for stream in ("stdout", "stderr"):
-                    with (workdir / stream).open("wb") as sink:
+                for stream, path in streams.items():
+                    with (workdir / clean_relative(path)).open("wb") as sink:
                         for chunk in container.logs(
                             stdout=stream == "stdout", stderr=stream == "stderr", stream=True
                         ):
                             sink.write(chunk)
-                write_exit_record(workdir, code, message)
+                write_exit_record(workdir, code, message, step=step, oom=oom)
         except UNREACHABLE:  # the engine went away (these are OSErrors too): ask again later
             raise
-        except OSError as exc:  # a full or broken job volume: the job's end still counts
+        except (OSError, PlanError) as exc:  # a full or broken job volume: the end still counts
             message = f"{message}; its output could not be kept: {exc}".lstrip("; ")
             code = code or 1
         # Removing takes the engine a while; the job's end is known already, so do not
         # keep the scheduler (and the next waiting container) waiting for it.
-        self._removing[container.name] = RunStatus(RunState.FINISHED, code, message)
+        self._removing[container.name] = RunStatus(RunState.FINISHED, code, message, oom)
         self._remover.submit(self._remove, container)
         return self._removing[container.name]
 
@@ -300,16 +314,17 @@ class DockerBackend:
             client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
         )
         by_name = {c.name: c for c in listed}
+        self._forget_gone(by_name)
         result: dict[str, RunStatus] = {}
         for handle in handles:
             container = by_name.get(handle)
-            workdir = self.jobs_dir / self.job_of(handle)
+            workdir, step = self.parse(handle)
             if container is not None and container.status in RUNNING and handle in self._died:
                 container.reload()  # the list lags the die event by a moment; inspect does not
             if handle in self._removing:
                 result[handle] = self._removing[handle]
             elif container is None or container.status == "created":
-                result[handle] = self._not_started(handle, workdir, container)
+                result[handle] = self._not_started(handle, workdir, step, container)
             elif container.status in ENDED:
                 result[handle] = self._finish(container)
             elif container.status in RUNNING:
@@ -319,25 +334,33 @@ class DockerBackend:
         self._fill_slots()
         return result
 
-    def _not_started(self, handle: str, workdir: Path, container: Any) -> RunStatus:
+    def _forget_gone(self, listed: dict[str, Any]) -> None:
+        """Forget started and dead containers the engine no longer lists: these sets
+        only guard containers that exist, so they never grow beyond the engine's list."""
+        with self._slots_lock:
+            keep = set(listed) | self._starting | set(self._removing)
+            self._started &= keep
+            self._died &= keep
+
+    def _not_started(self, handle: str, workdir: Path, step: int, container: Any) -> RunStatus:
         """A job without a running container: waiting for a slot, being started, or gone."""
         with self._slots_lock:
             if handle in self._starting or handle in self._waiting:
                 return RunStatus(RunState.QUEUED)
-            if container is None and self._waiting.recover(handle, workdir):
+            if container is None and self._waiting.recover(handle, workdir, step):
                 return RunStatus(RunState.QUEUED)  # queued by an earlier run of ours
             if container is not None and self.slots > 0:  # created, but nobody started it
                 submitted = container.labels.get(LABEL_SUBMITTED) or 0
-                self._waiting.add(Waiting(handle, workdir, float(submitted), None))
+                self._waiting.add(Waiting(handle, workdir, float(submitted), None, step))
                 return RunStatus(RunState.QUEUED)
             if container is not None:  # no slot limit: start it now
                 self._starting.add(handle)
         if container is not None:
-            self._starter.submit(self._launch, Waiting(handle, workdir, 0.0, None))
+            self._starter.submit(self._launch, Waiting(handle, workdir, 0.0, None, step))
             return RunStatus(RunState.QUEUED)
-        record = read_exit_record(workdir)
+        record = read_exit_record(workdir, step)
         if record:
-            return RunStatus(RunState.FINISHED, record[0], record[1])
+            return RunStatus(RunState.FINISHED, record.code, record.message, record.oom)
         return RunStatus(RunState.LOST, message="its container is gone")
 
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
@@ -348,61 +371,27 @@ class DockerBackend:
 
     # -- change notices ------------------------------------------------------------------
 
-    def _watch(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
-        filters = {"type": "container", "event": ["start", "die"],
-                   "label": [f"{LABEL_INSTANCE}={self.instance}"]}  # fmt: skip
-        while not self._closing:
-            try:
-                client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
-                try:
-                    self._events = client.events(decode=True, filters=filters)
-                    for event in self._events:  # a death frees a slot: the status round fills it
-                        if event.get("Action") == "die":
-                            name = event.get("Actor", {}).get("Attributes", {}).get("name")
-                            with self._slots_lock:
-                                self._died.add(str(name))
-                            if self.slots > 0:  # a slot is free: fill it now
-                                self._starter.submit(self._fill_slots_quietly)
-                        self._notify(loop, change)
-                finally:
-                    client.close()
-            except Exception as exc:  # the engine went away: try again in a moment
-                if not self._closing:
-                    log.debug("docker events: %s", exc)
-            if not self._closing:
-                self._notify(loop, change)  # something may have been missed
-                time.sleep(1.0)
-
-    def _notify(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
-        try:
-            loop.call_soon_threadsafe(change.set)
-        except RuntimeError:  # the loop is gone (the backend was never closed): stop
-            self._closing = True
+    def _died_now(self, name: str) -> None:
+        """The event stream saw one of our containers die."""
+        with self._slots_lock:
+            self._died.add(name)
+        if self.slots > 0:  # a slot is free: fill it now
+            self._starter.submit(self._fill_slots_quietly)
 
     async def changed(self, timeout: float) -> None:
         """Return when one of our containers started or died (or after ``timeout``)."""
-        if self._watcher is None:
-            self._change = asyncio.Event()
-            self._watcher = threading.Thread(
-                target=self._watch, args=(asyncio.get_running_loop(), self._change),
-                name="docker-events", daemon=True,
-            )  # fmt: skip
-            self._watcher.start()
-        assert self._change is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._change.wait(), timeout)
-        self._change.clear()
+        await self.events.changed(timeout)
 
     # -- cancel and close ----------------------------------------------------------------
 
     def _stop(self, handle: str) -> None:
-        workdir = self.jobs_dir / self.job_of(handle)
+        workdir, step = self.parse(handle)
         with self._slots_lock:
-            waited = self._waiting.drop(handle, workdir)
+            waited = self._waiting.drop(handle, workdir, step)
         if waited:  # it never ran
             with contextlib.suppress(OSError):
                 if workdir.is_dir():
-                    write_exit_record(workdir, 143, "cancelled before it started")
+                    write_exit_record(workdir, 143, "cancelled before it started", step=step)
         try:
             container = self._docker().containers.get(handle)
         except docker.errors.NotFound:
@@ -410,7 +399,7 @@ class DockerBackend:
         if container.status == "created":  # made but never started: it never ran
             with contextlib.suppress(OSError):
                 if workdir.is_dir():
-                    write_exit_record(workdir, 143, "cancelled before it started")
+                    write_exit_record(workdir, 143, "cancelled before it started", step=step)
             container.remove(force=True)
             return
         try:
@@ -445,13 +434,34 @@ class DockerBackend:
         removed: list[str] = await self._call("remove orphans", self._orphans, active_jobs)
         return removed
 
+    # -- checks ------------------------------------------------------------------------
+
+    def _probe(self) -> str:
+        version = self._docker().version()
+        return f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
+
+    async def probe(self) -> str:
+        """The engine's version; RunnerUnavailableError if it does not answer."""
+        return str(await self._call("ask the engine's version", self._probe))
+
+    def _missing(self, images: Sequence[str]) -> list[str]:
+        client = self._docker()
+        missing = []
+        for image in images:
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+        return missing
+
+    async def missing_images(self, images: Sequence[str]) -> list[str]:
+        missing: list[str] = await self._call("look for images", self._missing, images)
+        return missing
+
     async def close(self) -> None:
-        self._closing = True
+        self.events.close()
         await asyncio.to_thread(self._starter.shutdown, wait=True)
         await asyncio.to_thread(self._remover.shutdown, wait=True)
-        if self._events is not None:
-            with contextlib.suppress(Exception):
-                self._events.close()
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None

@@ -1,42 +1,50 @@
-"""The indexes of each collection, for servers that use them (``Store.ensure_indexes``)."""
+"""The indexes of each collection, for servers that use them (``Store.ensure_indexes``).
+
+Each query of the store and the index that serves it on MongoDB:
+
+- jobs: list (``state``/``service`` + ``submitted_at``, newest first): by_state,
+  by_service, newest; retention (final + ``completed_at``): expiry; rebuild of active
+  entries (``state`` not final): claim; marks (``expiring_at``): expiring.
+- active: claims (``state`` + ``runner`` + ``submitted_at``): claim.
+- leases: ``job_id``: by_job. files: ``created_at``: by_creation. marks (small): none.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from appliance.store import Store
+    from appliance.store.connection import Connection
 
-ASCENDING, DESCENDING = 1, -1  # as pymongo spells them (only store.py imports pymongo)
+ASCENDING, DESCENDING = 1, -1
 
-JOB_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+Indexes = list[tuple[str, list[tuple[str, int]]]]
+JOB_INDEXES: Indexes = [
     ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
     ("newest", [("submitted_at", DESCENDING)]),
     ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
     ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
-    ("by_runner", [("runner", ASCENDING), ("state", ASCENDING)]),
     ("expiry", [("completed_at", ASCENDING)]),
 ]
-ACTIVE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("claim", [("state", ASCENDING), ("submitted_at", ASCENDING)]),
+ACTIVE_INDEXES: Indexes = [
+    ("claim", [("state", ASCENDING), ("runner", ASCENDING), ("submitted_at", ASCENDING)]),
 ]
-LEASE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+LEASE_INDEXES: Indexes = [
     ("by_job", [("job_id", ASCENDING)]),
 ]
-FILE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("by_job", [("job_id", ASCENDING)]),
+FILE_INDEXES: Indexes = [
     ("by_creation", [("created_at", ASCENDING)]),
 ]
 
 
-async def secondary_indexes_help(store: Store) -> bool:
+async def secondary_indexes_help(store: Connection) -> bool:
     """False on FerretDB: its SQLite backend looks documents up by ``_id`` only, so
     other indexes never speed a query and only slow every write."""
     info = await store._call("build info", lambda: store.client.admin.command("buildInfo"))
     return "ferretdbVersion" not in info
 
 
-async def ensure_indexes(store: Store) -> None:
+async def ensure_indexes(store: Connection) -> None:
     if not await secondary_indexes_help(store):
         return
     pairs = (

@@ -19,12 +19,21 @@ from typing import Any
 WAITING_FILE = ".waiting.json"
 
 
+def waiting_file(step: int) -> str:
+    return WAITING_FILE if step == 0 else f".waiting-{step}.json"
+
+
 @dataclass(frozen=True)
 class Waiting:
     name: str  # the container's name, which is also the job's handle
     workdir: Path
     submitted_at: float
     options: dict[str, Any] | None  # None: the container exists already (created)
+    step: int = 0
+
+    @property
+    def file(self) -> Path:
+        return self.workdir / waiting_file(self.step)
 
 
 class WaitingJobs:
@@ -40,23 +49,24 @@ class WaitingJobs:
     def add(self, job: Waiting) -> None:
         """Queue ``job``; its options are written to its directory first."""
         if job.options is not None:
-            temporary = job.workdir / (WAITING_FILE + ".tmp")
+            temporary = job.file.with_name(job.file.name + ".tmp")
             record = {"name": job.name, "submitted_at": job.submitted_at, "options": job.options}
             temporary.write_text(json.dumps(record))
-            temporary.replace(job.workdir / WAITING_FILE)
+            temporary.replace(job.file)
         self._jobs[job.name] = job
 
-    def recover(self, name: str, workdir: Path) -> bool:
+    def recover(self, name: str, workdir: Path, step: int = 0) -> bool:
         """Queue a job that an earlier process queued (False: it was not waiting)."""
         if name in self._jobs:
             return True
         try:
-            record = json.loads((workdir / WAITING_FILE).read_text())
+            record = json.loads((workdir / waiting_file(step)).read_text())
         except (OSError, ValueError):
             return False
         if record.get("name") != name or not isinstance(record.get("options"), dict):
             return False
-        self._jobs[name] = Waiting(name, workdir, float(record["submitted_at"]), record["options"])
+        self._jobs[name] = Waiting(name, workdir, float(record["submitted_at"]),
+                                   record["options"], step)  # fmt: skip
         return True
 
     def take(self, count: int) -> list[Waiting]:
@@ -66,14 +76,14 @@ class WaitingJobs:
             del self._jobs[job.name]
         return chosen
 
-    def drop(self, name: str, workdir: Path) -> bool:
+    def drop(self, name: str, workdir: Path, step: int = 0) -> bool:
         """Forget a waiting job (cancelled); False if it was not waiting."""
-        found = self._jobs.pop(name, None) is not None or (workdir / WAITING_FILE).exists()
-        forget(workdir)
+        found = self._jobs.pop(name, None) is not None or (workdir / waiting_file(step)).exists()
+        forget(workdir, step)
         return found
 
 
-def forget(workdir: Path) -> None:
+def forget(workdir: Path, step: int = 0) -> None:
     """The job has its container now (or never will): remove its options file."""
     with contextlib.suppress(OSError):
-        os.unlink(workdir / WAITING_FILE)
+        os.unlink(workdir / waiting_file(step))

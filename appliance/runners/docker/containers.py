@@ -9,17 +9,20 @@ CPU and process limits; a service loosens these only explicitly, through its res
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from appliance.errors import RunnerError
 from appliance.model import Resources
-from appliance.runners.base import JobSpec
+from appliance.runners.base import StepRun
+from appliance.volumes import Volumes
 
 WORKDIR = "/job"
 LABEL_INSTANCE = "appliance.instance"
 LABEL_JOB = "appliance.job"
+LABEL_STEP = "appliance.step"
+LABEL_WORK = "appliance.work"  # the job's work location (a path on the jobs volume)
+LABEL_STDOUT = "appliance.stdout"  # where the step's stdout is kept (relative to the work)
+LABEL_STDERR = "appliance.stderr"
 LABEL_SERVICE = "appliance.service"
 LABEL_SUBMITTED = "appliance.submitted"  # the job's submission time: waiting ones start in order
 DEFAULT_USER = "1000:1000"
@@ -37,36 +40,47 @@ def bind(target: str, source: str, *, read_only: bool) -> dict[str, Any]:
     return {"Target": target, "Source": source, "Type": "bind", "ReadOnly": read_only}
 
 
+def container_name(instance: str, run: StepRun) -> str:
+    return f"{instance}-{run.job_id}{run.handle_suffix()}"
+
+
 def container_options(
-    spec: JobSpec, limits: Resources, *, instance: str, tmp_size: str,
-    host_path: Callable[[Path], str],
+    run: StepRun, limits: Resources, *, instance: str, tmp_size: str, local: Volumes,
+    engine: Volumes,
 ) -> dict[str, Any]:  # fmt: skip
-    """The container of ``spec`` (named ``<instance>-<job>``) under ``limits``. Makes the
-    input files' mount points and gives the job's directory to the job's user."""
-    name = f"{instance}-{spec.job_id}"
+    """The container of one step (named ``<instance>-<job>[-<step>]``) under ``limits``:
+    the work directory read-write at /job, each input read-only at its path in it (mount
+    sources as the engine's host sees them). Makes the inputs' mount points and gives
+    the work directory to the job's user."""
+    step = run.current
+    workdir = local.path(run.plan.work)
     user = limits.user or DEFAULT_USER
     owner = parse_user(user)
     if owner is not None and os.geteuid() == 0:
-        os.chown(spec.workdir, *owner)  # the job's user writes its outputs there
-    mounts = [bind(WORKDIR, host_path(spec.workdir), read_only=False)]
-    for staged in spec.inputs:
-        target = spec.workdir / staged.path
+        os.chown(workdir, *owner)  # the job's user writes its outputs there
+    mounts = [bind(WORKDIR, engine.text(run.plan.work), read_only=False)]
+    for staged in run.plan.inputs:
+        target = workdir / staged.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch(exist_ok=True)  # the mount point, ours rather than the engine's
-        mounts.append(bind(f"{WORKDIR}/{staged.path}", host_path(staged.source), read_only=True))
-    if not spec.image:
-        raise RunnerError(f"service {spec.service_id} has no image to run")
+        mounts.append(bind(f"{WORKDIR}/{staged.path}", engine.text(staged.source), read_only=True))
+    if not step.image:
+        raise RunnerError(f"step {run.step + 1} of job {run.job_id} has no image to run")
     options: dict[str, Any] = {
-        "name": name,
-        "entrypoint": [spec.argv[0]],
-        "command": list(spec.argv[1:]),
+        "name": container_name(instance, run),
+        "entrypoint": [step.argv[0]],
+        "command": list(step.argv[1:]),
         "working_dir": WORKDIR,
-        "environment": spec.env,
+        "environment": step.env,
         "labels": {
             LABEL_INSTANCE: instance,
-            LABEL_JOB: spec.job_id,
-            LABEL_SERVICE: spec.service_id,
-            LABEL_SUBMITTED: f"{spec.submitted_at:020.6f}",
+            LABEL_JOB: run.job_id,
+            LABEL_STEP: str(run.step),
+            LABEL_WORK: run.plan.work.path,
+            LABEL_STDOUT: step.stdout,
+            LABEL_STDERR: step.stderr,
+            LABEL_SERVICE: run.service_id,
+            LABEL_SUBMITTED: f"{run.submitted_at:020.6f}",
         },
         "mounts": mounts,
         "user": user,
@@ -86,5 +100,5 @@ def container_options(
         options["nano_cpus"] = int(limits.cpus * 1e9)
     if limits.pids:
         options["pids_limit"] = limits.pids
-    options["image"] = spec.image
+    options["image"] = step.image
     return options

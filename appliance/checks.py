@@ -1,0 +1,75 @@
+"""Live checks for ``appliance check``: does the database answer, does each runner's
+engine answer, does it have the images the services name."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from appliance.catalogue import Catalogue
+from appliance.errors import RunnerError, StoreError
+from appliance.runners.base import Probing
+from appliance.runners.config import create_backend
+from appliance.settings import Settings
+from appliance.store import Store
+
+
+def redact(uri: str) -> str:
+    """A connection string without its password."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
+
+
+def _problem(text: str) -> int:
+    print(text, file=sys.stderr)
+    return 1
+
+
+async def check_database(settings: Settings) -> int:
+    store = Store(settings.mongodb_uri, settings.mongodb_database, retry_seconds=0,
+                  server_timeout_ms=3000, timeout_ms=5000)  # fmt: skip
+    try:
+        await store.ping()
+    except StoreError as exc:
+        return _problem(f"database: {redact(settings.mongodb_uri)} does not answer: {exc}")
+    finally:
+        await store.close()
+    print(f"database: {redact(settings.mongodb_uri)} answers")
+    return 0
+
+
+async def check_runner(settings: Settings, catalogue: Catalogue, runner_id: str) -> int:
+    config = catalogue.runners[runner_id]
+    backend = create_backend(config, settings)
+    problems = 0
+    try:
+        if not isinstance(backend, Probing):
+            print(f"runner {runner_id}: {config.backend} backend (it has nothing to ask)")
+            return 0
+        try:
+            about = await backend.probe()
+        except RunnerError as exc:
+            return _problem(f"{config.source}: runner {runner_id} does not answer: {exc}")
+        print(f"runner {runner_id}: {about}")
+        users: dict[str, list[str]] = {}
+        for service in catalogue.services.values():
+            if service.image and any(c.runner == runner_id for c in service.runners.values()):
+                users.setdefault(service.image, []).append(service.source)
+        try:
+            missing = await backend.missing_images(sorted(users))
+        except RunnerError as exc:
+            return _problem(f"runner {runner_id}: cannot list its images: {exc}")
+        for image in missing:
+            for source in users[image]:
+                problems += _problem(f"{source}: image: {image} is not in runner {runner_id}'s "
+                                     "engine (build it: scripts/build-images)")  # fmt: skip
+    finally:
+        await backend.close()
+    return problems
+
+
+async def live_checks(settings: Settings, catalogue: Catalogue) -> int:
+    """Print what answers and what is missing; returns the number of problems."""
+    problems = await check_database(settings)
+    for runner_id in sorted(catalogue.runners):
+        problems += await check_runner(settings, catalogue, runner_id)
+    return problems

@@ -1,0 +1,90 @@
+"""The job record: the one shape of a job document in MongoDB, field by field.
+
+Every module that reads or writes a job uses these types, so a misspelt field is a type
+error, not a silent new key. Who writes what:
+
+- the web process, once, at submission: ``_id``, ``kind``, ``service``, ``state``
+  (ACCEPTED, or REJECTED/ERROR when no plan can be made), ``submitted_at``,
+  ``parameters`` (what the API echoes), ``values`` (file values as references, never
+  paths), ``runner`` and ``plan`` (what to run, see ``appliance.plan``);
+- after that only the holder of the job's lease (a scheduler), through the store:
+  leases, ``handle``, ``step``, ``steps``, times, ``exit_code``, ``error``, ``outputs``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+
+JobKind = Literal["service", "task"]
+
+
+class FileValue(TypedDict):
+    """A file parameter's value as stored: a reference, resolved to a location in the plan."""
+
+    id: str  # an upload id, or "<job id>/<path>" for an earlier job's output
+    label: str
+    media_type: str
+
+
+class StepRecord(TypedDict, total=False):
+    """How one step of the plan went."""
+
+    handle: str
+    exit_code: int | None
+    message: str
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class OutputRecord(TypedDict):
+    id: str
+    path: str
+    media_type: str
+    name: str
+
+
+class JobRecord(TypedDict, total=False):
+    _id: str
+    kind: JobKind
+    service: str
+    state: str
+    submitted_at: datetime
+    parameters: dict[str, Any]
+    values: dict[str, Any]
+    runner: str | None
+    plan: dict[str, Any]
+    # leases (appliance.store.claims)
+    lease_owner: str | None
+    lease_expires: datetime | None
+    lease_gen: int
+    claims: int
+    # set by the scheduler that runs it
+    backend: str
+    handle: str | None
+    step: int
+    steps: list[StepRecord]
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    exit_code: int | None
+    error: str | None
+    outputs: list[OutputRecord]
+    attempts: int
+    first_failure_at: datetime | None
+    # retention (appliance.retention): deleted once this is older than a grace period
+    expiring_at: datetime | None
+
+
+class ActiveEntry(TypedDict, total=False):
+    """A job not yet final, in the small ``active`` collection that schedulers search."""
+
+    _id: str
+    state: str
+    runner: str | None
+    submitted_at: datetime
+    lease_owner: str | None
+    lease_expires: datetime | None
+
+
+ENTRY_FIELDS = ("state", "runner", "submitted_at", "lease_owner", "lease_expires")

@@ -1,0 +1,80 @@
+"""The Docker engine's event stream, read by a thread: our containers starting and dying.
+
+A death is told twice: to the backend (``on_death``: the engine's list lags the event by
+a moment, and a freed slot can be filled at once) and to the scheduler's event loop (the
+``changed`` notice, so statuses are asked at once). After an error the stream is opened
+again a second later, with a notice, since something may have been missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+
+from appliance.aio import wait_event
+
+log = logging.getLogger(__name__)
+
+
+class EngineEvents:
+    def __init__(self, base_url: str, label: str, on_death: Callable[[str], None]) -> None:
+        self.base_url = base_url
+        self.label = label  # "appliance.instance=<instance>": only our containers
+        self.on_death = on_death
+        self.closing = False
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+        self._change: asyncio.Event | None = None
+
+    def _read(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
+        filters = {"type": "container", "event": ["start", "die"], "label": [self.label]}
+        while not self.closing:
+            try:
+                client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
+                try:
+                    self._stream = client.events(decode=True, filters=filters)
+                    for event in self._stream:
+                        if event.get("Action") == "die":
+                            attributes = event.get("Actor", {}).get("Attributes", {})
+                            self.on_death(str(attributes.get("name")))
+                        self._notify(loop, change)
+                finally:
+                    client.close()
+            except Exception as exc:  # the engine went away: try again in a moment
+                if not self.closing:
+                    log.debug("docker events: %s", exc)
+            if not self.closing:
+                self._notify(loop, change)  # something may have been missed
+                time.sleep(1.0)
+
+    def _notify(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
+        try:
+            loop.call_soon_threadsafe(change.set)
+        except RuntimeError:  # the loop is gone (the backend was never closed): stop
+            self.closing = True
+
+    async def changed(self, timeout: float) -> None:
+        """Return when one of our containers started or died (or after ``timeout``)."""
+        if self._thread is None:
+            self._change = asyncio.Event()
+            self._thread = threading.Thread(
+                target=self._read, args=(asyncio.get_running_loop(), self._change),
+                name="docker-events", daemon=True,
+            )  # fmt: skip
+            self._thread.start()
+        assert self._change is not None
+        await wait_event(self._change, timeout)
+        self._change.clear()
+
+    def close(self) -> None:
+        self.closing = True
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()

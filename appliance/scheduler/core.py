@@ -1,0 +1,140 @@
+"""The scheduler process: its tasks, wake-ups, leases, heartbeat and graceful stop.
+
+One ``Scheduler`` per process, with an ``owner`` id of its own and the runners it was
+configured with; it claims and adopts only jobs of those runners, so schedulers with
+different runners (a workstation's docker, a SLURM submit host, a cluster) can share one
+database. It holds the jobs it has claimed under leases it keeps renewing; a job whose
+holder died is taken over when its lease expires. It is woken over ZeroMQ when a job is
+submitted or cancelled and sweeps every ``sweep_seconds`` for anything it was not woken
+for. Its tasks:
+
+- dispatch: claims accepted jobs and starts them (``starting``), adopts orphans;
+- monitor: statuses, cancellations, time limits, next steps, ends (``following``);
+- renew: leases, and the scheduler's presence;
+- housekeeping: slow chores on their own cadence (``housekeeping``);
+- heartbeat: touches a file while dispatch and monitor keep completing rounds.
+
+On stop it takes no new work, cancels starts still in progress, gives every lease back
+(running jobs go on, for the next scheduler to adopt) and withdraws its presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from appliance.aio import cancel_all, wait_event
+from appliance.errors import StoreError
+from appliance.messaging import WakeReceiver
+from appliance.runners.base import Notifying
+from appliance.scheduler.base import log
+from appliance.scheduler.following import Following
+from appliance.scheduler.housekeeping import Housekeeping
+from appliance.submission import record_entry
+
+START_GRACE = 1.0  # seconds that starts in progress get to finish when the scheduler stops
+
+
+class Scheduler(Following):
+    async def run(self, stop: asyncio.Event, *, housekeeping: Housekeeping | None = None) -> None:
+        receiver = WakeReceiver(self.settings.scheduler_address) if self.listen else None
+        chores = housekeeping or Housekeeping(self)
+        with contextlib.suppress(StoreError):
+            await self.store.announce(self.owner, self.runners)
+        takers = [asyncio.create_task(self._dispatch_loop(), name="dispatch")]
+        if receiver is not None:
+            takers.append(asyncio.create_task(self._listen(receiver), name="listen"))
+        followers = [
+            asyncio.create_task(self._monitor_loop(), name="monitor"),
+            asyncio.create_task(self._renew_loop(), name="renew"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(chores.run(), name="housekeeping"),
+            *(asyncio.create_task(self._follow_changes(name, backend), name=f"changes {name}")
+              for name, backend in self.backends.items() if isinstance(backend, Notifying)),
+        ]  # fmt: skip
+        log.info("scheduler %s started with runners: %s", self.owner, ", ".join(self.backends))
+        try:
+            await stop.wait()
+        finally:
+            await self._stop(takers, followers)
+            if receiver is not None:
+                receiver.close()
+
+    async def _stop(
+        self, takers: list[asyncio.Task[None]], followers: list[asyncio.Task[None]]
+    ) -> None:
+        await cancel_all(takers)
+        if self.start_tasks:  # a moment for starts about to finish; the rest are cancelled
+            await asyncio.wait(list(self.start_tasks), timeout=START_GRACE)
+        starting = list(self.start_tasks.values())
+        await cancel_all(list(self.start_tasks))
+        await cancel_all([*followers, *self.side_tasks])
+        await self._give_back([*self.held, *starting])
+        with contextlib.suppress(StoreError):
+            await self.store.withdraw(self.owner)
+        log.info("scheduler %s stopped; %d running jobs and %d being started left for the "
+                 "next one", self.owner, len(self.held), len(starting))  # fmt: skip
+        self.held.clear()
+
+    async def _give_back(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            with contextlib.suppress(StoreError):
+                await self.store.release_job(self.owner, job_id)
+
+    async def _listen(self, receiver: WakeReceiver) -> None:
+        while True:
+            message = await receiver.receive()
+            job_id, kind, runner = message.get("job"), message.get("kind"), message.get("runner")
+            if kind == "submitted" and isinstance(job_id, str):
+                try:  # the web process left it to us
+                    await record_entry(self.store, job_id, message.get("submitted_at"), runner)
+                except StoreError as exc:  # housekeeping rebuilds missing entries
+                    log.warning("job %s: cannot record it as active: %s", job_id, exc)
+                if runner is None or runner in self.backends:
+                    self.kick.set()
+                continue
+            if kind == "cancel" and job_id in self.held:
+                self._wake_monitor(self.held[job_id].runner)
+            self.kick.set()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self.kick.clear()
+            try:
+                await self.dispatch()
+                self.progress.completed("dispatch")
+            except StoreError as exc:
+                log.warning("MongoDB unavailable, pausing: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            except Exception:  # a bug must not stop the scheduler taking work
+                log.exception("dispatching failed; trying again")
+                await asyncio.sleep(1.0)
+                continue
+            await wait_event(self.kick, self.settings.sweep_seconds)
+
+    async def _renew_loop(self) -> None:
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(max(lease / 3, 0.05))
+            ids = [*self.held, *self.claimed]
+            try:
+                await self.store.announce(self.owner, self.runners)
+                kept = await self.store.renew_leases(self.owner, ids, lease)
+            except StoreError as exc:
+                log.warning("cannot renew leases: %s", exc)
+                continue
+            for job_id in ids:
+                if job_id not in kept and (job_id in self.held or job_id in self.claimed):
+                    log.warning("job %s was taken over by another scheduler", job_id)
+                    self.held.pop(job_id, None)
+                    self.claimed.discard(job_id)
+
+    async def _heartbeat_loop(self) -> None:
+        """Touch the heartbeat file while dispatch and monitor keep completing rounds."""
+        window = max(3 * self.settings.sweep_seconds, 2.0)
+        while True:
+            if self.heartbeat is not None and self.progress.fresh(window):
+                with contextlib.suppress(OSError):
+                    self.heartbeat.touch()
+            await asyncio.sleep(min(1.0, window / 4))

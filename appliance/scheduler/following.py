@@ -1,0 +1,240 @@
+"""Following work: statuses in one batch per runner, cancellations, time limits, the next
+step of a multi-step plan, and recording each job's end."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+from appliance.aio import wait_event
+from appliance.errors import RunnerError, RunnerUnavailableError
+from appliance.exits import ExitRecord, job_end, read_exit_record
+from appliance.jobdirs import collect_outputs
+from appliance.jobrecord import JobRecord, OutputRecord, StepRecord
+from appliance.runners.base import RunState, RunStatus, StepRun
+from appliance.scheduler.base import log
+from appliance.scheduler.held import Held
+from appliance.scheduler.starting import Starting
+from appliance.states import FINAL, JobState, sources_of
+
+UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show UNKNOWN
+CANCEL_RESEND = 15.0
+CANCEL_GIVE_UP = 60.0
+CHANGE_WAIT = 10.0  # longest wait for a runner's change notice before asking again
+
+
+class Following(Starting):
+    async def _monitor_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = min([self.due.get(r, 0.0) - now for r in self.backends] or [1.0])
+            if wait > 0:
+                self.poke.clear()
+                await wait_event(self.poke, min(wait, 1.0))
+            try:
+                await self.monitor()
+                self.progress.completed("monitor")
+            except Exception as exc:  # a bug must not stop the scheduler following jobs
+                log.warning("following jobs failed; trying again: %s", exc,
+                            exc_info=not isinstance(exc, RunnerError | OSError))  # fmt: skip
+                await asyncio.sleep(1.0)
+
+    async def monitor(self, *, every_runner: bool = False) -> None:
+        """One round: cancellations, then the status of the held jobs of every runner
+        whose round is due, one batch per runner."""
+        now = time.monotonic()
+        due = [r for r in self.backends if every_runner or self.due.get(r, 0.0) <= now]
+        for runner in due:
+            self.due[runner] = now + self.poll_seconds[runner]
+        if not self.held:
+            return
+        requested = await self.store.cancel_requested(list(self.held))
+        for job_id in requested:
+            held = self.held.get(job_id)
+            if held is not None and (
+                held.cancel_sent is None or now - held.cancel_sent > CANCEL_RESEND
+            ):
+                await self._cancel(held)
+        by_runner: dict[str, list[Held]] = {}
+        for held in list(self.held.values()):
+            if held.runner in due:
+                by_runner.setdefault(held.runner, []).append(held)
+        for runner, group in by_runner.items():
+            try:
+                statuses = await self.backends[runner].status([h.handle for h in group])
+            except RunnerError as exc:
+                await self._unreachable(group, exc)
+                continue
+            for held in group:
+                held.unreachable_since = None
+                status = statuses.get(held.handle) or RunStatus(RunState.LOST)
+                await self._apply(held, status)
+
+    async def _follow_changes(self, runner: str, backend: Any) -> None:
+        """Ask for a runner's statuses as soon as it says a job started or ended; its
+        polling stays as the fallback."""
+        while True:
+            try:
+                await backend.changed(CHANGE_WAIT)
+            except RunnerError:  # unreachable: the monitor reports it; look again later
+                await asyncio.sleep(1.0)
+                continue
+            if self.held:
+                self._wake_monitor(runner)
+
+    async def _cancel(self, held: Held) -> None:
+        now = time.monotonic()
+        held.cancel_first = held.cancel_first or now
+        held.cancel_sent = now
+        if held.state is not JobState.CANCELLING:
+            await self._move(held, JobState.CANCELLING)
+        self._spawn(self._send_cancel(held))
+
+    async def _unreachable(self, group: list[Held], exc: RunnerError) -> None:
+        now = time.monotonic()
+        for held in group:
+            held.unreachable_since = held.unreachable_since or now
+            waited = now - held.unreachable_since
+            if waited > self.submit_retry_seconds:
+                reason = f"its runner was unreachable for {waited:.0f} s: {exc}"
+                await self._finish(held, JobState.ERROR, None, reason)
+            elif waited > UNKNOWN_AFTER and held.state is not JobState.UNKNOWN:
+                await self._move(held, JobState.UNKNOWN)
+
+    async def _apply(self, held: Held, status: RunStatus) -> None:
+        if status.state is RunState.LOST:
+            state, message = job_end(None, lost=status.message)
+            await self._finish(held, state, None, message)
+            return
+        if status.state is RunState.FINISHED:
+            await self._step_ended(held, status)
+            return
+        if held.cancel_first is not None:
+            if time.monotonic() - held.cancel_first > CANCEL_GIVE_UP:
+                await self._finish(held, JobState.INTERRUPTED, None,
+                                   "cancelled, but the runner did not stop it")  # fmt: skip
+            return
+        wanted = JobState.RUNNING if status.state is RunState.RUNNING else JobState.QUEUED
+        if held.state is not wanted and not (
+            wanted is JobState.QUEUED and held.state is JobState.RUNNING
+        ):
+            fields: JobRecord = {}
+            if wanted is JobState.RUNNING and held.started_at is None:
+                held.started_at = await self.store.now()
+                fields["started_at"] = held.started_at
+            await self._move(held, wanted, fields)
+        if self._over_time(held):
+            held.timed_out = True
+            held.cancel_first = held.cancel_sent = time.monotonic()
+            self._spawn(self._send_cancel(held))
+
+    def _over_time(self, held: Held) -> bool:
+        if held.timed_out or held.state is not JobState.RUNNING or held.started_at is None:
+            return False
+        limit = held.time_limit
+        if not limit:
+            return False
+        elapsed = self.store.now_cached() - held.started_at
+        return elapsed.total_seconds() > float(limit)
+
+    # -- the end of a step, and of a job ---------------------------------------------
+
+    async def _step_ended(self, held: Held, status: RunStatus) -> None:
+        record = status.record()
+        assert record is not None
+        if self.abilities[held.runner].runs_steps:  # the backend ran every step itself
+            records = self._step_records(held)
+            held.steps = [self._step_record(held, i, r) for i, r in enumerate(records)]
+            record = _deciding(held, records) or record
+        else:
+            now = await self.store.now()
+            held.steps = [*held.steps[: held.step], self._step_record(held, held.step, record, now)]
+            next_step = held.step + 1
+            goes_on = record.code == 0 or not held.plan.steps[held.step].stop_on_failure
+            if next_step < len(held.plan.steps) and goes_on:
+                if held.cancel_first is None:
+                    await self._next_step(held, next_step)
+                    return
+                record = ExitRecord(-signal.SIGTERM)  # stopped between steps
+            elif goes_on:  # every step ran; failures allowed to go on do not fail the job
+                record = ExitRecord(0)
+        state, message = job_end(record, cancelled=held.cancelled, timed_out=held.timed_out,
+                                 time_limit=held.time_limit)  # fmt: skip
+        await self._finish(held, state, record.code, message)
+
+    def _step_records(self, held: Held) -> list[ExitRecord | None]:
+        workdir = self.volumes.path(held.plan.work)
+        return [read_exit_record(workdir, i) for i in range(len(held.plan.steps))]
+
+    def _step_record(self, held: Held, index: int, record: ExitRecord | None,
+                     at: Any = None) -> StepRecord:  # fmt: skip
+        earlier = held.steps[index] if index < len(held.steps) else {}
+        step: StepRecord = {**earlier, "handle": held.handle if index == held.step else "",
+                            "exit_code": None if record is None else record.code,
+                            "message": "" if record is None else record.message}  # fmt: skip
+        if at is not None:
+            step["completed_at"] = at
+        return step
+
+    async def _next_step(self, held: Held, index: int) -> None:
+        """Submit the next step; if the runner cannot take it now, the next status round
+        (which sees this step finished again) tries again, for a while."""
+        run = StepRun(held.job_id, held.plan, index, held.service, held.submitted_at)
+        try:
+            handle = await self.backends[held.runner].submit(run)
+        except RunnerUnavailableError as exc:
+            held.next_step_failing_since = held.next_step_failing_since or time.monotonic()
+            if time.monotonic() - held.next_step_failing_since < self.submit_retry_seconds:
+                log.warning("job %s: step %d waits for its runner: %s", held.job_id, index, exc)
+                return
+            await self._finish(
+                held, JobState.ERROR, None, f"step {index + 1} could not start: {exc}"
+            )
+            return
+        except RunnerError as exc:
+            await self._finish(held, JobState.ERROR, None, f"step {index + 1} cannot run: {exc}")
+            return
+        held.next_step_failing_since = None
+        held.step, held.handle = index, handle
+        held.steps.append({"handle": handle, "started_at": await self.store.now()})
+        fields: JobRecord = {"step": index, "handle": handle, "steps": held.steps}
+        if not await self.store.move_job(held.job_id, [*sources_of(held.state), held.state],
+                                         held.state, fields, owner=self.owner):  # fmt: skip
+            log.warning("job %s: could not record step %d (no longer ours)", held.job_id, index)
+            self.held.pop(held.job_id, None)
+            return
+        log.info("job %s: step %d of %d started", held.job_id, index + 1, len(held.plan.steps))
+        self._wake_monitor(held.runner)
+
+    async def _finish(self, held: Held, state: JobState, code: int | None, message: str) -> None:
+        workdir = self.volumes.path(held.plan.work)
+        outputs: list[OutputRecord] = []
+        if workdir.is_dir():
+            found = await asyncio.to_thread(collect_outputs, held.plan, workdir)
+            outputs = [o.to_json() for o in found]
+        now = await self.store.now()
+        fields: JobRecord = {"completed_at": now, "exit_code": code, "error": message or None,
+                             "outputs": outputs, "lease_owner": None, "lease_expires": None}  # fmt: skip
+        if held.steps:
+            fields["steps"] = held.steps
+        if held.started_at is None and code is not None:
+            fields["started_at"] = now
+        sources = [s for s in sources_of(state) if s not in FINAL]
+        if not await self.store.move_job(held.job_id, sources, state, fields, owner=self.owner):
+            log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
+        self.held.pop(held.job_id, None)
+        await self.store.forget_leases(held.job_id)
+        log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "")
+
+
+def _deciding(held: Held, records: list[ExitRecord | None]) -> ExitRecord | None:
+    """For a plan run whole by its backend: the record of the step that stopped it (or a
+    success when every step ran); None if the records say nothing."""
+    for index, record in enumerate(records):
+        if record is None:
+            return None
+        if record.code != 0 and held.plan.steps[index].stop_on_failure:
+            return record
+    return ExitRecord(0)

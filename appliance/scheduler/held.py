@@ -1,0 +1,40 @@
+"""What a scheduler knows of each job it follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from appliance.jobrecord import StepRecord
+from appliance.plan import Plan
+from appliance.states import JobState
+
+
+@dataclass
+class Held:
+    """A job this scheduler started or adopted, and follows until it ends."""
+
+    job_id: str
+    plan: Plan
+    runner: str
+    handle: str
+    state: JobState
+    service: str = ""
+    step: int = 0  # the step running now (one-step backends run the plan a step at a time)
+    steps: list[StepRecord] = field(default_factory=list)
+    started_at: datetime | None = None
+    submitted_at: float = 0.0
+    cancel_first: float | None = None  # when the first stop was sent
+    cancel_sent: float | None = None  # when the last stop was sent
+    timed_out: bool = False
+    unreachable_since: float | None = None
+    next_step_failing_since: float | None = None  # the next step could not be submitted
+
+    @property
+    def time_limit(self) -> float | None:
+        return self.plan.time_limit
+
+    @property
+    def cancelled(self) -> bool:
+        """Stopped on a user's request (not for its time limit)."""
+        return self.cancel_first is not None and not self.timed_out

@@ -1,0 +1,120 @@
+"""Housekeeping: the scheduler's slow chores, in a task of their own on their own cadence,
+so that none of them ever delays starting or following a job.
+
+Every round (every ``HOUSEKEEPING_SECONDS``, the first soon after start):
+- leftovers of backends that leave things behind (containers of jobs no longer active);
+- accepted jobs whose runner no live scheduler runs end in ERROR with the reason, after
+  waiting as long as an unreachable runner may (``submit_retry_seconds``).
+In the first round and then every few (each of these reads the whole jobs collection on
+servers without secondary indexes, FerretDB: 6-7 s at 100,000 jobs, so they run no more
+often than they must):
+- every ``REBUILD_EVERY`` rounds, active entries for jobs whose wake-up was lost
+  (``Store.rebuild_active``; a scheduler also makes them all when it starts, which is
+  when wake-ups are lost: with the process that had them);
+- every ``RETENTION_EVERY``, retention of finished jobs and old uploads
+  (``appliance.scheduler.retention``; retention counts in days);
+- every ``LEFTOVER_EVERY``, a look for job directories left without a record.
+A chore that fails is logged and tried again next time; the others still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import appliance.scheduler.retention as retention
+from appliance.errors import RunnerError, StoreError
+from appliance.runners.base import OrphanRemover
+from appliance.scheduler.base import Base, log
+from appliance.states import JobState
+
+HOUSEKEEPING_SECONDS = 60.0
+FIRST_ROUND = 2.0  # seconds after start
+REBUILD_EVERY = 5  # rounds between rebuilds of the active entries
+RETENTION_EVERY = 10  # rounds between retention sweeps
+LEFTOVER_EVERY = 60  # rounds between looks for job directories left without a record
+
+
+class Housekeeping:
+    def __init__(self, scheduler: Base, interval: float = HOUSEKEEPING_SECONDS) -> None:
+        self.scheduler = scheduler
+        self.interval = interval
+        self.rounds = 0
+        self.last_round_seconds = 0.0
+
+    async def run(self) -> None:
+        await asyncio.sleep(min(FIRST_ROUND, self.interval))
+        while True:
+            started = time.monotonic()
+            await self.round()
+            self.last_round_seconds = time.monotonic() - started
+            await asyncio.sleep(max(self.interval - self.last_round_seconds, 0.0))
+
+    async def round(self) -> None:
+        self.rounds += 1
+        chores: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("leftover runs", self.remove_orphans),
+            ("unserved jobs", self.end_unserved),
+        ]
+        if self.rounds % REBUILD_EVERY == 1:
+            chores.insert(0, ("active entries", self.rebuild_entries))
+        if self.rounds % RETENTION_EVERY == 1:
+            chores.append(("retention", self.retention))
+        for name, chore in chores:
+            try:
+                await chore()
+            except StoreError as exc:
+                log.warning("housekeeping (%s): MongoDB unavailable: %s", name, exc)
+            except Exception:  # a bug in one chore must not stop the others
+                log.exception("housekeeping (%s) failed", name)
+
+    async def rebuild_entries(self) -> None:
+        # A job whose wake-up was lost (its message died with a process) has no active
+        # entry yet: this makes it, within a round.
+        if added := await self.scheduler.store.rebuild_active():
+            log.warning("%d jobs had no active entry (a wake-up was lost)", added)
+            self.scheduler.kick.set()
+
+    async def remove_orphans(self) -> None:
+        scheduler = self.scheduler
+        active: set[str] | None = None
+        for name, backend in scheduler.backends.items():
+            if not isinstance(backend, OrphanRemover):
+                continue
+            if active is None:
+                active = await scheduler.store.active_job_ids()
+            try:
+                removed = await backend.remove_orphans(active)
+            except RunnerError as exc:
+                log.warning("runner %s: cannot clean up: %s", name, exc)
+                continue
+            if removed:
+                log.info("runner %s: removed %d leftover runs", name, len(removed))
+
+    async def retention(self) -> None:
+        scheduler = self.scheduler
+        await retention.sweep(scheduler.store, scheduler.settings)
+        if self.rounds % LEFTOVER_EVERY == 1:
+            now = await scheduler.store.now()
+            await retention.remove_leftover_dirs(scheduler.store, scheduler.settings, now)
+
+    async def end_unserved(self) -> None:
+        """End accepted jobs whose runner no scheduler runs (they would wait for ever)."""
+        scheduler = self.scheduler
+        store = scheduler.store
+        lease = scheduler.settings.lease_seconds
+        live = await store.live_runners(within=3 * lease) | set(scheduler.runners)
+        now = await store.now()
+        for entry in await store.active_entries():
+            runner = entry.get("runner")
+            if entry.get("state") != str(JobState.ACCEPTED) or runner is None or runner in live:
+                continue
+            waited = (now - entry["submitted_at"]).total_seconds()
+            if waited < scheduler.submit_retry_seconds:
+                continue
+            job_id = str(entry["_id"])
+            if await store.claim_by_id(scheduler.owner, job_id, [JobState.ACCEPTED], lease):
+                reason = (f"no scheduler runs its runner {runner!r} (it waited {waited:.0f} s): "
+                          "start a scheduler with that runner, or give the service another")  # fmt: skip
+                await scheduler._end(job_id, JobState.ERROR, reason)

@@ -1,0 +1,168 @@
+"""Taking work: claiming accepted jobs of this scheduler's runners, starting their first
+step, and adopting in-flight jobs whose scheduler died."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, timedelta
+
+from appliance.errors import RunnerError, RunnerUnavailableError
+from appliance.jobdirs import make_job_dir
+from appliance.jobrecord import JobRecord
+from appliance.plan import Plan, PlanError
+from appliance.runners.base import StepRun
+from appliance.scheduler.base import IN_FLIGHT, Base, log
+from appliance.scheduler.held import Held
+from appliance.states import JobState
+
+NO_PLAN = "it was stored without a valid run plan ({}); submit it again"
+
+
+def submitted_timestamp(job: JobRecord) -> float:
+    """The job's submission time as unix seconds (0 when the record has none)."""
+    at = job.get("submitted_at")
+    if at is None:
+        return 0.0
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def stored_plan(job: JobRecord) -> Plan | str:
+    """The job's plan, or why it has none usable."""
+    try:
+        return Plan.from_json(job.get("plan"))
+    except PlanError as exc:
+        return NO_PLAN.format(exc)
+
+
+class Starting(Base):
+    async def dispatch(self) -> None:
+        """Start every claimable accepted job, and adopt in-flight jobs whose holder died."""
+        lease = self.settings.lease_seconds
+        while True:
+            await self.starting.acquire()
+            job = await self.store.claim_job(self.owner, [JobState.ACCEPTED], lease,
+                                             runners=self.runners)  # fmt: skip
+            if job is None:
+                self.starting.release()
+                break
+            if self._ours(job):
+                self.starting.release()
+                continue
+            self.progress.completed("dispatch")  # a claim is progress too (long batches)
+            job_id = str(job["_id"])
+            self.claimed.add(job_id)
+            task = asyncio.create_task(self._start(job))
+            self.start_tasks[task] = job_id
+            task.add_done_callback(self._started)
+        if time.monotonic() < self.next_adoption:  # a dead holder's jobs wait for the lease
+            return  # to run out: looking a few times a lease is enough, not at every wake-up
+        self.next_adoption = time.monotonic() + lease / 4
+        while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease,
+                                                 runners=self.runners)) is not None:  # fmt: skip
+            if not self._ours(job):
+                await self._adopt(job)
+
+    def _ours(self, job: JobRecord) -> bool:
+        """A job this process already works on, whose lease ran out (a database outage
+        stalled the renewals): the claim renewed it; it must not be started twice."""
+        job_id = str(job["_id"])
+        if job_id in self.claimed or job_id in self.held:
+            log.info("job %s: lease renewed after it ran out", job_id)
+            return True
+        return False
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        job_id = self.start_tasks.pop(task, None)
+        if job_id is not None:
+            self.claimed.discard(job_id)
+        self.starting.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("starting a job failed", exc_info=task.exception())
+
+    async def _start(self, job: JobRecord) -> None:
+        job_id = str(job["_id"])
+        if job_id in await self.store.cancel_requested([job_id]):
+            await self._end(job_id, JobState.INTERRUPTED, "cancelled before it started")
+            return
+        plan = stored_plan(job)
+        runner = str(job.get("runner"))
+        backend = self.backends.get(runner)
+        if isinstance(plan, str) or backend is None:
+            reason = plan if isinstance(plan, str) else f"runner {runner!r} is not running here"
+            await self._end(job_id, JobState.ERROR, reason)
+            return
+        try:
+            await asyncio.to_thread(make_job_dir, self.volumes.path(plan.work))
+        except OSError as exc:
+            await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {exc}")
+            return
+        step = int(job.get("step") or 0)
+        run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
+        try:
+            handle = await backend.submit(run)
+        except RunnerUnavailableError as exc:
+            await self._retry_later(job, runner, exc)
+            return
+        except RunnerError as exc:
+            await self._end(job_id, JobState.ERROR, str(exc))
+            return
+        fields: JobRecord = {"backend": self.catalogue.runners[runner].backend
+                             if runner in self.catalogue.runners else "", "handle": handle,
+                             "step": step, "queued_at": await self.store.now()}  # fmt: skip
+        if await self.store.move_job(
+            job_id, [JobState.ACCEPTED], JobState.QUEUED, fields, owner=self.owner
+        ):
+            self.held[job_id] = Held(job_id, plan, runner, handle, JobState.QUEUED,
+                                     str(job.get("service", "")), step,
+                                     submitted_at=run.submitted_at)  # fmt: skip
+            self._wake_monitor(runner)
+        else:  # someone else holds it now (we were too slow): leave it to them
+            log.warning("lost the lease of job %s while starting it", job_id)
+
+    async def _retry_later(self, job: JobRecord, runner: str, exc: RunnerUnavailableError) -> None:
+        job_id = str(job["_id"])
+        now = await self.store.now()
+        first = job.get("first_failure_at") or now
+        waited = (now - first).total_seconds()
+        if waited >= self.submit_retry_seconds:
+            reason = f"runner {runner!r} was unreachable for {waited:.0f} s: {exc}"
+            await self._end(job_id, JobState.ERROR, reason)
+            return
+        attempts = int(job.get("attempts") or 0) + 1
+        delay = min(2.0**attempts * 0.5, 30.0)
+        log.warning("job %s: %s; trying again in %.1f s", job_id, exc, delay)
+        # The lease's expiry doubles as the back-off timer: nobody takes the job before it.
+        await self.store.update_job(job_id, {
+            "attempts": attempts, "first_failure_at": first, "error": str(exc),
+            "lease_owner": None, "lease_expires": now + timedelta(seconds=delay),
+        })  # fmt: skip
+
+    async def _adopt(self, job: JobRecord) -> None:
+        job_id = str(job["_id"])
+        runner, handle = str(job.get("runner")), job.get("handle")
+        plan = stored_plan(job)
+        if runner not in self.backends or not handle or isinstance(plan, str):
+            reason = (
+                plan
+                if isinstance(plan, str)
+                else (f"its runner {runner!r} is not configured here; it cannot be followed")
+            )
+            await self._end(job_id, JobState.ERROR, reason, sources=IN_FLIGHT)
+            return
+        held = Held(job_id, plan, runner, str(handle), JobState(job["state"]),
+                    str(job.get("service", "")), int(job.get("step") or 0),
+                    list(job.get("steps") or []), started_at=job.get("started_at"),
+                    submitted_at=submitted_timestamp(job))  # fmt: skip
+        if held.state is JobState.CANCELLING:
+            self._spawn(self._send_cancel(held))  # the earlier scheduler may not have sent it
+            held.cancel_first = held.cancel_sent = time.monotonic()
+        self.held[job_id] = held
+        log.info("adopted job %s (%s) from an earlier scheduler", job_id, held.state)
+        self._wake_monitor(runner)
+
+    async def _send_cancel(self, held: Held) -> None:
+        try:
+            await self.backends[held.runner].cancel(held.handle)
+        except RunnerError as exc:
+            log.warning("cancelling job %s failed (will try again): %s", held.job_id, exc)

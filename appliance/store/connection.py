@@ -1,0 +1,245 @@
+"""The connection to MongoDB: time limits, retries, the server's clock, per-job locks.
+
+Every operation goes through ``Connection._call``. Each has a time limit (the client's
+``timeoutMS``, the ``database_timeout`` setting), so a server that accepts connections
+but never answers surfaces as an error instead of a hang; an unreachable or timed-out
+server is retried with back-off for up to ``retry_seconds`` and then raised as
+StoreUnavailableError, which callers treat as an outage (the scheduler pauses, the web
+process answers 503). Any other error is a StoreError. Only this package imports pymongo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+
+from appliance.errors import StoreError, StoreUnavailableError
+from appliance.store.coalesce import Coalescer
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+DUPLICATE_KEY = 11000
+CLOCK_REFRESH = 300.0  # seconds between readings of the server's clock
+
+
+def new_id() -> str:
+    """A random id that is safe in URLs and file names (16 characters, 80 bits)."""
+    return base64.b32encode(os.urandom(10)).decode("ascii").lower()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyedLocks:
+    """One lock per key (a job id), made on first use and dropped when nobody holds or
+    waits for it. Writes of one job are serialised; writes of different jobs never wait
+    for each other, so one hung write cannot hold every lease renewal back."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._release(key)
+
+    @contextlib.asynccontextmanager
+    async def hold_free(self, keys: Iterable[str]) -> AsyncIterator[list[str]]:
+        """Hold those of ``keys`` that nobody holds now, without waiting; yields them."""
+        taken = []
+        try:
+            for key in dict.fromkeys(keys):
+                lock = self._locks.get(key)
+                if lock is not None and lock.locked():
+                    continue
+                lock = self._locks.setdefault(key, asyncio.Lock())
+                self._users[key] = self._users.get(key, 0) + 1
+                await lock.acquire()  # free: returns without waiting
+                taken.append(key)
+            yield taken
+        finally:
+            for key in taken:
+                self._locks[key].release()
+                self._release(key)
+
+    def _release(self, key: str) -> None:
+        self._users[key] -= 1
+        if self._users[key] == 0:
+            del self._users[key]
+            del self._locks[key]
+
+
+class Connection:
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        *,
+        retry_seconds: float = 10.0,
+        server_timeout_ms: int = 2000,
+        timeout_ms: int = 10_000,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            uri,
+            tz_aware=True,
+            tzinfo=UTC,
+            serverSelectionTimeoutMS=server_timeout_ms,
+            connectTimeoutMS=server_timeout_ms,
+            timeoutMS=timeout_ms,
+            connect=False,
+        )
+        self.db = self.client[database]
+        self.jobs = self.db["jobs"]
+        self.files = self.db["files"]
+        self.services = self.db["services"]
+        self.leases = self.db["leases"]
+        self.cancels = self.db["cancels"]
+        self.active = self.db["active"]
+        self.schedulers = self.db["schedulers"]
+        self.marks = self.db["marks"]  # records about to be deleted (retention)
+        self.retry_seconds = retry_seconds
+        self.clock = clock
+        self._offset: timedelta | None = None
+        self._offset_read = 0.0
+        self.locks = KeyedLocks()
+        # New jobs and upload records from concurrent requests go out together.
+        self._job_inserts: Coalescer[Doc, bool] = Coalescer(
+            lambda docs: self._insert_many(self.jobs, docs)
+        )
+        self._file_inserts: Coalescer[Doc, bool] = Coalescer(
+            lambda docs: self._insert_many(self.files, docs)
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except PyMongoError as exc:
+                # A timeout (the server took longer than timeoutMS) counts as an outage.
+                if not isinstance(exc, ConnectionFailure) and not exc.timeout:
+                    raise StoreError(f"MongoDB refused {what}: {exc}") from None
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailableError(
+                        f"MongoDB is unreachable or does not answer ({what}): {exc}"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _write(self, job_id: str, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """A write of one job document (and its active entry), one at a time per job.
+
+        MongoDB applies each update atomically, but MongoDB-protocol servers like FerretDB
+        read, change and write back the whole document: two concurrent updates of one job
+        from this process (a lease renewal and a state change) could undo each other.
+        """
+        async with self.locks.hold(job_id):
+            return await self._call(what, operation)
+
+    # -- the server's clock ------------------------------------------------------------
+
+    async def now(self) -> datetime:
+        """The time on the database server's clock (read every few minutes; this host's
+        clock when the server does not say), so that leases written by schedulers on
+        several machines compare times from one clock."""
+        if self._offset is None or time.monotonic() - self._offset_read > CLOCK_REFRESH:
+            await self.read_clock()
+        return self.now_cached()
+
+    def now_cached(self) -> datetime:
+        """``now()`` from the last reading of the server's clock, without a new one; in
+        whole milliseconds, as the database keeps times."""
+        now = self.clock() + (self._offset or timedelta())
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    async def read_clock(self) -> None:
+        before = self.clock()
+        reply = await self._call("read the server's clock", lambda: self.db.command("hello"))
+        after = self.clock()
+        server = reply.get("localTime")
+        if isinstance(server, datetime):
+            server = server if server.tzinfo else server.replace(tzinfo=UTC)
+            self._offset = server - (before + (after - before) / 2)
+        else:
+            self._offset = timedelta()
+        self._offset_read = time.monotonic()
+
+    # -- inserts -----------------------------------------------------------------------
+
+    async def _insert_unique(
+        self,
+        what: str,
+        collection: Any,
+        document: Doc,
+        *,
+        retried_ok: bool = False,
+        together: Coalescer[Doc, bool] | None = None,
+    ) -> bool:
+        """Insert ``document``; False if its ``_id`` exists already.
+
+        With ``retried_ok``, a duplicate found on a retry counts as success: the first
+        attempt went through before the connection broke. With ``together``, it goes to
+        the server with the documents other requests are inserting at the same moment.
+        """
+        attempts = 0
+
+        async def insert() -> bool:
+            nonlocal attempts
+            attempts += 1
+            if together is not None:
+                inserted = await together.submit(document)
+            else:
+                inserted = (await self._insert_many(collection, [document]))[0]
+            return inserted or (retried_ok and attempts > 1)
+
+        return await self._call(what, insert)
+
+    @staticmethod
+    async def _insert_many(collection: Any, documents: list[Doc]) -> list[bool]:
+        """Insert; for each document, True if inserted, False if its ``_id`` existed."""
+        try:
+            if len(documents) == 1:
+                await collection.insert_one(documents[0])
+            else:
+                await collection.insert_many(documents, ordered=False)
+        except DuplicateKeyError:
+            return [False]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            duplicates = {int(error["index"]) for error in errors}
+            return [i not in duplicates for i in range(len(documents))]
+        return [True] * len(documents)
+
+    # -- set-up and health -------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call("ping", lambda: self.db.command("ping"))
+
+    async def drop_database(self) -> None:
+        await self._call("drop", lambda: self.client.drop_database(self.db.name))

@@ -1,0 +1,51 @@
+"""Uploaded files' records and the services' health records."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from pymongo import ReturnDocument
+
+from appliance.errors import StoreError
+from appliance.store.connection import Connection, Doc
+
+
+class Files(Connection):
+    async def insert_file(self, record: Doc) -> None:
+        if not await self._insert_unique(
+            "insert file", self.files, record, retried_ok=True, together=self._file_inserts
+        ):
+            raise StoreError(f"a file with id {record['_id']!r} exists already")
+
+    async def get_file(self, file_id: str) -> Doc | None:
+        return await self._call("get file", lambda: self.files.find_one({"_id": file_id}))
+
+    async def update_file(self, file_id: str, fields: Doc) -> Doc | None:
+        return await self._call(
+            "update file",
+            lambda: self.files.find_one_and_update(
+                {"_id": file_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
+            ),
+        )
+
+    async def delete_file(self, file_id: str) -> None:
+        await self._call("delete file", lambda: self.files.delete_one({"_id": file_id}))
+
+    # -- service health ----------------------------------------------------------------
+
+    async def set_service_status(self, service_id: str, status: str, message: str = "") -> None:
+        at = await self.now()
+        await self._call(
+            "set service status",
+            lambda: self.services.update_one(
+                {"_id": service_id},
+                {"$set": {"status": status, "message": message, "timestamp": at}},
+                upsert=True,
+            ),
+        )
+
+    async def service_statuses(self) -> dict[str, Doc]:
+        async def run() -> dict[str, Doc]:
+            return {doc["_id"]: doc async for doc in self.services.find({})}
+
+        return cast(dict[str, Doc], await self._call("service statuses", run))

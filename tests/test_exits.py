@@ -1,0 +1,91 @@
+"""The one exit-code policy: the table in its docstring is the test table."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from appliance import exits
+from appliance.exits import ExitRecord, job_end, read_exit_record, signal_of, write_exit_record
+from appliance.states import JobState
+
+
+def docstring_rows() -> list[tuple[int | None, bool | None, bool | None, bool | None, JobState]]:
+    """The policy table of ``appliance.exits``, parsed: ``*`` is any (None)."""
+    assert exits.__doc__ is not None
+    rows = []
+    for line in exits.__doc__.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) != 5 or cells[0] in ("exit code", "") or set(cells[0]) <= {"-", " "}:
+            continue
+        code = None if cells[0] == "none" else int(cells[0])
+
+        def flag(cell: str) -> bool | None:
+            return None if cell == "*" else cell == "yes"
+
+        rows.append((code, flag(cells[1]), flag(cells[2]), flag(cells[3]), JobState(cells[4])))
+    return rows
+
+
+ROWS = docstring_rows()
+
+
+def test_the_docstring_table_is_read() -> None:
+    assert len(ROWS) >= 15
+    assert {row[4] for row in ROWS} == {JobState.COMPLETED, JobState.INTERRUPTED, JobState.FAILED,
+                                        JobState.ERROR}  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: "-".join(map(str, r)))
+def test_the_policy_agrees_with_its_docstring(
+    row: tuple[int | None, bool | None, bool | None, bool | None, JobState],
+) -> None:
+    code, cancelled, timed_out, oom = row[:4]
+    expected = row[4]
+    for c in [cancelled] if cancelled is not None else [False, True]:
+        for t in [timed_out] if timed_out is not None else [False, True]:
+            for o in [oom] if oom is not None else [False, True]:
+                record = None if code is None else ExitRecord(code, oom=o)
+                state, _ = job_end(record, cancelled=c, timed_out=t, time_limit=5)
+                assert state is expected, (code, c, t, o)
+
+
+def test_a_signal_is_the_same_in_either_form() -> None:
+    for number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGSEGV):
+        assert signal_of(-number) == signal_of(128 + number) == number
+        negative = job_end(ExitRecord(-number))
+        shell = job_end(ExitRecord(128 + number))
+        assert negative[0] is shell[0] is JobState.FAILED
+        assert negative[1].replace(str(-number), "N") == shell[1].replace(str(128 + number), "N")
+        assert signal.Signals(number).name in negative[1] and "killed by the signal" in shell[1]
+    assert signal_of(0) is None and signal_of(1) is None and signal_of(127) is None
+
+
+def test_messages_say_why() -> None:
+    assert job_end(None, lost="its container is gone") == (
+        JobState.ERROR, "the runner lost the job: its container is gone")  # fmt: skip
+    assert "time limit of 5 s" in job_end(ExitRecord(137), timed_out=True, time_limit=5)[1]
+    assert "out of memory" in job_end(ExitRecord(137, oom=True))[1]
+    assert job_end(ExitRecord(143), cancelled=True) == (JobState.INTERRUPTED, "cancelled")
+    assert job_end(ExitRecord(143, "cancelled before it started"), cancelled=True)[1] == (
+        "cancelled before it started")  # fmt: skip
+    assert job_end(ExitRecord(127, "tool: command not found"))[1] == "tool: command not found"
+
+
+def test_records_round_trip_per_step(tmp_path: Path) -> None:
+    write_exit_record(tmp_path, 3)
+    write_exit_record(tmp_path, 137, "killed", step=2, oom=True)
+    assert read_exit_record(tmp_path) == ExitRecord(3)
+    assert read_exit_record(tmp_path, 2) == ExitRecord(137, "killed", True)
+    assert read_exit_record(tmp_path, 1) is None
+
+
+def test_a_record_the_job_replaced_is_not_trusted(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.json").write_text('{"exit_code": 0}')
+    os.symlink(tmp_path / "elsewhere.json", tmp_path / ".exit.json")
+    assert read_exit_record(tmp_path) is None  # a symlink is not followed
+    os.mkfifo(tmp_path / ".exit-1.json")
+    assert read_exit_record(tmp_path, 1) is None  # a FIFO does not block the reader
