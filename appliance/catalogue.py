@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from appliance.classifiers import classifier_warnings
 from appliance.errors import ConfigError
 from appliance.model import Service
 from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
@@ -17,6 +18,7 @@ class Catalogue:
     runners: dict[str, RunnerConfig]
     errors: list[ConfigError] = field(default_factory=list)
     runner_errors: list[ConfigError] = field(default_factory=list)  # also in ``errors``
+    warnings: list[ConfigError] = field(default_factory=list)  # the services still load
 
 
 def cross_check(
@@ -68,4 +70,4 @@ def load_catalogue(settings: Settings) -> Catalogue:
     errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
     broken = {e.source for e in errors}
     usable = {sid: s for sid, s in services.items() if s.source not in broken}
-    return Catalogue(usable, runners, errors, runner_errors)
+    return Catalogue(usable, runners, errors, runner_errors, classifier_warnings(usable))

@@ -32,6 +32,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(settings)
     for error in catalogue.errors:
         print(error.describe(), file=sys.stderr)
+    for warning in catalogue.warnings:
+        print(f"warning: {warning.describe()}", file=sys.stderr)
     print(f"settings: {settings.source}")
     print(
         f"services: {len(catalogue.services)} from {settings.services_dir}: "

@@ -114,6 +114,16 @@ class ServiceTest:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named set of parameter values (``presets`` in a service file): "fast", "accurate"."""
+
+    id: str
+    name: str
+    description: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Service:
     id: str
     name: str
@@ -134,6 +144,7 @@ class Service:
     resources: Resources = field(default_factory=Resources)
     selector: str | None = None
     tests: tuple[ServiceTest, ...] = ()
+    presets: tuple[Preset, ...] = ()
 
     def argument(self, arg_id: str) -> Argument | None:
         for argument in self.arguments:

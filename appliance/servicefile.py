@@ -20,6 +20,7 @@ from appliance.model import (
     Output,
     Parameter,
     ParamType,
+    Preset,
     Resources,
     RunnerChoice,
     Service,
@@ -37,7 +38,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 COMMON_KEYS = {
     "name", "description", "author", "version", "license", "classifiers",
-    "parameters", "command", "args", "outputs", "execution", "env", "tests",
+    "parameters", "command", "args", "outputs", "execution", "env", "tests", "presets",
 }  # fmt: skip
 LEGACY_KEYS = COMMON_KEYS | {"slivka-version"}
 NATIVE_KEYS = COMMON_KEYS | {"appliance-version", "image", "resources", "runner"}
@@ -353,6 +354,40 @@ def _parse_tests(raw: Any) -> tuple[ServiceTest, ...]:
     return tuple(tests)
 
 
+def _parse_presets(raw: Any, params: dict[str, Parameter]) -> tuple[Preset, ...]:
+    """``presets: {id: {name, description, values: {parameter: value}}}``; every value is
+    checked as a submission's would be (files cannot be preset)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping of preset ids", key="presets")
+    presets = []
+    for preset_id, item in raw.items():
+        key = f"presets.{preset_id}"
+        if not isinstance(item, dict):
+            raise ConfigError("expected a mapping with name, description and values", key=key)
+        _unknown(item, {"name", "description", "values"}, key)
+        name = item.get("name") or preset_id
+        values = item.get("values") or {}
+        if not isinstance(values, dict):
+            raise ConfigError("expected a mapping of parameter ids to values", key=f"{key}.values")
+        for pid, value in values.items():
+            where = f"{key}.values.{pid}"
+            param = params.get(str(pid))
+            if param is None:
+                raise ConfigError("names no parameter", key=where)
+            if param.type is ParamType.FILE:
+                raise ConfigError("a file cannot be preset", key=where)
+            try:
+                for one in value if isinstance(value, list) and param.array else [value]:
+                    coerce_scalar(param, one)
+            except ValidationError as exc:
+                raise ConfigError(exc.message, key=where) from None
+        presets.append(Preset(str(preset_id), str(name), str(item.get("description") or ""),
+                              {str(k): v for k, v in values.items()}))  # fmt: skip
+    return tuple(presets)
+
+
 def parse_service(service_id: str, data: dict[str, Any], source: str = "") -> Service:
     """The Service described by ``data``; raises ConfigError naming the key."""
     if not SERVICE_ID.match(service_id):
@@ -440,6 +475,7 @@ def parse_service(service_id: str, data: dict[str, Any], source: str = "") -> Se
         resources=parse_resources(_mapping(data, "resources")) if native else Resources(),
         selector=_get(execution, "selector", str),
         tests=_parse_tests(data.get("tests")),
+        presets=_parse_presets(data.get("presets"), params),
     )
 
 

@@ -14,20 +14,21 @@ from appliance.store import Store, new_id
 
 
 def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
-    """What the API shows as the job's parameters: text, lists, null; files as their ids."""
+    """What the API shows as the job's parameters: text, or lists of text; files as their
+    ids. A parameter without a value (unset, or a flag left off) is left out: the previous
+    system echoed null, which Jalview's Java client cannot read (docs/api.md)."""
 
     def show(value: Any) -> Any:
-        if value is None:
-            return None
         if isinstance(value, list):
-            return [show(v) for v in value]
+            return [show(v) for v in value if v is not None and v is not False]
         if isinstance(value, FileRef):
             return value.id
         if isinstance(value, bool):
-            return "true" if value else "false"
+            return "true"
         return str(value)
 
-    return {pid: show(values.get(pid)) for pid in service.parameters}
+    return {pid: show(values[pid]) for pid in service.parameters
+            if values.get(pid) is not None and values.get(pid) is not False}  # fmt: skip
 
 
 async def record_job(

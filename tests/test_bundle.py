@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from slivka_client import SlivkaClient
 
@@ -115,7 +116,7 @@ def run_job(client: SlivkaClient, service_id: str, data: dict[str, object]) -> d
 def test_clustal_omega(bundle: str) -> None:
     client = SlivkaClient(bundle + "/")
     params = {p.id for p in client["clustalo"].parameters}
-    assert {"input", "iterations", "outfmt", "dealign", "guidetree"} <= params
+    assert {"input", "iterations", "dealign", "guidetree"} <= params
     outputs = run_job(client, "clustalo", {"iterations": "1", "guidetree": "true"})
     assert_alignment_of_the_input(read_clustal(outputs["alignment.aln"]))
     assert "HBA_HUMAN" in outputs["guide_tree.dnd"]  # the guide tree came too
@@ -126,6 +127,60 @@ def test_mafft(bundle: str) -> None:
         SlivkaClient(bundle + "/"), "mafft", {"strategy": "L-INS-i", "maxiterate": "10"}
     )
     assert_alignment_of_the_input(read_fasta(outputs["stdout"]))
+
+
+JALVIEW_MSA = ("Operation :: Analysis :: Sequence analysis :: Sequence alignment :: "
+               "Multiple sequence alignment")  # fmt: skip
+
+
+def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
+    """Asserted from the API's JSON, as Jalview's Java client reads it: its menu entry (an
+    Operation classifier with double colons), the outputs it looks for (an alignment by
+    media type, logs named log and error-log), presets in the old shape, no null where
+    the client casts to a number, and a job whose echoed parameters hold only text."""
+    services = {s["id"]: s for s in httpx.get(bundle + "/api/services").json()["services"]}
+    assert set(services) == {"clustalo", "mafft", "muscle"}
+    for service_id, service in services.items():
+        assert JALVIEW_MSA in service["classifiers"], service_id
+        assert {p["id"] for p in service["presets"]} >= {"fast", "accurate"}
+        for preset in service["presets"]:
+            assert isinstance(preset["name"], str) and isinstance(preset["description"], str)
+            assert set(preset["values"]) <= {p["id"] for p in service["parameters"]}
+        for param in service["parameters"]:
+            for key in ("min", "max", "minLength", "maxLength"):
+                assert key not in param or isinstance(param[key], int | float), (param, key)
+            assert not param.get("mediaTypeParameters"), param  # the client misreads any
+        # a job with every optional parameter left unset
+        upload = httpx.post(bundle + "/api/files",
+                            files={"file": ("p.fa", PROTEINS.read_bytes())}).json()  # fmt: skip
+        job = httpx.post(f"{bundle}/api/services/{service_id}/jobs",
+                         data={"input": upload["id"]}).json()  # fmt: skip
+        for value in job["parameters"].values():
+            assert isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)), job  # fmt: skip
+        job_url = f"{bundle}/api/jobs/{job['id']}"
+        deadline = time.monotonic() + 300
+        while not (job := httpx.get(job_url).json())["finished"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert job["status"] == "COMPLETED", job
+        files = {f["label"]: f for f in httpx.get(job_url + "/files").json()["files"]}
+        kinds = {f["id"].split("/", 1)[1]: f["mediaType"] for f in files.values()}
+        alignment = [f for f in files.values() if f["mediaType"] in
+                     ("application/clustal", "application/fasta")]  # fmt: skip
+        assert len(alignment) == 1, kinds
+        text = httpx.get(bundle + alignment[0]["@content"]).text
+        rows = (
+            read_clustal(text)
+            if alignment[0]["mediaType"] == "application/clustal"
+            else read_fasta(text)
+        )
+        assert_alignment_of_the_input(rows)
+        assert kinds["stderr"] == "text/plain" and files["error-log"]["path"] == "stderr"
+        if service_id == "clustalo":
+            assert (
+                files["log"]["path"] == "clustalo.log" and files["log"]["mediaType"] == "text/plain"
+            )
+            assert "Read 4 sequences" in httpx.get(bundle + files["log"]["@content"]).text
 
 
 def test_muscle(bundle: str) -> None:

@@ -99,6 +99,18 @@ def test_check_reports_every_broken_file_with_file_and_key(tmp_path: Path) -> No
     assert "17 problem(s) found" in result.stderr
 
 
+def test_check_warns_about_classifiers_jalview_would_not_know(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    services.mkdir()
+    (services / "x.service.yaml").write_text(
+        "appliance-version: 1\nname: X\nimage: x\ncommand: 'true'\n"
+        "classifiers: ['Operation : Multiple sequence alignment']\n")  # fmt: skip
+    result = run("check", "--offline", env={"APPLIANCE_SERVICES_DIR": str(services)})
+    assert result.returncode == 0 and "OK" in result.stdout  # a warning, not an error
+    assert (f"warning: {services / 'x.service.yaml'}: classifiers[0]: 'Operation : Multiple "
+            "sequence alignment' is not an operation Jalview knows") in result.stderr
+
+
 def test_check_reports_bad_settings(tmp_path: Path) -> None:
     settings = tmp_path / "settings.yaml"
     settings.write_text("web_wokers: 2\n")
@@ -149,11 +161,12 @@ def test_command_for_the_previous_systems_example(fasta: Path) -> None:
 
 
 def test_command_by_service_id(fasta: Path) -> None:
-    result = run("command", "clustalo", "--file", f"input={fasta}", "--set", "outfmt=FASTA")
+    result = run("command", "clustalo", "--file", f"input={fasta}", "--set", "iterations=2")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["runner"] == "docker"
-    assert plan["argv"][0] == "clustalo" and "--outfmt=fasta" in plan["argv"]
+    assert plan["argv"][0] == "clustalo" and "--iterations=2" in plan["argv"]
+    assert "--outfmt=clustal" in plan["argv"]  # Clustal always: Jalview reads it by type
 
 
 def test_command_with_invalid_values_exits_nonzero_with_error_codes(tmp_path: Path) -> None:

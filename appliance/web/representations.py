@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from appliance.jobrecord import JobRecord, OutputRecord
-from appliance.model import Parameter, ParamType, Service
+from appliance.model import Parameter, ParamType, Preset, Service
 from appliance.settings import Settings
 from appliance.states import JobState
 
@@ -29,6 +29,10 @@ def timestamp(value: datetime | None) -> str | None:
 
 
 def parameter_json(param: Parameter) -> Json:
+    """A parameter as the previous system describes it: a bound, a length or a media type
+    that is not set is left out, not sent as null (Jalview's Java client casts each one it
+    finds to a number or reads it as a string, and fails on null). ``condition`` and
+    ``maxSize`` are additions (docs/api.md)."""
     data: Json = {
         "type": param.type.value,
         "id": param.id,
@@ -39,22 +43,33 @@ def parameter_json(param: Parameter) -> Json:
         "default": param.default,
     }
     if param.type in (ParamType.INTEGER, ParamType.DECIMAL):
-        data["min"], data["max"] = param.min, param.max
+        data.update({k: v for k, v in (("min", param.min), ("max", param.max)) if v is not None})
     if param.type is ParamType.DECIMAL:
-        data["minExclusive"], data["maxExclusive"] = param.min_exclusive, param.max_exclusive
+        if param.min is not None:
+            data["minExclusive"] = param.min_exclusive
+        if param.max is not None:
+            data["maxExclusive"] = param.max_exclusive
     if param.type is ParamType.TEXT:
-        data["minLength"], data["maxLength"] = param.min_length, param.max_length
+        lengths = (("minLength", param.min_length), ("maxLength", param.max_length))
+        data.update({k: v for k, v in lengths if v is not None})
     if param.type is ParamType.CHOICE:
         data["choices"] = list(param.choices)
     if param.type is ParamType.FILE:
-        data["mediaType"] = data["mimetype"] = param.media_type
-        data["mediaTypeParameters"] = param.media_type_parameters
-        data["extensions"] = list(param.extensions)
+        if param.media_type:
+            data["mediaType"] = data["mimetype"] = param.media_type
+            data["mediaTypeParameters"] = param.media_type_parameters
+        if param.extensions:
+            data["extensions"] = list(param.extensions)
         if param.max_size is not None:
             data["maxSize"] = param.max_size
     if param.condition is not None:
         data["condition"] = param.condition.text
     return data
+
+
+def preset_json(preset: Preset) -> Json:
+    return {"id": preset.id, "name": preset.name, "description": preset.description,
+            "values": dict(preset.values)}  # fmt: skip
 
 
 def service_json(service: Service, status: Json | None) -> Json:
@@ -68,7 +83,7 @@ def service_json(service: Service, status: Json | None) -> Json:
         "license": service.license,
         "classifiers": list(service.classifiers),
         "parameters": [parameter_json(p) for p in service.parameters.values()],
-        "presets": [],
+        "presets": [preset_json(p) for p in service.presets],
         "status": {
             "status": (status or {}).get("status", "UNKNOWN"),
             "errorMessage": (status or {}).get("message", ""),
@@ -84,7 +99,7 @@ def job_json(job: JobRecord) -> Json:
         "@url": f"/api/jobs/{job['_id']}",
         "id": job["_id"],
         "service": job["service"],
-        "parameters": job.get("parameters", {}),
+        "parameters": shown_parameters(job.get("parameters") or {}),
         "submissionTime": timestamp(job.get("submitted_at")),
         "completionTime": timestamp(job.get("completed_at")) if state.finished else None,
         "finished": state.finished,
@@ -93,6 +108,18 @@ def job_json(job: JobRecord) -> Json:
         "exitCode": job.get("exit_code"),
         "startTime": timestamp(job.get("started_at")),
     }
+
+
+def shown_parameters(parameters: Json) -> Json:
+    """A job's echoed parameters without a null anywhere (records stored before unset
+    values were left out had them; Jalview's client fails on a null)."""
+    shown: Json = {}
+    for key, value in parameters.items():
+        if isinstance(value, list):
+            value = [v for v in value if v is not None]
+        if value is not None:
+            shown[key] = value
+    return shown
 
 
 def upload_json(record: Json, settings: Settings) -> Json:
@@ -116,6 +143,6 @@ def output_json(job_id: str, output: OutputRecord, settings: Settings) -> Json:
         "id": f"{job_id}/{path}",
         "jobId": job_id,
         "path": path,
-        "label": output.get("name") or path,
+        "label": output.get("name") or output.get("id") or path,  # as the previous system
         "mediaType": output.get("media_type", ""),
     }

@@ -36,6 +36,8 @@ args:
   words: {arg: "$(value)"}
 outputs:
   out: {path: "*.txt", media-type: text/plain}
+presets:
+  quiet: {name: Quiet, values: {loud: false, count: 1}}
 """
 
 
