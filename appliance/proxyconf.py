@@ -98,7 +98,10 @@ http {{
             proxy_pass http://appliance_web;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host $host;
+            # The client's own Host (with its port) and scheme, so that every absolute URL
+            # and redirect the app makes points back through this proxy.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_request_buffering off;

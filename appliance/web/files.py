@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from appliance.mediatypes import sniff_media_type
 from appliance.web.errors import ApiError
 from appliance.web.formdata import read_form
-from appliance.web.jobs import upload_record
+from appliance.web.jobs import resource, upload_record
 from appliance.web.representations import upload_json
 from appliance.web.state import state_of
 
@@ -28,7 +28,8 @@ async def upload_file(request: Request) -> Response:
                 "send exactly one multipart part named 'file' and nothing else",
             )
         saved = parts[0]
-        record = upload_record(saved.id, saved.label, saved.size, sniff_media_type(saved.path))
+        media_type = saved.media_type or sniff_media_type(saved.path)  # the client's, if it said
+        record = upload_record(saved.id, saved.label, saved.size, media_type)
         await state.store.insert_file(record)
     except ApiError:
         form.discard()
@@ -49,7 +50,7 @@ async def _record(request: Request) -> dict[str, object]:
 
 
 async def show_file(request: Request) -> Response:
-    return JSONResponse(upload_json(await _record(request), state_of(request).settings))
+    return resource(upload_json(await _record(request), state_of(request).settings))
 
 
 async def update_file(request: Request) -> Response:

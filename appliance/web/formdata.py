@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,17 @@ DRAIN_MARGIN = 1024 * 1024
 MAX_LABEL = 255
 
 
+MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+GENERIC_TYPES = {"application/octet-stream", ""}
+
+
 @dataclass
 class SavedFile:
     id: str
     path: Path
     label: str
     size: int = 0
+    media_type: str = ""  # as the client sent it for the part (parameters dropped), or ""
 
 
 @dataclass
@@ -102,7 +108,8 @@ class _Multipart:
             return
         label = os.path.basename(filename.decode("utf-8", errors="replace").replace("\\", "/"))
         file_id = new_id()
-        saved = SavedFile(file_id, self.uploads_dir / file_id, label[:MAX_LABEL])
+        saved = SavedFile(file_id, self.uploads_dir / file_id, label[:MAX_LABEL],
+                          media_type=_part_media_type(self.headers.get(b"content-type", b"")))  # fmt: skip
         self.form.files.setdefault(self.name, []).append(saved)
         self.current_file = saved
         self.stream = saved.path.open("xb")
@@ -265,3 +272,11 @@ async def _read_urlencoded(request: Request) -> FormData:
     for name, value in pairs:
         form.fields.setdefault(name, []).append(value)
     return form
+
+
+def _part_media_type(header: bytes) -> str:
+    """A part's own media type, without parameters (``text/plain; charset=UTF-8`` is
+    ``text/plain``); "" when it says nothing useful (none, octet-stream, or malformed)."""
+    value, _ = parse_options_header(header)
+    text = value.decode("latin-1", errors="replace").strip().lower()
+    return text if MEDIA_TYPE.match(text) and text not in GENERIC_TYPES else ""

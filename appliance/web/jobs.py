@@ -45,8 +45,9 @@ async def submit_job(request: Request) -> Response:
                 for f in saved
             )
         values = await validate(service, raw, state.lookup)
-        for f in form.saved():
-            await state.store.insert_file(upload_record(f.id, f.label, f.size, sniffed[f.id]))
+        for f in form.saved():  # the client's media type is kept, once the service's check passed
+            kept = f.media_type or sniffed[f.id]
+            await state.store.insert_file(upload_record(f.id, f.label, f.size, kept))
     except (FormErrors, ApiError):
         form.discard()
         raise
@@ -82,8 +83,14 @@ def _plausible_id(value: str) -> bool:
     return len(value) == JOB_ID_LENGTH and value.isalnum()
 
 
+def resource(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    """A resource, with a ``Location`` header equal to its ``@url`` (as the previous
+    system's GET answers have)."""
+    return JSONResponse(body, status_code=status_code, headers={"Location": body["@url"]})
+
+
 async def show_job(request: Request) -> Response:
-    return JSONResponse(job_json(await _job(request)))
+    return resource(job_json(await _job(request)))
 
 
 async def cancel_job(request: Request) -> Response:
@@ -175,5 +182,5 @@ async def job_file(request: Request) -> Response:
     path = request.path_params["path"]
     for output in job.get("outputs") or []:
         if output.get("path") == path:
-            return JSONResponse(output_json(str(job["_id"]), output, state.settings))
+            return resource(output_json(str(job["_id"]), output, state.settings))
     raise ApiError(404, f"job {job['_id']} has no file {path!r}")

@@ -39,7 +39,8 @@ async def show_service(request: Request) -> Response:
     state = state_of(request)
     service = state.service(request.path_params["service_id"])
     statuses = await _statuses(request)
-    return JSONResponse(service_json(service, statuses.get(service.id)))
+    body = service_json(service, statuses.get(service.id))
+    return JSONResponse(body, headers={"Location": body["@url"]})
 
 
 async def healthz(request: Request) -> Response:

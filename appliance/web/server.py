@@ -21,6 +21,7 @@ from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.middleware import ProxyFixMiddleware
 
 from appliance.settings import Settings
 from appliance.web.app import create_app
@@ -67,7 +68,10 @@ async def _serve_one(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     config = hypercorn_config(settings)
-    await serve(create_app(settings), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    # Only the proxy talks to us: its X-Forwarded-Proto/For say the client's scheme and
+    # address (one hop), so redirects keep https behind TLS.
+    app = ProxyFixMiddleware(create_app(settings), mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=stop.wait)
 
 
 def _start_worker() -> subprocess.Popen[bytes]:

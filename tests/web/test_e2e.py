@@ -140,3 +140,37 @@ def stack(
 
     with running_stack(tmp_path_factory.mktemp("e2e"), mongodb_uri, database_name) as stack:
         yield stack
+
+
+def test_redirects_and_locations_keep_the_proxys_host_and_port(stack: Stack) -> None:
+    """The proxy listens on a port of its own (not 80): a redirect the app makes must
+    send the client back to that port, and every GET of a resource says where it is."""
+    port = stack.proxy.rsplit(":", 1)[1]
+    moved = httpx.get(f"{stack.proxy}/api/jobs/?service=upper", follow_redirects=False)
+    assert moved.status_code == 307
+    assert moved.headers["location"] == f"http://127.0.0.1:{port}/api/jobs?service=upper"
+    assert httpx.get(f"{stack.proxy}/api/jobs/?service=upper", follow_redirects=True).json()[
+        "totalCount"] >= 0  # fmt: skip
+    forwarded = httpx.get(f"{stack.proxy}/api/jobs/", headers={"X-Forwarded-Proto": "https"},
+                          follow_redirects=False)  # fmt: skip
+    assert forwarded.headers["location"].startswith(("http://", "https://"))
+    service = httpx.get(f"{stack.proxy}/api/services/upper")
+    assert service.headers["location"] == service.json()["@url"] == "/api/services/upper"
+    upload = httpx.post(f"{stack.proxy}/api/files",
+                        files={"file": ("x.fa", b">a\nMK\n", "application/x-mine")}).json()  # fmt: skip
+    assert upload["mediaType"] == "application/x-mine"  # as the client sent it
+    shown = httpx.get(f"{stack.proxy}/api/files/{upload['id']}")
+    assert shown.headers["location"] == upload["@url"]
+    job = httpx.post(f"{stack.proxy}/api/services/upper/jobs",
+                     files={"input": ("s.fa", FASTA.encode(), "text/plain; charset=UTF-8")}).json()  # fmt: skip
+    for url in (f"/api/jobs/{job['id']}", f"/api/services/upper/jobs/{job['id']}"):
+        answer = httpx.get(stack.proxy + url)
+        assert answer.headers["location"] == f"/api/jobs/{job['id']}"
+    part = httpx.get(f"{stack.proxy}/api/files/{job['parameters']['input']}").json()
+    assert part["mediaType"] == "text/plain"  # the part's own type, without its parameters
+    deadline = time.monotonic() + 60
+    while not httpx.get(f"{stack.proxy}/api/jobs/{job['id']}").json()["finished"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    output = httpx.get(f"{stack.proxy}/api/jobs/{job['id']}/files/result.txt")
+    assert output.headers["location"] == output.json()["@url"]
