@@ -166,3 +166,12 @@ def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
             env[f"APPLIANCE_{key.upper()}"] = str(value)
     env.update({f"APPLIANCE_{k.upper()}": v for k, v in changes.items()})
     return env
+
+
+def slurm_available() -> None:
+    """Fail (never skip) when the SLURM cluster of scripts/test is not there."""
+    import pytest
+
+    if not os.environ.get("SLURM_CONF") or shutil.which("sbatch") is None:
+        pytest.fail("no SLURM cluster: run the tests with scripts/test (it starts one), or "
+                    "start one with scripts/slurm-up and export SLURM_CONF")  # fmt: skip

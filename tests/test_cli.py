@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, ROOT
-from tests.helpers import TEST_IMAGE, build_test_image
+from tests.helpers import TEST_IMAGE, build_test_image, slurm_available
 
 FASTA = ">a\nMKVLA\n>b\nMKVA\n"
 
@@ -39,6 +39,7 @@ def test_check_passes_on_the_shipped_configuration() -> None:
 
 
 def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: str) -> None:
+    slurm_available()
     build_test_image(tmp_path)
     services, runners = tmp_path / "services", tmp_path / "runners"
     services.mkdir()
@@ -47,6 +48,7 @@ def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: st
     (runners / "pool.yaml").write_text(
         f"backend: local\noptions: {{address: 'ipc://{tmp_path}/none'}}\n"
     )
+    (runners / "cluster.yaml").write_text("backend: slurm\n")
     for name, image in (("there", TEST_IMAGE), ("missing", "appliance-test/not-built:0")):
         (services / f"{name}.service.yaml").write_text(
             f"appliance-version: 1\nname: {name}\nimage: {image}\ncommand: 'true'\n"
@@ -57,6 +59,9 @@ def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: st
     assert result.returncode == 1
     assert "database: mongodb://127.0.0.1:" in result.stdout and "answers" in result.stdout
     assert "runner docker: Docker engine " in result.stdout
+    assert (
+        "runner cluster: slurm-wlm 22.05" in result.stdout and "partitions: debug" in result.stdout
+    )
     assert (
         f"{services / 'missing.service.yaml'}: image: appliance-test/not-built:0 is not in runner docker's engine"
         in result.stderr
@@ -107,8 +112,10 @@ def test_check_warns_about_classifiers_jalview_would_not_know(tmp_path: Path) ->
         "classifiers: ['Operation : Multiple sequence alignment']\n")  # fmt: skip
     result = run("check", "--offline", env={"APPLIANCE_SERVICES_DIR": str(services)})
     assert result.returncode == 0 and "OK" in result.stdout  # a warning, not an error
-    assert (f"warning: {services / 'x.service.yaml'}: classifiers[0]: 'Operation : Multiple "
-            "sequence alignment' is not an operation Jalview knows") in result.stderr
+    assert (
+        f"warning: {services / 'x.service.yaml'}: classifiers[0]: 'Operation : Multiple "
+        "sequence alignment' is not an operation Jalview knows"
+    ) in result.stderr
 
 
 def test_check_reports_bad_settings(tmp_path: Path) -> None:

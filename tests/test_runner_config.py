@@ -134,3 +134,15 @@ def test_a_service_asking_for_limits_its_runner_cannot_enforce_is_refused(tmp_pa
     ]
     assert sorted(catalogue.services) == ["docker-false", "docker-true"]
     assert all("cannot enforce" in e.reason for e in catalogue.errors)
+
+
+def test_the_slurm_backends_mode_decides_what_it_can_do() -> None:
+    plain = parse_runner_config("s", {"backend": "slurm"})
+    docker = parse_runner_config("s", {"backend": "slurm", "options": {"mode": "docker",
+                                 "sbatch_options": ["--nice=10", "--constraint=a&b"]}})  # fmt: skip
+    assert not plain.abilities.needs_image and docker.abilities.needs_image
+    assert "network" not in plain.abilities.enforces and "network" in docker.abilities.enforces
+    assert parse_runner_config("s", {"backend": "slurm", "options": {"mode": "docker"},
+                                     "limits": {"network": False}}).limits.network is False  # fmt: skip
+    shipped = load_runner_configs(ROOT / "runners" / "examples")[0]["slurm"]
+    assert shipped.options["mode"] == "none" and shipped.options["partition"] == "batch"

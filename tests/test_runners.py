@@ -1,5 +1,6 @@
-"""One behavioural suite, run over every backend: memory, docker (a real engine) and local
-(a real ``appliance worker`` process). The scheduler and MongoDB are real in all three."""
+"""One behavioural suite, run over every backend: memory, docker (a real engine), local
+(a real ``appliance worker`` process) and slurm in both its modes (a real single-node
+SLURM cluster that scripts/test starts). The scheduler and MongoDB are real in all."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tests.helpers import (
     insert_planned,
     make_settings,
     settings_env,
+    slurm_available,
     submit,
     wait_final,
     wait_state,
@@ -37,7 +39,15 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = ["memory", "docker", "local"]
+BACKENDS = ["memory", "docker", "local", "slurm", "slurm-docker"]
+# runner id -> (backend, options)
+RUNNERS = {
+    "memory": ("memory", "{}"),
+    "docker": ("docker", "{stop_grace: 5, slots: 2}"),
+    "local": ("local", "{}"),
+    "slurm": ("slurm", "{}"),
+    "slurm-docker": ("slurm", "{mode: docker}"),
+}
 SLOTS = 2  # the docker runner's slots and the worker pool's, in this suite
 
 
@@ -75,9 +85,11 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     kind: str = request.param
     settings = make_settings(tmp_path, mongodb_uri, database_name)
-    options = f"{{stop_grace: 5, slots: {SLOTS}}}" if kind == "docker" else "{}"
-    write_probe(settings, kind, time_limit="1h", options=options)
-    if kind == "docker":
+    backend_name, options = RUNNERS[kind]
+    if backend_name == "slurm":
+        slurm_available()
+    write_probe(settings, kind, time_limit="1h", backend=backend_name, options=options)
+    if kind in ("docker", "slurm-docker"):
         build_test_image(tmp_path)
     catalogue = load_catalogue(settings)
     assert catalogue.errors == []

@@ -17,8 +17,9 @@ without ``docker`` or a socket). A backend's declaration says:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.errors import ConfigError, ConfigErrors
@@ -49,11 +50,14 @@ def restrictive(resources: Resources) -> list[str]:
 
 @dataclass(frozen=True)
 class Option:
-    kind: str  # str, int, float, bool, mapping, path, volumes (volume name -> absolute path)
+    kind: str  # str, int, float, bool, mapping, path, volumes (volume name -> absolute path),
+    # choice (one of ``choices``), options (a list of command-line options, --name[=value])
     default: Any = None
     doc: str = ""
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    reserved: tuple[str, ...] = ()  # kind options: names the backend sets itself
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,11 @@ class BackendInfo:
     options: dict[str, Option] = field(default_factory=dict)
     doc: str = ""
 
+
+SBATCH_RESERVED = ("parsable", "job-name", "chdir", "output", "error", "export", "mem",
+                   "cpus-per-task", "time", "wrap", "array", "dependency", "input",
+                   "partition", "account", "qos")  # fmt: skip
+OPTION = re.compile(r"^--([a-z][a-z0-9-]*)(=[^\x00-\x1f]*)?$")
 
 VOLUME_ROOTS = Option("volumes", None, "where this backend sees each volume: {jobs: PATH, "
                       "uploads: PATH} (default: the settings' jobs_dir and uploads_dir)")  # fmt: skip
@@ -106,6 +115,32 @@ BACKENDS: dict[str, BackendInfo] = {
         },
         "subprocesses in an `appliance worker` pool",
     ),
+    "slurm": BackendInfo(
+        "appliance.runners.slurm",
+        Abilities(enforces=frozenset({"cpus", "memory", "time_limit"}), poll_seconds=0.5),
+        {
+            "mode": Option(
+                "choice",
+                "none",
+                "how the tool runs on the node: none (directly) "
+                "or docker (in the service's image, isolated)",
+                choices=("none", "docker"),
+            ),
+            "partition": Option("str", None, "sbatch --partition"),
+            "account": Option("str", None, "sbatch --account"),
+            "qos": Option("str", None, "sbatch --qos"),
+            "sbatch_options": Option(
+                "options", [], "more sbatch options, each --name[=value]", reserved=SBATCH_RESERVED
+            ),
+            "roots": VOLUME_ROOTS,
+            "tmp_size": Option("str", "64m", "size of each container's /tmp (docker mode)"),
+            "timeout": Option("float", 30.0, "seconds to wait for a SLURM command", 1, 600),
+            "script_dir": Option(
+                "path", None, "where the batch script is kept (default ~/.cache/appliance/slurm)"
+            ),
+        },
+        "a SLURM batch job per step",
+    ),
     "memory": BackendInfo(
         "appliance.runners.memory",
         Abilities(poll_seconds=0.2),
@@ -123,11 +158,14 @@ def backend_info(name: str) -> BackendInfo:
 
 
 def abilities_of(backend: str, options: Mapping[str, Any] | None = None) -> Abilities:
-    """A backend's declaration (some options change it: the memory backend's runs_steps)."""
+    """A backend's declaration (some options change it: the memory backend's runs_steps,
+    the slurm backend's mode)."""
     abilities = BACKENDS[backend].abilities
-    if backend == "memory" and options and options.get("runs_steps"):
-        abilities = Abilities(abilities.needs_image, True, abilities.enforces,
-                              abilities.poll_seconds)  # fmt: skip
+    options = options or {}
+    if backend == "memory" and options.get("runs_steps"):
+        abilities = replace(abilities, runs_steps=True)
+    if backend == "slurm" and options.get("mode") == "docker":
+        abilities = replace(abilities, needs_image=True, enforces=frozenset(LIMITS))
     return abilities
 
 
@@ -136,6 +174,24 @@ def _check_value(option: Option, value: Any, key: str) -> Any:
     if kind in ("str", "path"):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"expected a non-empty string, got {value!r}", key=key)
+        return value
+    if kind == "choice":
+        if value not in option.choices:
+            raise ConfigError(
+                f"expected one of {', '.join(option.choices)}, got {value!r}", key=key
+            )
+        return value
+    if kind == "options":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"expected a list of options like --name=value, got {value!r}",
+                              key=key)  # fmt: skip
+        for item in value:
+            match = OPTION.match(item)
+            if match is None:
+                raise ConfigError(f"{item!r} is not an option like --name=value", key=key)
+            if match.group(1) in option.reserved:
+                raise ConfigError(f"{item!r}: --{match.group(1)} is set by the backend itself",
+                                  key=key)  # fmt: skip
         return value
     if kind == "bool":
         if not isinstance(value, bool):

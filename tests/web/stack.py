@@ -79,6 +79,7 @@ def running_stack(
     mongodb_uri: str,
     database_name: str,
     services: dict[str, str] | None = None,
+    runners: dict[str, str] | None = None,
     **changes: Any,
 ) -> Iterator[Stack]:
     """Everything started, and stopped again (each process must exit cleanly)."""
@@ -88,6 +89,8 @@ def running_stack(
                              web_bind=f"127.0.0.1:{web_port}", lease_seconds=10, **changes)  # fmt: skip
     (settings.runners_dir / "docker.yaml").write_text("backend: docker\n")
     (settings.runners_dir / "local.yaml").write_text("backend: local\n")
+    for name, text in (runners or {}).items():
+        (settings.runners_dir / f"{name}.yaml").write_text(text)
     for name, text in {"upper": UPPER, **(services or {})}.items():
         (settings.services_dir / f"{name}.service.yaml").write_text(text)
     env = settings_env(settings)
