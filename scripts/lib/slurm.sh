@@ -22,7 +22,7 @@ slurm_up() {
   local dir=$1 host cpus mem real hw cgroup=${APPLIANCE_SLURM_CGROUP:-1}
   is_root || die "starting a SLURM cluster needs root"
   slurm_install
-  mkdir -p "$dir"/{state,spool,log,munge}
+  mkdir -p "$dir"/{state,spool,log}
   chmod 755 "$dir"
   host=$(hostname -s)
   cpus=$(nproc)
@@ -84,12 +84,12 @@ EOF
   export SLURM_CONF=$dir/slurm.conf
   # munge: a key of this cluster's own, and a daemon whose socket the clients find
   [ -s /etc/munge/munge.key ] || { /usr/sbin/mungekey --create --force; chown munge:munge /etc/munge/munge.key; }
+  # munged runs as the munge user, who cannot reach DIR (mktemp makes it 0700): its pid
+  # file and log go beside its socket
   install -d -o munge -g munge -m 0755 /run/munge
-  chown munge:munge "$dir/munge"
-  chmod 700 "$dir/munge"
   if ! munge -n >/dev/null 2>&1; then
-    runuser -u munge -- /usr/sbin/munged --pid-file="$dir/munge/munged.pid" \
-      --log-file="$dir/munge/munged.log"
+    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/appliance-munged.pid \
+      --log-file=/run/munge/appliance-munged.log
     wait_for 10 "munged" munge -n || die "munged did not start"
   fi
   /usr/sbin/slurmctld -i -f "$SLURM_CONF" || die "slurmctld did not start (log: $dir/log)"
@@ -123,7 +123,8 @@ slurm_down() {
   sleep 0.5
   slurm_stop_pid "$dir/slurmd.pid"
   slurm_stop_pid "$dir/slurmctld.pid"
-  slurm_stop_pid "$dir/munge/munged.pid"
+  slurm_stop_pid /run/munge/appliance-munged.pid
+  rm -f /run/munge/appliance-munged.log
   rmdir /run/munge 2>/dev/null || true
   # the cluster's cgroups (v1): empty directories only
   local c
