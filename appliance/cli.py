@@ -195,6 +195,20 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tes_token(args: argparse.Namespace) -> int:
+    """A new random token for a TES client: the token to give them, the line to keep."""
+    import secrets
+
+    from appliance.tes.auth import token_hash
+
+    if not args.name or any(c.isspace() or c == "#" for c in args.name):
+        raise ConfigError(f"a client's name is one word without '#', not {args.name!r}")
+    token = secrets.token_urlsafe(32)
+    print(f"token (give it to {args.name}; it is not kept anywhere): {token}", file=sys.stderr)
+    print(f"{args.name} {token_hash(token)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appliance",
@@ -282,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="write a new CURVE key file (for the worker pool)")
     keygen.add_argument("path", type=Path)
     keygen.set_defaults(handler=cmd_keygen)
+
+    tes_token = sub.add_parser(
+        "tes-token",
+        help="make a TES client's token: prints it (stderr) and the line for tes_tokens_file "
+        "(stdout)",
+    )
+    tes_token.add_argument("name", help="the client's name (owns the tasks it creates)")
+    tes_token.set_defaults(handler=cmd_tes_token)
 
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
     health.add_argument("--heartbeat", type=Path, required=True)

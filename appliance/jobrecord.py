@@ -72,8 +72,15 @@ class JobRecord(TypedDict, total=False):
     outputs: list[OutputRecord]
     attempts: int
     first_failure_at: datetime | None
-    # retention (appliance.retention): deleted once this is older than a grace period
+    # retention (appliance.scheduler.retention): deleted once this is older than a grace period
     expiring_at: datetime | None
+    # TES tasks (kind "task", appliance.tes): the task as accepted, whose it is, and what
+    # the scheduler's staging did
+    task: dict[str, Any]
+    owner: str
+    staging: bool
+    tes_outputs: list[dict[str, str]]
+    system_logs: list[str]
 
 
 class ActiveEntry(TypedDict, total=False):

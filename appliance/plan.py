@@ -15,7 +15,13 @@ systems); see ``appliance.volumes``.
     ├── inputs     Input, ...        a file at a Location, seen by the steps at a path
     │                                relative to the work directory (read-only)
     ├── outputs    OutputPattern, ...  which files in the work directory are results
-    └── resources  Resources         the limits, already merged with the runner's defaults
+    ├── resources  Resources         the limits, already merged with the runner's defaults
+    ├── mounts     Mount, ...        more of the work directory at container paths (TES tasks)
+    ├── stage_in   Transfer, ...     files the scheduler fetches in before the first step
+    └── stage_out  Transfer, ...     files it sends out after the last one ended well
+
+A step may also name its container working directory (``workdir``, default the work
+directory's own mount point) and a file of the work directory as its standard input.
 """
 
 from __future__ import annotations
@@ -109,10 +115,22 @@ class Input:
                    str(data.get("parameter", "")))  # fmt: skip
 
 
+def clean_absolute(path: str, what: str = "path") -> str:
+    """An absolute container path, normalised, without '..'; PlanError otherwise."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        raise PlanError(f"{what} {path!r} is not an absolute path")
+    if ".." in path.split("/"):
+        raise PlanError(f"{what} {path!r} must not contain '..'")
+    normal = posixpath.normpath(path)
+    return "/" + normal.lstrip("/")
+
+
 @dataclass(frozen=True)
 class Step:
     """One program run. ``stdout``/``stderr`` are paths in the work directory where its
-    output is kept; ``stop_on_failure`` False lets the next step run after a failure."""
+    output is kept; ``stop_on_failure`` False lets the next step run after a failure;
+    ``workdir`` is its container working directory (None: the work directory's mount);
+    ``stdin`` a file of the work directory given as its standard input."""
 
     argv: tuple[str, ...]
     image: str | None = None
@@ -120,17 +138,28 @@ class Step:
     stdout: str = "stdout"
     stderr: str = "stderr"
     stop_on_failure: bool = True
+    workdir: str | None = None
+    stdin: str | None = None
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(a, str) for a in self.argv):
             raise PlanError("a step needs a program to run")
         object.__setattr__(self, "stdout", clean_relative(self.stdout, "stdout path"))
         object.__setattr__(self, "stderr", clean_relative(self.stderr, "stderr path"))
+        if self.workdir is not None:
+            object.__setattr__(self, "workdir", clean_absolute(self.workdir, "workdir"))
+        if self.stdin is not None:
+            object.__setattr__(self, "stdin", clean_relative(self.stdin, "stdin path"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"argv": list(self.argv), "image": self.image, "env": dict(self.env),
+        data = {"argv": list(self.argv), "image": self.image, "env": dict(self.env),
                 "stdout": self.stdout, "stderr": self.stderr,
                 "stop_on_failure": self.stop_on_failure}  # fmt: skip
+        if self.workdir is not None:
+            data["workdir"] = self.workdir
+        if self.stdin is not None:
+            data["stdin"] = self.stdin
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Step:
@@ -141,7 +170,64 @@ class Step:
             str(data.get("stdout", "stdout")),
             str(data.get("stderr", "stderr")),
             bool(data.get("stop_on_failure", True)),
+            None if data.get("workdir") is None else str(data["workdir"]),
+            None if data.get("stdin") is None else str(data["stdin"]),
         )
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A directory of the work directory (``source``, relative) seen by every step at the
+    container path ``target``."""
+
+    target: str
+    source: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", clean_absolute(self.target, "mount path"))
+        object.__setattr__(self, "source", clean_relative(self.source, "mount source"))
+        if self.target == "/":
+            raise PlanError("cannot mount over the container's root")
+
+    def to_json(self) -> dict[str, str]:
+        return {"target": self.target, "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Mount:
+        return cls(str(data["target"]), str(data["source"]))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A file (or directory) moved by the scheduler, not by a step: ``url`` (or inline
+    ``content``) to or from ``path`` in the work directory. ``prefix`` marks an output
+    whose ``path`` is a wildcard and whose files go under ``url`` by their path after
+    ``prefix``; ``container_path`` is what the task calls it (for its logs)."""
+
+    path: str
+    url: str = ""
+    content: str | None = None
+    directory: bool = False
+    prefix: str | None = None
+    container_path: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", clean_relative(self.path, "transfer path"))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "url": self.url, "directory": self.directory,
+                                "container_path": self.container_path}  # fmt: skip
+        if self.content is not None:
+            data["content"] = self.content
+        if self.prefix is not None:
+            data["prefix"] = self.prefix
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Transfer:
+        return cls(str(data["path"]), str(data.get("url", "")), data.get("content"),
+                   bool(data.get("directory", False)), data.get("prefix"),
+                   str(data.get("container_path", "")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -186,6 +272,9 @@ class Plan:
     inputs: tuple[Input, ...] = ()
     outputs: tuple[OutputPattern, ...] = ()
     resources: Resources = field(default_factory=Resources)
+    mounts: tuple[Mount, ...] = ()
+    stage_in: tuple[Transfer, ...] = ()
+    stage_out: tuple[Transfer, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -213,6 +302,9 @@ class Plan:
             "inputs": [i.to_json() for i in self.inputs],
             "outputs": [o.to_json() for o in self.outputs],
             "resources": resources_to_json(self.resources),
+            **({"mounts": [m.to_json() for m in self.mounts]} if self.mounts else {}),
+            **({"stage_in": [t.to_json() for t in self.stage_in]} if self.stage_in else {}),
+            **({"stage_out": [t.to_json() for t in self.stage_out]} if self.stage_out else {}),
         }
 
     @classmethod
@@ -227,6 +319,9 @@ class Plan:
                 tuple(Input.from_json(i) for i in data.get("inputs") or ()),
                 tuple(OutputPattern.from_json(o) for o in data.get("outputs") or ()),
                 resources_from_json(data.get("resources")),
+                tuple(Mount.from_json(m) for m in data.get("mounts") or ()),
+                tuple(Transfer.from_json(t) for t in data.get("stage_in") or ()),
+                tuple(Transfer.from_json(t) for t in data.get("stage_out") or ()),
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"the stored plan is damaged: {exc!r}") from None

@@ -94,7 +94,7 @@ http {{
         listen {options.listen};
         client_max_body_size {max_body};
 {_error_pages(max_body)}
-        location /api/ {{
+        location ~ ^/(api|ga4gh)/ {{  # the REST API and the Task Execution API
             proxy_pass http://appliance_web;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -65,6 +65,47 @@ def _size(value: object) -> int:
     return parse_size(value.strip() if isinstance(value, str) else value)
 
 
+def _optional_path(value: object) -> Path | None:
+    return None if value in (None, "") else _path(value)
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _words(value: object) -> tuple[str, ...]:
+    """A list, in YAML or as comma-separated text (for environment variables)."""
+    items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _absolute_paths(value: object) -> tuple[str, ...]:
+    paths = _words(value)
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"expected absolute paths, got {path!r}")
+    return tuple(path.rstrip("/") or "/" for path in paths)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected a number of at least 0, got {value!r}")
+    return number
+
+
 def _setting(default: Any, parse: Callable[[object], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -115,6 +156,47 @@ class Settings:
         7 * 86400.0, parse_duration, "uploads older than this are deleted (0: keep forever)"
     )
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    # The GA4GH Task Execution API (docs/tes.md): off until enabled.
+    tes_enabled: bool = _setting(False, _bool, "serve the TES API under /ga4gh/tes/v1")
+    tes_tokens_file: Path | None = _setting(
+        None, _optional_path, "file of TES clients: a line 'name sha256-of-token' each"
+    )
+    tes_anonymous: bool = _setting(
+        False, _bool, "let TES requests without a token in (as one shared client)"
+    )
+    tes_images: tuple[str, ...] = _setting(
+        (), _words, "images TES tasks may use: exact names, or prefixes ending in / or :"
+    )
+    tes_network_images: tuple[str, ...] = _setting(
+        (), _words, "of those, the images whose executors get a network"
+    )
+    tes_runner: str = _setting("docker", _str, "the runner (one that runs images) for tasks")
+    tes_file_roots: tuple[str, ...] = _setting(
+        (), _absolute_paths, "folders that file:// inputs and outputs may be under"
+    )
+    tes_fetch_private: bool = _setting(
+        False, _bool, "let http(s) inputs and outputs reach private and loopback addresses"
+    )
+    tes_fetch_max_bytes: int = _setting(1024**3, _size, "largest http(s) input, e.g. 1G")
+    tes_fetch_timeout: float = _setting(
+        300.0, parse_duration, "longest wait for one http(s) input or output"
+    )
+    tes_staged_schemes: tuple[str, ...] = _setting(
+        (), _words, "other URL schemes accepted at creation (staged by the site; e.g. s3)"
+    )
+    tes_max_cpus: int = _setting(4, _positive_int, "most CPU cores a task may have")
+    tes_max_ram_gb: float = _setting(8.0, _number, "most memory a task may have, in GB")
+    tes_max_disk_gb: float = _setting(
+        10.0, _number, "most disk a task may ask for, in GB (reported, not enforced)"
+    )
+    tes_time_limit: float = _setting(
+        24 * 3600.0, parse_duration, "how long a task may run before it is stopped"
+    )
+    tes_create_wait: float = _setting(
+        0.0,
+        parse_duration,
+        "how long POST /tasks may wait for all executors but the last to end (0: not)",
+    )
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})
 
     @classmethod

@@ -162,7 +162,9 @@ def settings_env(settings: Settings, **changes: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     for key in Settings.names():
         value = getattr(settings, key)
-        if value is not None:
+        if isinstance(value, tuple):
+            env[f"APPLIANCE_{key.upper()}"] = ",".join(value)
+        elif value is not None:
             env[f"APPLIANCE_{key.upper()}"] = str(value)
     env.update({f"APPLIANCE_{k.upper()}": v for k, v in changes.items()})
     return env

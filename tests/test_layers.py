@@ -16,6 +16,7 @@ PACKAGE = ROOT / "appliance"
 OWNERS = {
     "pymongo": {"store"},
     "bson": {"store"},
+    "httpx": {"tes/transfer.py"},
     "yaml": {"yamlfile.py"},
     "docker": {"runners/docker"},
     "zmq": {"messaging.py"},

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from slivka_client import SlivkaClient
 
@@ -280,3 +281,43 @@ async def test_slurms_own_time_limit_ends_the_job(
 async def _finished(backend: SlurmBackend, handle: str) -> object:
     status = (await backend.status([handle]))[handle]
     return status if status.state is RunState.FINISHED else None
+
+
+def test_a_tes_task_runs_on_slurm_as_on_docker(
+    tmp_path: Path, mongodb_uri: str, database_name: str, cluster: None
+) -> None:
+    """The same task (inline input, a shared volume, workdir, stdin and stdout files)
+    through the TES API on both runners that run images: the same files come out."""
+    runners = {"slurm-docker": "backend: slurm\noptions: {mode: docker}\n"}
+    with running_stack(tmp_path, mongodb_uri, database_name, runners=runners, tes_enabled=True,
+                       tes_anonymous=True, tes_images=[TEST_IMAGE]) as stack:  # fmt: skip
+        ids = {}
+        for runner in ("docker", "slurm-docker"):
+            task = {
+                "name": f"on-{runner}",
+                "inputs": [{"path": "/in/words.txt", "content": "b\na\nc\n"}],
+                "executors": [
+                    {"image": TEST_IMAGE, "command": ["sort"], "stdin": "/in/words.txt",
+                     "stdout": "/work/sorted.txt"},
+                    {"image": TEST_IMAGE, "command": ["sh", "-c", "pwd; wc -l < sorted.txt"],
+                     "workdir": "/work", "stdout": "/work/count.txt"},
+                ],
+                "volumes": ["/work"],
+                "resources": {"backend_parameters": {"runner": runner}},
+            }  # fmt: skip
+            response = httpx.post(f"{stack.proxy}/ga4gh/tes/v1/tasks", json=task)
+            assert response.status_code == 200, response.text
+            ids[runner] = response.json()["id"]
+        for runner, task_id in ids.items():
+            deadline = time.monotonic() + 180
+            while True:
+                got = httpx.get(f"{stack.proxy}/ga4gh/tes/v1/tasks/{task_id}?view=FULL").json()
+                if got["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"):
+                    break
+                assert time.monotonic() < deadline, got["state"]
+                time.sleep(0.3)
+            assert got["state"] == "COMPLETE", (runner, got["logs"])
+            assert [log["exit_code"] for log in got["logs"][0]["logs"]] == [0, 0]
+            work = stack.settings.jobs_dir / task_id / "fs" / "work"
+            assert (work / "sorted.txt").read_text() == "a\nb\nc\n", runner
+            assert (work / "count.txt").read_text().split() == ["/work", "3"], runner

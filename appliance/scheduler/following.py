@@ -18,6 +18,7 @@ from appliance.scheduler.base import log
 from appliance.scheduler.held import Held
 from appliance.scheduler.starting import Starting
 from appliance.states import FINAL, JobState, sources_of
+from appliance.tes.transfer import StagingError, stage_out
 
 UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show UNKNOWN
 CANCEL_RESEND = 15.0
@@ -162,7 +163,15 @@ class Following(Starting):
                 record = ExitRecord(0)
         state, message = job_end(record, cancelled=held.cancelled, timed_out=held.timed_out,
                                  time_limit=held.time_limit)  # fmt: skip
-        await self._finish(held, state, record.code, message)
+        extra: JobRecord = {}
+        if state is JobState.COMPLETED and held.plan.stage_out:
+            try:
+                extra["tes_outputs"] = await stage_out(held.plan, self.volumes.path(held.plan.work),
+                                                       self.settings)  # fmt: skip
+            except StagingError as exc:
+                state, message = JobState.ERROR, f"sending the outputs failed: {exc}"
+                extra["system_logs"] = [str(exc)]
+        await self._finish(held, state, record.code, message, extra)
 
     def _step_records(self, held: Held) -> list[ExitRecord | None]:
         workdir = self.volumes.path(held.plan.work)
@@ -208,7 +217,8 @@ class Following(Starting):
         log.info("job %s: step %d of %d started", held.job_id, index + 1, len(held.plan.steps))
         self._wake_monitor(held.runner)
 
-    async def _finish(self, held: Held, state: JobState, code: int | None, message: str) -> None:
+    async def _finish(self, held: Held, state: JobState, code: int | None, message: str,
+                      extra: JobRecord | None = None) -> None:  # fmt: skip
         workdir = self.volumes.path(held.plan.work)
         outputs: list[OutputRecord] = []
         if workdir.is_dir():
@@ -219,6 +229,7 @@ class Following(Starting):
                              "outputs": outputs, "lease_owner": None, "lease_expires": None}  # fmt: skip
         if held.steps:
             fields["steps"] = held.steps
+        fields.update(extra or {})
         if held.started_at is None and code is not None:
             fields["started_at"] = now
         sources = [s for s in sources_of(state) if s not in FINAL]

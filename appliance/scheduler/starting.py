@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, timedelta
+from pathlib import Path
 
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.jobdirs import make_job_dir
@@ -15,6 +16,7 @@ from appliance.runners.base import StepRun
 from appliance.scheduler.base import IN_FLIGHT, Base, log
 from appliance.scheduler.held import Held
 from appliance.states import JobState
+from appliance.tes.transfer import StagingError, stage_in
 
 NO_PLAN = "it was stored without a valid run plan ({}); submit it again"
 
@@ -33,6 +35,15 @@ def stored_plan(job: JobRecord) -> Plan | str:
         return Plan.from_json(job.get("plan"))
     except PlanError as exc:
         return NO_PLAN.format(exc)
+
+
+def _make_folders(workdir: Path, plan: Plan) -> None:
+    """The folders a plan's mounts and its steps' kept output go in."""
+    folders = {workdir / m.source for m in plan.mounts}
+    folders.update((workdir / s.stdout).parent for s in plan.steps)
+    folders.update((workdir / s.stderr).parent for s in plan.steps)
+    for folder in sorted(folders):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 class Starting(Base):
@@ -92,10 +103,14 @@ class Starting(Base):
             reason = plan if isinstance(plan, str) else f"runner {runner!r} is not running here"
             await self._end(job_id, JobState.ERROR, reason)
             return
+        workdir = self.volumes.path(plan.work)
         try:
-            await asyncio.to_thread(make_job_dir, self.volumes.path(plan.work))
+            await asyncio.to_thread(make_job_dir, workdir)
+            await asyncio.to_thread(_make_folders, workdir, plan)
         except OSError as exc:
             await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {exc}")
+            return
+        if plan.stage_in and not await self._stage_in(job_id, plan, workdir):
             return
         step = int(job.get("step") or 0)
         run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
@@ -119,6 +134,19 @@ class Starting(Base):
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
+
+    async def _stage_in(self, job_id: str, plan: Plan, workdir: Path) -> bool:
+        """Fetch a task's inputs in before its first step; False if that failed (the job
+        then ended in ERROR, the reason in its system logs)."""
+        await self.store.update_job(job_id, {"staging": True})
+        try:
+            await stage_in(plan, workdir, self.settings)
+        except StagingError as exc:
+            await self.store.update_job(job_id, {"staging": False, "system_logs": [str(exc)]})
+            await self._end(job_id, JobState.ERROR, f"staging the inputs failed: {exc}")
+            return False
+        await self.store.update_job(job_id, {"staging": False})
+        return True
 
     async def _retry_later(self, job: JobRecord, runner: str, exc: RunnerUnavailableError) -> None:
         job_id = str(job["_id"])

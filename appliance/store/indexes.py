@@ -25,6 +25,7 @@ JOB_INDEXES: Indexes = [
     ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
     ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
     ("expiry", [("completed_at", ASCENDING)]),
+    ("tasks", [("kind", ASCENDING), ("owner", ASCENDING), ("submitted_at", DESCENDING)]),
 ]
 ACTIVE_INDEXES: Indexes = [
     ("claim", [("state", ASCENDING), ("runner", ASCENDING), ("submitted_at", ASCENDING)]),

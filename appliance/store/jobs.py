@@ -63,7 +63,7 @@ class Jobs(Connection):
         limit: int = 100,
     ) -> tuple[int, list[JobRecord]]:
         """Jobs matching every given filter, newest first, and how many match in all."""
-        query: Doc = {}
+        query: Doc = {"kind": {"$ne": "task"}}  # TES tasks are listed by the TES API
         if states:
             query["state"] = {"$in": list(states)}
         if services:
@@ -90,6 +90,28 @@ class Jobs(Connection):
             return total, cast(list[JobRecord], page)
 
         return await self._call("find jobs", run)
+
+    async def find_tasks(
+        self,
+        owner: str,
+        states: Sequence[str] | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[JobRecord]:
+        """A client's TES tasks, newest first, from just after ``after`` (time, id)."""
+        query: Doc = {"kind": "task", "owner": owner}
+        if states:
+            query["state"] = {"$in": list(states)}
+        if after is not None:
+            moment, last = after
+            query["$or"] = [{"submitted_at": {"$lt": moment}},
+                            {"submitted_at": moment, "_id": {"$lt": last}}]  # fmt: skip
+
+        async def run() -> list[JobRecord]:
+            cursor = self.jobs.find(query).sort([("submitted_at", DESCENDING), ("_id", DESCENDING)])
+            return cast(list[JobRecord], await cursor.limit(limit).to_list(None))
+
+        return await self._call("find tasks", run)
 
     async def _mirror(self, job_id: str, fields: JobRecord) -> None:
         """Copy a job's state and lease to its ``active`` entry (call under the job's

@@ -18,7 +18,8 @@ from appliance.messaging import WakeSender
 from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
-from appliance.web import files, jobs, meta
+from appliance.tes.setup import tes_state
+from appliance.web import files, jobs, meta, tes
 from appliance.web.errors import HANDLERS
 from appliance.web.state import WebState
 
@@ -57,6 +58,14 @@ def api_routes() -> list[BaseRoute]:
     ]
 
 
+def tes_routes() -> list[BaseRoute]:
+    return [
+        route("/service-info", GET=tes.service_info),
+        route("/tasks", GET=tes.list_tasks, POST=tes.create_task),
+        route("/tasks/{task}", GET=tes.get_task, POST=tes.cancel_task),  # POST: "{id}:cancel"
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             waker,
             StoreFileLookup(store, settings.uploads_dir, settings.jobs_dir),
             Planner(catalogue.runners, dict(os.environ)),
+            tes_state(settings, catalogue),
         )
         try:
             try:
@@ -92,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         route("/healthz", GET=meta.healthz),
         route("/readyz", GET=meta.readyz),
+        Mount("/ga4gh/tes/v1", routes=tes_routes()),
         Mount("/api/v1.1", routes=api_routes()),
         Mount("/api", routes=api_routes()),
     ]

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -71,6 +72,9 @@ async def _serve_one(settings: Settings) -> None:
     # Only the proxy talks to us: its X-Forwarded-Proto/For say the client's scheme and
     # address (one hop), so redirects keep https behind TLS.
     app = ProxyFixMiddleware(create_app(settings), mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
+    # Each worker is its own process (``workers`` only turns SO_REUSEPORT on): hypercorn's
+    # warning that ``serve`` ignores it says nothing here.
+    warnings.filterwarnings("ignore", message="The config `workers` has no affect")
     await serve(app, config, shutdown_trigger=stop.wait)
 
 

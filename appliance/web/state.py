@@ -13,6 +13,7 @@ from appliance.model import Service
 from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
+from appliance.tes.setup import TesState
 from appliance.web.errors import ApiError
 
 
@@ -24,6 +25,7 @@ class WebState:
     waker: WakeSender
     lookup: StoreFileLookup
     planner: Planner
+    tes: TesState | None = None
 
     def service(self, service_id: str) -> Service:
         service = self.catalogue.services.get(service_id)

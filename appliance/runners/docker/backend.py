@@ -65,6 +65,7 @@ class DockerBackend:
                             "unix:///var/run/docker.sock")  # fmt: skip
         self.stop_grace = float(options.get("stop_grace", 10))
         self.tmp_size = str(options.get("tmp_size", "64m"))
+        self._host_cpus: int | None = None  # the engine's CPUs, asked once
         # At most this many containers run at once (0: no limit); the others wait without
         # a container, oldest submission first, and get theirs when a slot frees.
         self.slots = int(options.get("slots", 0))
@@ -151,6 +152,11 @@ class DockerBackend:
                                     instance=self.instance, tmp_size=self.tmp_size,
                                     local=self.local, engine=self.engine)  # fmt: skip
         name = str(options["name"])
+        if "nano_cpus" in options:  # the engine refuses more CPUs than it has: give it all
+            if self._host_cpus is None:
+                self._host_cpus = int(self._docker().info().get("NCPU") or 0) or None
+            if self._host_cpus:
+                options["nano_cpus"] = min(options["nano_cpus"], self._host_cpus * 10**9)
         if self.slots > 0:  # created when a slot is free, oldest submission first
             workdir = self.local.path(run.plan.work)
             with self._slots_lock:

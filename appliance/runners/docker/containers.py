@@ -64,13 +64,30 @@ def container_options(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch(exist_ok=True)  # the mount point, ours rather than the engine's
         mounts.append(bind(f"{WORKDIR}/{staged.path}", engine.text(staged.source), read_only=True))
+    for mount in run.plan.mounts:  # more of the work directory, at the task's own paths
+        source = workdir / mount.source
+        source.mkdir(parents=True, exist_ok=True)
+        if owner is not None and os.geteuid() == 0:
+            for made in [source, *source.parents]:
+                if made == workdir:
+                    break
+                os.chown(made, *owner)
+        mounts.append(bind(mount.target, engine.text(run.plan.work.child(mount.source)),
+                           read_only=False))  # fmt: skip
     if not step.image:
         raise RunnerError(f"step {run.step + 1} of job {run.job_id} has no image to run")
+    entrypoint, command = [step.argv[0]], list(step.argv[1:])
+    if step.stdin is not None:  # the engine gives no file as stdin: a shell does, argv intact
+        entrypoint, command = (
+            ["/bin/sh", "-c", 'exec "$@" < "$0"'],
+            [f"{WORKDIR}/{step.stdin}", *step.argv],
+        )
+    tmp_mounted = any(m.target == "/tmp" for m in run.plan.mounts)
     options: dict[str, Any] = {
         "name": container_name(instance, run),
-        "entrypoint": [step.argv[0]],
-        "command": list(step.argv[1:]),
-        "working_dir": WORKDIR,
+        "entrypoint": entrypoint,
+        "command": command,
+        "working_dir": step.workdir or WORKDIR,
         "environment": step.env,
         "labels": {
             LABEL_INSTANCE: instance,
@@ -89,7 +106,7 @@ def container_options(
         "cap_add": list(limits.capabilities or []) or None,
         "security_opt": ["no-new-privileges:true"],
         "read_only": limits.read_only_root is not False,
-        "tmpfs": {"/tmp": f"rw,size={tmp_size},mode=1777"},
+        "tmpfs": {} if tmp_mounted else {"/tmp": f"rw,size={tmp_size},mode=1777"},
         "init": True,  # a real PID 1 passes SIGTERM on to the tool
         "detach": True,
     }

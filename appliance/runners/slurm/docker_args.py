@@ -29,8 +29,9 @@ def docker_argv(run: StepRun, limits: Resources, *, name: str, instance: str, vo
             "--label", f"appliance.instance={instance}", "--label", f"appliance.job={run.job_id}",
             "--network", "bridge" if limits.network else "none",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
-            "--tmpfs", f"/tmp:rw,size={tmp_size},mode=1777",
-            "--user", limits.user or DEFAULT_USER, "--workdir", WORKDIR]  # fmt: skip
+            "--user", limits.user or DEFAULT_USER, "--workdir", step.workdir or WORKDIR]  # fmt: skip
+    if not any(m.target == "/tmp" for m in run.plan.mounts):
+        argv += ["--tmpfs", f"/tmp:rw,size={tmp_size},mode=1777"]
     for capability in limits.capabilities or ():
         argv += ["--cap-add", capability]
     if limits.read_only_root is not False:
@@ -44,6 +45,12 @@ def docker_argv(run: StepRun, limits: Resources, *, name: str, instance: str, vo
     argv += _mount(volumes.text(run.plan.work), WORKDIR, read_only=False)
     for staged in run.plan.inputs:
         argv += _mount(volumes.text(staged.source), f"{WORKDIR}/{staged.path}", read_only=True)
+    for mount in run.plan.mounts:
+        argv += _mount(volumes.text(run.plan.work.child(mount.source)), mount.target,
+                       read_only=False)  # fmt: skip
     for key, value in step.env.items():
         argv += ["--env", f"{key}={value}"]
+    if step.stdin is not None:  # a file as stdin: a shell opens it, the argv intact
+        return [*argv, "--entrypoint", "/bin/sh", step.image, "-c", 'exec "$@" < "$0"',
+                f"{WORKDIR}/{step.stdin}", *step.argv]  # fmt: skip
     return [*argv, "--entrypoint", step.argv[0], step.image, *step.argv[1:]]
