@@ -209,6 +209,18 @@ def cmd_tes_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator_token(args: argparse.Namespace) -> int:
+    """A new random operator token: the token (kept by the operator), the setting line."""
+    import secrets
+
+    from appliance.tokens import token_hash
+
+    token = secrets.token_urlsafe(32)
+    print(f"operator token (keep it; it is not kept anywhere): {token}", file=sys.stderr)
+    print(f"operator_token_sha256: {token_hash(token)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appliance",
@@ -304,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tes_token.add_argument("name", help="the client's name (owns the tasks it creates)")
     tes_token.set_defaults(handler=cmd_tes_token)
+
+    operator = sub.add_parser(
+        "operator-token",
+        help="make the operator's token (lists every job): prints it (stderr) and the "
+        "settings line (stdout)",
+    )
+    operator.set_defaults(handler=cmd_operator_token)
 
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
     health.add_argument("--heartbeat", type=Path, required=True)

@@ -1,7 +1,7 @@
 """How a job ended: exit records, and the one policy that turns them into job states.
 
 Every backend records a step's end the same way, with ``write_exit_record`` (a file in
-the job's directory, written atomically; the local pool's job wrapper writes it itself,
+the job's record folder beside its directory, out of the job's reach, written atomically; the local pool's job wrapper writes it itself,
 so it survives restarts of every process). ``job_end`` is the only place that decides a
 job's final state. A signal is the same signal whichever way a backend reports it:
 ``-N`` (Python, the local pool) and ``128+N`` (shells, Docker, Kubernetes, SLURM).
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.jobwrap import EXIT_RECORD, exit_record_name, write_exit_record
+from appliance.jobwrap import EXIT_RECORD, exit_record_name, record_dir, write_exit_record
 from appliance.states import JobState
 
 EXIT_CANNOT_EXECUTE = 126
@@ -50,7 +50,7 @@ EXIT_NOT_FOUND = 127
 SIGNAL_BASE = 128
 
 __all__ = ["EXIT_RECORD", "ExitRecord", "exit_record_name", "job_end", "read_exit_record",
-           "signal_of", "write_exit_record"]  # fmt: skip
+           "record_dir", "signal_of", "write_exit_record"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class ExitRecord:
 
 def read_exit_record(workdir: Path, step: int = 0) -> ExitRecord | None:
     """The step's exit record, or None if there is none (or it is not a regular file of
-    sane size: a job can write its own directory)."""
-    path = workdir / exit_record_name(step)
+    sane size: the record folder is out of a job's reach, but checked all the same)."""
+    path = Path(record_dir(workdir)) / exit_record_name(step)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:

@@ -12,23 +12,21 @@ from pathlib import Path, PurePosixPath
 
 from appliance.forms import FileRef
 from appliance.plan import JOBS, UPLOADS, Location, PlanError
+from appliance.safefs import is_plain
 from appliance.store import Store
 
 _ID = re.compile(r"^[a-z2-7]{16}$")
 
 
 def inside(base: Path, relative: str) -> Path | None:
-    """``base/relative`` resolved, if it is a regular file inside ``base``; else None."""
+    """``base/relative``, if it is a regular file reached from ``base`` without any
+    symlink (a job may have made one); else None."""
     if not relative or "\x00" in relative or relative.startswith("/") or "\\" in relative:
         return None
     parts = PurePosixPath(relative).parts
-    if any(part in ("..", ".") for part in parts):
+    if any(part in ("..", ".") for part in parts) or not is_plain(base, relative):
         return None
-    root = base.resolve()
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
-        return None
-    return candidate
+    return base / relative
 
 
 class StoreFileLookup:

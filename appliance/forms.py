@@ -62,7 +62,11 @@ def coerce_scalar(param: Parameter, raw: object) -> Any:
         if isinstance(raw, str):
             if not _INTEGER.match(raw.strip()):
                 raise ValidationError(param.id, "invalid", f"{_show(raw)} is not a whole number")
+            if len(raw.strip().lstrip("+-").lstrip("0")) > 19:  # before int(): no 4,300-digit parse
+                raise ValidationError(param.id, "max_value", f"{_show(raw)} is too large")
             raw = int(raw.strip())
+        if not -(2**63) <= raw < 2**63:  # what the database and the tools can hold
+            raise ValidationError(param.id, "max_value", f"{_show(str(raw))} is too large")
         _bounds(param, raw)
         return raw
     if kind is ParamType.DECIMAL:

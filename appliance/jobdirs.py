@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.jobrecord import OutputRecord
 from appliance.plan import OutputPattern, Plan
+from appliance.safefs import fresh_file, is_plain, make_dirs
 
 
 def make_job_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
@@ -16,6 +18,22 @@ def make_job_dir(path: Path, owner: tuple[int, int] | None = None) -> None:
     if owner is not None and os.geteuid() == 0:
         os.chown(path, *owner)
     path.chmod(0o755)
+
+
+def prepare_step(workdir: Path, plan: Plan, step: int) -> None:
+    """Before a step starts: the folders the plan's mounts and its steps' kept output go
+    in, and fresh, empty files for this step's stdout and stderr. An earlier step may
+    have left symlinks or FIFOs under those names: they are replaced or refused (an
+    ``appliance.safefs.UnsafePathError``), never followed, so no backend's writing of the
+    step's output lands outside the job's directory."""
+    folders = {m.source for m in plan.mounts}
+    for each in plan.steps:
+        folders.update(posixpath.dirname(p) for p in (each.stdout, each.stderr))
+    for folder in sorted(folders - {""}):
+        make_dirs(workdir, folder)
+    current = plan.steps[step]
+    for stream in (current.stdout, current.stderr):
+        fresh_file(workdir, stream)
 
 
 @dataclass(frozen=True)
@@ -45,8 +63,9 @@ def output_patterns(plan: Plan) -> list[OutputPattern]:
 def collect_outputs(plan: Plan, workdir: Path) -> list[FoundOutput]:
     """The files in ``workdir`` that match the plan's outputs, plus stdout and stderr.
 
-    Only regular files inside the directory count: a symlink the job made pointing
-    elsewhere is left out, and so are the staged inputs and hidden files.
+    Only regular files inside the directory count, reached without a symlink: a
+    symlink the job made pointing elsewhere (or a folder it made into one) is left out,
+    and so are the staged inputs and hidden files.
     """
     root = workdir.resolve()
     exclude = {i.path for i in plan.inputs}
@@ -56,7 +75,7 @@ def collect_outputs(plan: Plan, workdir: Path) -> list[FoundOutput]:
             relative = match.relative_to(root).as_posix()
             if relative in found or relative in exclude or relative.startswith("."):
                 continue
-            if match.is_symlink() or not match.is_file():
+            if not is_plain(root, relative):
                 continue
             found[relative] = FoundOutput(output.id, relative, output.media_type, output.name)
     return list(found.values())

@@ -4,9 +4,10 @@
 
 The local worker starts each step through this small wrapper, in the job's directory and
 in a session of its own. The wrapper sends the command's stdout and stderr to files
-(``stdout`` and ``stderr`` unless named), passes SIGTERM and SIGINT on to it, and writes
-the exit code into the directory (the step's exit record, ``.exit.json`` for the first
-step; minus the signal number if a signal killed it). Because the wrapper, not the
+(``stdout`` and ``stderr`` unless named; never through a symlink or into a FIFO that an
+earlier step left), passes SIGTERM and SIGINT on to it, and writes the exit code into
+the job's record folder (the step's exit record, ``.exit.json`` for the first step;
+minus the signal number if a signal killed it). Because the wrapper, not the
 worker, writes the record, a step's end is known even if the worker was restarted while
 it ran.
 
@@ -23,8 +24,19 @@ import os
 import sys
 
 EXIT_RECORD = ".exit.json"
-"""Written into a job's directory by the backend when a step ends, so that its exit code
-survives the backend's own restart and the scheduler's (``.exit-N.json`` for step N > 0)."""
+"""Written into a job's record folder by the backend when a step ends, so that its exit
+code survives the backend's own restart and the scheduler's (``.exit-N.json`` for step
+N > 0)."""
+RECORDS = ".records"
+"""The folder, beside the jobs' directories, that holds each job's records."""
+
+
+def record_dir(workdir: str | os.PathLike[str]) -> str:
+    """Where the appliance keeps a job's own files (exit records, the options of a
+    container waiting for a slot): ``<jobs>/.records/<job>``, beside the job's directory,
+    where no process of the job can write (only the job's directory is mounted)."""
+    head, tail = os.path.split(os.path.normpath(os.fspath(workdir)))
+    return os.path.join(head, RECORDS, tail)
 
 
 def exit_record_name(step: int = 0) -> str:
@@ -47,17 +59,38 @@ def write_exit_record(
     else:
         text = f'{{"exit_code": {int(exit_code)}, "message": ""}}'  # what json.dumps gives
     name = exit_record_name(step)
-    temporary = os.path.join(path, name + ".tmp")
+    folder = record_dir(path)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    temporary = os.path.join(folder, name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as sink:
         sink.write(text)
-    os.replace(temporary, os.path.join(path, name))
+    os.replace(temporary, os.path.join(folder, name))
+
+
+_STREAM = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # never through a symlink, or a FIFO
 
 
 def _fail(workdir: str, step: int, stderr: str, code: int, message: str) -> int:
-    with open(os.path.join(workdir, stderr), "ab") as err:
-        err.write(f"{message}\n".encode())
+    try:
+        fd = os.open(os.path.join(workdir, stderr), _STREAM | os.O_APPEND)
+        os.write(fd, f"{message}\n".encode())
+        os.close(fd)
+    except OSError:
+        pass
     write_exit_record(workdir, code, message, step=step)
     return code
+
+
+def _fresh(path: str) -> None:
+    """An empty regular file at ``path``: whatever an earlier step left there (a symlink,
+    a FIFO) is removed first, never written through."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise OSError(21, f"{path} is a folder") from None
+    os.close(os.open(path, _STREAM | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 def main(argv: list[str]) -> int:
@@ -72,14 +105,19 @@ def main(argv: list[str]) -> int:
     )
     command = argv[split + 1 :]
     os.chdir(workdir)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW
     streams = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.path.join(workdir, stdout), flags, 0o644),
         (os.POSIX_SPAWN_OPEN, 2, os.path.join(workdir, stderr), flags, 0o644),
     ]
-    for stream in (stdout, stderr):  # there even if the command never starts
-        os.close(os.open(os.path.join(workdir, stream), flags, 0o644))
+    try:
+        for stream in (stdout, stderr):  # there even if the command never starts
+            _fresh(os.path.join(workdir, stream))
+    except OSError as exc:
+        write_exit_record(workdir, 126, f"cannot write the step's output: {exc.strerror or exc}",
+                          step=step)  # fmt: skip
+        return 126
     try:
         # Python ignores SIGPIPE and SIGXFSZ; the command gets the defaults back.
         child = os.posix_spawnp(

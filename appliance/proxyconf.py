@@ -4,6 +4,12 @@ The proxy is the only public door: it passes ``/api`` (and the health endpoints)
 processes, and serves uploaded files and job outputs straight from disk under the
 ``uploads_url`` and ``jobs_url`` prefixes, so the app never streams file bytes. Its body
 size limit matches the app's, and its own errors are JSON like the app's.
+
+It also keeps one client from taking it from everyone: per-address connection and
+request-rate limits (429 with Retry-After), header and body timeouts short enough that
+slow bodies are cut, and room for thousands of connections. It answers only for the
+host names in ``public_hosts`` (421 for any other, so a DNS-rebinding page cannot reach
+an appliance on localhost).
 """
 
 from __future__ import annotations
@@ -27,35 +33,58 @@ class ProxyOptions:
 
 def _json_error(status: int, error: str, message: str) -> str:
     body = json.dumps({"error": error, "message": message, "status": status})
+    body = body.replace("'", "\\u0027")  # valid JSON, and no end to nginx's quoted string
     return f"default_type application/json; return {status} '{body}';"
 
 
 ERRORS = {
-    400: ("bad request", "the request is malformed"),
+    400: ("bad request", "the request is malformed (a Host header is required)"),
     404: ("not found", "no such resource"),
     405: ("method not allowed", "files are read with GET"),
+    408: ("request timeout", "the request was not sent in time"),
+    412: ("precondition failed", "the file does not match the request's conditions"),
     413: ("request too large", "the request is larger than the limit of {max_body} bytes"),
     414: ("URI too long", "the request URI is too long"),
+    416: ("range not satisfiable", "the requested range is outside the file"),
+    421: (
+        "misdirected request",
+        "this appliance answers only for its own host names (the public_hosts setting)",
+    ),
+    429: (
+        "too many requests",
+        "this address sends too many requests or holds too many connections; slow down",
+    ),
+    431: ("request header fields too large", "the request's headers are too large"),
+    501: (
+        "not implemented",
+        "the request uses something this server does not implement (a transfer encoding?)",
+    ),
     503: ("unavailable", "the service is starting or overloaded; try again shortly"),
 }
+# error_page codes -> the JSON page answered (nginx's own 494 is a 431 to the client)
+PAGES = {"400": 400, "403 404": 404, "405": 405, "408": 408, "412": 412, "413": 413,
+         "414": 414, "416": 416, "421": 421, "429": 429, "494": 431, "501": 501,
+         "500 502 503 504": 503}  # fmt: skip
 
 
 def _error_pages(max_body: int) -> str:
     """nginx's own errors as JSON, like the app's (URI-based pages work even for 400 and 414)."""
-    lines = [
-        "        error_page 400 /_errors/400.json;",
-        "        error_page 403 404 =404 /_errors/404.json;",
-        "        error_page 405 /_errors/405.json;",
-        "        error_page 413 /_errors/413.json;",
-        "        error_page 414 /_errors/414.json;",
-        "        error_page 500 502 503 504 =503 /_errors/503.json;",
-    ]
+    lines = []
+    for codes, page in PAGES.items():
+        changed = "" if codes == str(page) else f" ={page}"
+        lines.append(f"        error_page {codes}{changed} /_errors/{page}.json;")
     for status, (error, message) in ERRORS.items():
         body = _json_error(status, error, message.format(max_body=max_body))
-        # nginx itself refuses TRACE and writes to files; RFC 9110 wants Allow with a 405.
-        allow = ' add_header Allow "GET, HEAD, POST, PUT, DELETE" always;' if status == 405 else ""
-        lines.append(f"        location = /_errors/{status}.json {{ internal;{allow} {body} }}")
+        headers = {  # RFC 9110 wants Allow with a 405 (nginx itself refuses TRACE, ...)
+            405: ' add_header Allow "GET, HEAD, POST, PUT, DELETE" always;',
+            429: " add_header Retry-After 1 always;",
+        }.get(status, "")
+        lines.append(f"        location = /_errors/{status}.json {{ internal;{headers} {body} }}")
     return "\n".join(lines)
+
+
+def _server_names(hosts: tuple[str, ...]) -> str:
+    return " ".join(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in hosts)
 
 
 def nginx_config(settings: Settings, options: ProxyOptions) -> str:
@@ -63,6 +92,29 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
     jobs_path = urlsplit(settings.jobs_url).path.rstrip("/") + "/"
     max_body = request_limit(settings.upload_max_bytes)
     user = f"user {options.user};\n" if options.user else ""
+    errors = _error_pages(max_body)
+    any_host = "*" in settings.public_hosts
+    # Requests for any other host name (a DNS-rebinding page's, say) meet this server.
+    other_hosts = (
+        ""
+        if any_host
+        else f"""
+    server {{
+        listen {options.listen} default_server;
+        server_name _;
+{errors}
+        location / {{ return 421; }}
+    }}"""
+    )
+    names = "_" if any_host else _server_names(settings.public_hosts)
+    default = " default_server" if any_host else ""
+    per_client = ""
+    if settings.proxy_client_connections:
+        per_client += f"""
+        limit_conn per_address {settings.proxy_client_connections};"""
+    if settings.proxy_client_rate:
+        per_client += f"""
+        limit_req zone=rate_per_address burst={settings.proxy_client_rate * 10} nodelay;"""
     static = """
             disable_symlinks on;
             autoindex off;
@@ -74,7 +126,7 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
 {user}worker_processes {options.worker_processes};
 pid {options.pid};
 error_log stderr warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 8192; }}
 http {{
     types {{
         text/plain txt log out err aln clustal fa fasta afa msf phy sto dnd nwk;
@@ -89,11 +141,25 @@ http {{
     fastcgi_temp_path fastcgi_temp;
     uwsgi_temp_path uwsgi_temp;
     scgi_temp_path scgi_temp;
-    upstream appliance_web {{ server {options.upstream}; keepalive 32; }}
+    # One client cannot take the proxy from everyone: its connections and request rate are
+    # limited per address, and slow headers and bodies are cut (settings proxy_client_*).
+    limit_conn_zone $binary_remote_addr zone=per_address:10m;
+    limit_req_zone $binary_remote_addr zone=rate_per_address:10m rate={max(1, settings.proxy_client_rate)}r/s;
+    limit_conn_status 429;
+    limit_req_status 429;
+    limit_conn_log_level warn;
+    limit_req_log_level warn;
+    client_header_timeout 10s;
+    client_body_timeout {settings.proxy_body_timeout:g}s;
+    send_timeout 60s;
+    keepalive_timeout 30s;
+    reset_timedout_connection on;
+    upstream appliance_web {{ server {options.upstream}; keepalive 32; }}{other_hosts}
     server {{
-        listen {options.listen};
-        client_max_body_size {max_body};
-{_error_pages(max_body)}
+        listen {options.listen}{default};
+        server_name {names};
+        client_max_body_size {max_body};{per_client}
+{errors}
         location ~ ^/(api|ga4gh)/ {{  # the REST API and the Task Execution API
             proxy_pass http://appliance_web;
             proxy_http_version 1.1;

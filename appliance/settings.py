@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError, ConfigErrors
+from appliance.tokens import is_hash
 from appliance.units import parse_duration, parse_size
 from appliance.yamlfile import read_mapping
 
@@ -54,6 +55,11 @@ def _positive_int(value: object) -> int:
     return number
 
 
+def _count(value: object) -> int:
+    """A whole number of at least 0 (0 often meaning "no limit")."""
+    return 0 if value in (0, "0") else _positive_int(value)
+
+
 def _log_level(value: object) -> str:
     text = _str(value).upper()
     if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -67,6 +73,13 @@ def _size(value: object) -> int:
 
 def _optional_path(value: object) -> Path | None:
     return None if value in (None, "") else _path(value)
+
+
+def _token_hash(value: object) -> str:
+    text = "" if value is None else str(value).strip().lower()
+    if text and not is_hash(text):
+        raise ValueError("expected the hex SHA-256 of a token (appliance operator-token makes one)")
+    return text
 
 
 def _bool(value: object) -> bool:
@@ -129,6 +142,9 @@ class Settings:
     )
     runners_dir: Path = _setting(Path("runners"), _path, "folder of runner configurations")
     upload_max_bytes: int = _setting(100 * 1024**2, _size, "largest accepted upload, e.g. 100M")
+    upload_max_files: int = _setting(
+        50, _positive_int, "most files one job submission may carry (more: 413)"
+    )
     scheduler_address: str = _setting(
         "tcp://127.0.0.1:5570", _str, "ZeroMQ address where the scheduler takes wake-ups"
     )
@@ -156,6 +172,28 @@ class Settings:
         7 * 86400.0, parse_duration, "uploads older than this are deleted (0: keep forever)"
     )
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    # The proxy (appliance proxy-config): who it answers, and how much one client may take
+    public_hosts: tuple[str, ...] = _setting(
+        ("localhost", "127.0.0.1", "::1"), _words,
+        "host names the proxy answers for (others: 421); '*' for any",
+    )  # fmt: skip
+    proxy_client_connections: int = _setting(
+        64, _count, "most open connections per client address at the proxy (0: no limit)"
+    )
+    proxy_client_rate: int = _setting(
+        100, _count, "requests per second per client address at the proxy, bursts of 10 s "
+        "allowed (0: no limit)",
+    )  # fmt: skip
+    proxy_body_timeout: float = _setting(
+        20.0, parse_duration, "longest pause between two reads of a request body at the proxy"
+    )
+    # Who may see what (docs/api.md, "What anyone can see and do")
+    operator_token_sha256: str = _setting(
+        "", _token_hash, "hex SHA-256 of the operator's token, which lists everyone's jobs"
+    )
+    public_job_lists: bool = _setting(
+        False, _bool, "let anyone list every job, as the previous system did"
+    )
     # The GA4GH Task Execution API (docs/tes.md): off until enabled.
     tes_enabled: bool = _setting(False, _bool, "serve the TES API under /ga4gh/tes/v1")
     tes_tokens_file: Path | None = _setting(

@@ -161,6 +161,7 @@ class Appliance(System):
             "APPLIANCE_WEB_WORKERS": str(self.config.http_workers),
             "APPLIANCE_INSTANCE": f"bench{self.port}",
             "APPLIANCE_LOG_LEVEL": "WARNING",
+            "APPLIANCE_PUBLIC_JOB_LISTS": "true",  # compared with the previous system's open list
         })  # fmt: skip
         return env
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from appliance import exits
-from appliance.exits import ExitRecord, job_end, read_exit_record, signal_of, write_exit_record
+from appliance.exits import (
+    ExitRecord,
+    job_end,
+    read_exit_record,
+    record_dir,
+    signal_of,
+    write_exit_record,
+)
 from appliance.states import JobState
 
 
@@ -84,8 +91,10 @@ def test_records_round_trip_per_step(tmp_path: Path) -> None:
 
 
 def test_a_record_the_job_replaced_is_not_trusted(tmp_path: Path) -> None:
+    records = Path(record_dir(tmp_path))
+    records.mkdir(parents=True)
     (tmp_path / "elsewhere.json").write_text('{"exit_code": 0}')
-    os.symlink(tmp_path / "elsewhere.json", tmp_path / ".exit.json")
+    os.symlink(tmp_path / "elsewhere.json", records / ".exit.json")
     assert read_exit_record(tmp_path) is None  # a symlink is not followed
-    os.mkfifo(tmp_path / ".exit-1.json")
+    os.mkfifo(records / ".exit-1.json")
     assert read_exit_record(tmp_path, 1) is None  # a FIFO does not block the reader

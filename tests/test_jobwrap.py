@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from appliance.jobwrap import record_dir
 from appliance.worker import JOBWRAP
 
 
@@ -20,7 +21,7 @@ def wrap(workdir: Path, *argv: str) -> subprocess.Popen[bytes]:
 
 
 def record(workdir: Path) -> dict[str, object]:
-    data: dict[str, object] = json.loads((workdir / ".exit.json").read_text())
+    data: dict[str, object] = json.loads((Path(record_dir(workdir)) / ".exit.json").read_text())
     return data
 
 
@@ -30,6 +31,20 @@ def test_streams_and_exit_code_are_kept(tmp_path: Path) -> None:
     assert (tmp_path / "stdout").read_text() == "out\n"
     assert (tmp_path / "stderr").read_text() == "err\n"
     assert record(tmp_path) == {"exit_code": 3, "message": ""}
+
+
+def test_what_an_earlier_step_left_is_replaced_not_written_through(tmp_path: Path) -> None:
+    work, victim = tmp_path / "job", tmp_path / "victim.txt"
+    work.mkdir()
+    victim.write_text("keep me\n")
+    (work / "stdout").symlink_to(victim)
+    os.mkfifo(work / "stderr")  # would block an open for writing
+    wrapper = wrap(work, "sh", "-c", "echo out; echo err >&2")
+    assert wrapper.wait(10) == 0
+    assert victim.read_text() == "keep me\n"
+    assert not (work / "stdout").is_symlink() and (work / "stdout").read_text() == "out\n"
+    assert (work / "stderr").read_text() == "err\n"
+    assert not (work / ".exit.json").exists()  # the record is beside the job, out of its reach
 
 
 def test_a_missing_or_unrunnable_program_is_recorded_not_raised(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
+from appliance.exits import record_dir
 from appliance.model import Resources
 from appliance.plan import Plan, Step, job_location
 from appliance.runners.base import Backend
@@ -220,5 +221,6 @@ async def test_a_plan_of_two_steps_runs_them_in_order_in_one_directory(
     assert [s["exit_code"] for s in job["steps"]] == [0, 0]
     work = rig.settings.jobs_dir / job_id
     assert (work / "1.out").read_text() == "one\n" and (work / "two.txt").exists()
-    assert (work / ".exit.json").exists() and (work / ".exit-1.json").exists()
+    records = Path(record_dir(work))
+    assert (records / ".exit.json").exists() and (records / ".exit-1.json").exists()
     assert {"1.out", "2.out"} <= {o["path"] for o in job["outputs"]}

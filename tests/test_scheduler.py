@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from appliance.catalogue import load_catalogue
+from appliance.exits import record_dir
 from appliance.forms import validate
 from appliance.messaging import WakeSender
 from appliance.plan import Plan, Step, job_location
@@ -426,8 +427,8 @@ async def test_a_multi_step_plan_runs_in_order_and_keeps_each_steps_end(
     assert [s["exit_code"] for s in done["steps"]] == [0, 1, 0]
     work = settings.jobs_dir / goes_on
     assert (work / "1.out").read_text() == "one\n" and (work / "three.txt").exists()
-    assert {p.name for p in work.glob(".exit*.json")} == {".exit.json", ".exit-1.json",
-                                                          ".exit-2.json"}  # fmt: skip
+    assert {p.name for p in Path(record_dir(work)).glob(".exit*.json")} == {
+        ".exit.json", ".exit-1.json", ".exit-2.json"}  # fmt: skip
     assert {"1.out", "2.err", "3.out"} <= {o["path"] for o in done["outputs"]}
     assert failed["state"] == "FAILED" and failed["exit_code"] == 1
     assert [s["exit_code"] for s in failed["steps"]][:2] == [0, 1]

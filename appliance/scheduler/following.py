@@ -11,7 +11,7 @@ from typing import Any
 from appliance.aio import wait_event
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import ExitRecord, job_end, read_exit_record
-from appliance.jobdirs import collect_outputs
+from appliance.jobdirs import collect_outputs, prepare_step
 from appliance.jobrecord import JobRecord, OutputRecord, StepRecord
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.scheduler.base import log
@@ -191,6 +191,12 @@ class Following(Starting):
         """Submit the next step; if the runner cannot take it now, the next status round
         (which sees this step finished again) tries again, for a while."""
         run = StepRun(held.job_id, held.plan, index, held.service, held.submitted_at)
+        try:
+            await asyncio.to_thread(prepare_step, self.volumes.path(held.plan.work), held.plan,
+                                    index)  # fmt: skip
+        except OSError as exc:
+            await self._finish(held, JobState.ERROR, None, f"step {index + 1} cannot run: {exc}")
+            return
         try:
             handle = await self.backends[held.runner].submit(run)
         except RunnerUnavailableError as exc:

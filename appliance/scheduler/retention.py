@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from appliance.exits import record_dir
 from appliance.filerefs import inside
 from appliance.plan import JOBS, UPLOADS
 from appliance.settings import Settings
@@ -67,7 +68,7 @@ async def sweep(
 
     async def remove_job(job_id: str) -> str | None:
         await store.delete_job(job_id)  # the record first: never a record without its files
-        await asyncio.to_thread(shutil.rmtree, settings.jobs_dir / job_id, ignore_errors=True)
+        await asyncio.to_thread(_remove_job_dir, settings.jobs_dir / job_id)
         await store.unmark_deleted("jobs", job_id)
         return None
 
@@ -137,6 +138,12 @@ async def _delete_marked(
     return deleted
 
 
+def _remove_job_dir(workdir: Path) -> None:
+    """A job's directory and its record folder beside it."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(record_dir(workdir), ignore_errors=True)
+
+
 def _old_job_dirs(jobs_dir: Path, before: float) -> list[str]:
     names = []
     with os.scandir(jobs_dir) as entries:
@@ -159,7 +166,7 @@ async def remove_leftover_dirs(store: Store, settings: Settings, now: datetime) 
     removed = 0
     for name in names:
         if await store.get_job(name) is None:
-            await asyncio.to_thread(shutil.rmtree, settings.jobs_dir / name, ignore_errors=True)
+            await asyncio.to_thread(_remove_job_dir, settings.jobs_dir / name)
             removed += 1
     if removed:
         log.info("retention: removed %d job directories left without a record", removed)

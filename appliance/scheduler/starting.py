@@ -9,7 +9,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 from appliance.errors import RunnerError, RunnerUnavailableError
-from appliance.jobdirs import make_job_dir
+from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
 from appliance.plan import Plan, PlanError
 from appliance.runners.base import StepRun
@@ -35,15 +35,6 @@ def stored_plan(job: JobRecord) -> Plan | str:
         return Plan.from_json(job.get("plan"))
     except PlanError as exc:
         return NO_PLAN.format(exc)
-
-
-def _make_folders(workdir: Path, plan: Plan) -> None:
-    """The folders a plan's mounts and its steps' kept output go in."""
-    folders = {workdir / m.source for m in plan.mounts}
-    folders.update((workdir / s.stdout).parent for s in plan.steps)
-    folders.update((workdir / s.stderr).parent for s in plan.steps)
-    for folder in sorted(folders):
-        folder.mkdir(parents=True, exist_ok=True)
 
 
 class Starting(Base):
@@ -106,7 +97,7 @@ class Starting(Base):
         workdir = self.volumes.path(plan.work)
         try:
             await asyncio.to_thread(make_job_dir, workdir)
-            await asyncio.to_thread(_make_folders, workdir, plan)
+            await asyncio.to_thread(prepare_step, workdir, plan, int(job.get("step") or 0))
         except OSError as exc:
             await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {exc}")
             return

@@ -9,17 +9,14 @@ client sees only its own. With ``tes_anonymous`` a request without a token is th
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.tokens import bearer, is_hash, known, token_hash
+
+__all__ = ["ANONYMOUS", "AuthError", "Clients", "load_clients", "token_hash"]
 
 ANONYMOUS = "anonymous"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class AuthError(Exception):
@@ -42,11 +39,7 @@ def load_clients(path: Path | None) -> dict[str, str]:
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if (
-            len(words) != 2
-            or len(words[1]) != 64
-            or any(c not in "0123456789abcdef" for c in words[1])
-        ):
+        if len(words) != 2 or not is_hash(words[1]):
             raise ConfigError("expected 'name sha256-hex'", source=str(path), key=f"line {number}")
         clients[words[1]] = words[0]
     return clients
@@ -63,14 +56,10 @@ class Clients:
             if self.anonymous:
                 return ANONYMOUS
             raise AuthError(401, "a bearer token is needed (Authorization: Bearer ...)")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer(authorization)
+        if token is None:
             raise AuthError(401, "expected 'Authorization: Bearer <token>'")
-        digest = token_hash(token.strip())
-        found = None
-        for known, name in self.hashes.items():  # every comparison made: constant time
-            if hmac.compare_digest(known, digest):
-                found = name
+        found = known(token, self.hashes)
         if found is None:
             raise AuthError(401, "this token is not known here")
-        return found
+        return self.hashes[found]

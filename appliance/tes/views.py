@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.jobrecord import JobRecord
+from appliance.safefs import open_regular
 from appliance.states import JobState
 
 TES_STATES = {
@@ -58,9 +59,14 @@ def rfc3339(moment: Any) -> str | None:
     return text.replace("+00:00", "Z")
 
 
-def _tail(path: Path) -> str:
+def _tail(workdir: Path, relative: str) -> str:
+    """The end of a step's kept output: never through a symlink, never blocked on a FIFO
+    (the job's directory is the job's to write)."""
+    source = open_regular(workdir, relative)
+    if source is None:
+        return ""
     try:
-        with path.open("rb") as source:
+        with source:
             size = source.seek(0, 2)
             source.seek(max(0, size - TAIL))
             return source.read().decode("utf-8", errors="replace")
@@ -84,8 +90,8 @@ def executor_logs(job: JobRecord, workdir: Path | None, full: bool) -> list[dict
         if (when := rfc3339(step.get("completed_at"))) is not None:
             log["end_time"] = when
         if full and workdir is not None and index < len(plan_steps):
-            log["stdout"] = _tail(workdir / plan_steps[index]["stdout"])
-            log["stderr"] = _tail(workdir / plan_steps[index]["stderr"])
+            log["stdout"] = _tail(workdir, str(plan_steps[index]["stdout"]))
+            log["stderr"] = _tail(workdir, str(plan_steps[index]["stderr"]))
         logs.append(log)
     return logs
 

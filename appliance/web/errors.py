@@ -14,22 +14,27 @@ log = logging.getLogger(__name__)
 
 REASONS = {
     400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not found",
     405: "method not allowed",
     411: "length required",
     413: "request too large",
     415: "unsupported media type",
     422: "invalid parameters",
+    429: "too many requests",
     500: "internal error",
     503: "unavailable",
+    507: "insufficient storage",
 }
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def error_response(
@@ -41,7 +46,7 @@ def error_response(
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -18,8 +20,9 @@ MEDIA_TYPE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-/")
 async def upload_file(request: Request) -> Response:
     state = state_of(request)
     form = await read_form(
-        request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset({"file"})
-    )
+        request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset({"file"}),
+        known=frozenset({"file"}), max_files=1,
+    )  # fmt: skip
     try:
         parts = form.files.get("file", [])
         if len(parts) != 1 or set(form.files) != {"file"} or form.fields:
@@ -28,10 +31,11 @@ async def upload_file(request: Request) -> Response:
                 "send exactly one multipart part named 'file' and nothing else",
             )
         saved = parts[0]
-        media_type = saved.media_type or sniff_media_type(saved.path)  # the client's, if it said
+        # the client's media type, if it said one
+        media_type = saved.media_type or await asyncio.to_thread(sniff_media_type, saved.path)
         record = upload_record(saved.id, saved.label, saved.size, media_type)
         await state.store.insert_file(record)
-    except ApiError:
+    except BaseException:  # a refusal or any failure: nothing stays behind
         form.discard()
         raise
     return JSONResponse(upload_json(record, state.settings), status_code=201,
@@ -56,7 +60,7 @@ async def show_file(request: Request) -> Response:
 async def update_file(request: Request) -> Response:
     state = state_of(request)
     record = await _record(request)
-    form = await read_form(request, state.settings.uploads_dir, 0)
+    form = await read_form(request, state.settings.uploads_dir, 0, known=frozenset(), max_files=0)
     if form.files:
         form.discard()
         raise ApiError(400, "send only the fields label and mediaType")

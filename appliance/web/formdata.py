@@ -3,11 +3,15 @@
 File parts are written to the uploads folder as they arrive, under names the server
 makes (the client's file name is kept only as a label); the whole body is never held in
 memory. Past the size limit the request fails with 413 and every file it wrote is
-deleted, so a refused request leaves nothing behind.
+deleted, so a refused request leaves nothing behind. A file part under a name the
+endpoint does not know, or one file too many, is refused before a byte of it is
+written; the parsing (and so the writing) runs off the event loop, so a large body
+never holds up the process's other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -26,6 +30,7 @@ from appliance.web.errors import ApiError
 from appliance.web_limits import MAX_FIELD_BYTES, request_limit
 
 MAX_PARTS = 1000
+DEFAULT_MAX_FILES = 50
 DRAIN_MARGIN = 1024 * 1024
 MAX_LABEL = 255
 
@@ -60,9 +65,13 @@ class FormData:
 class _Multipart:
     """Callbacks for python-multipart's streaming parser."""
 
-    def __init__(self, uploads_dir: Path, max_file: int, file_fields: frozenset[str]) -> None:
+    def __init__(self, uploads_dir: Path, max_file: int, file_fields: frozenset[str],
+                 known: frozenset[str] | None, max_files: int) -> None:  # fmt: skip
         self.uploads_dir = uploads_dir
         self.file_fields = file_fields
+        self.known = known
+        self.max_files = max_files
+        self.files = 0
         self.max_file = max_file
         self.form = FormData()
         self.header_name = b""
@@ -106,6 +115,11 @@ class _Multipart:
         if filename is None:
             self.value = bytearray()
             return
+        if self.known is not None and self.name not in self.known:
+            raise ApiError(400, f"{self.name[:100]!r} is not a parameter here: its file is refused")
+        self.files += 1
+        if self.files > self.max_files:
+            raise ApiError(413, f"too many files in one request (at most {self.max_files})")
         label = os.path.basename(filename.decode("utf-8", errors="replace").replace("\\", "/"))
         file_id = new_id()
         saved = SavedFile(file_id, self.uploads_dir / file_id, label[:MAX_LABEL],
@@ -172,15 +186,16 @@ def _declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
+    if not declared.isascii() or not declared.isdigit():
         raise ApiError(400, "Content-Length is not a number")
-    if int(declared) > limit:
+    if len(declared) > 18 or int(declared) > limit:
         raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
 
 
 async def read_form(
-    request: Request, uploads_dir: Path, max_file: int, file_fields: frozenset[str] = frozenset()
-) -> FormData:
+    request: Request, uploads_dir: Path, max_file: int, file_fields: frozenset[str] = frozenset(),
+    *, known: frozenset[str] | None = None, max_files: int = DEFAULT_MAX_FILES,
+) -> FormData:  # fmt: skip
     """The request's form; files are saved in ``uploads_dir``. Raises ApiError (400/413/415).
 
     Parts with a file name, and parts named in ``file_fields``, are files.
@@ -190,24 +205,19 @@ async def read_form(
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
-        return await _read_multipart(request, uploads_dir, max_file, limit, boundary, file_fields)
+        reader = _Multipart(uploads_dir, max_file, file_fields, known, max_files)
+        return await _read_multipart(request, reader, limit, boundary)
     if content_type in (b"application/x-www-form-urlencoded", b""):
         return await _read_urlencoded(request)
     raise ApiError(415, "send multipart/form-data or application/x-www-form-urlencoded")
 
 
 async def _read_multipart(
-    request: Request,
-    uploads_dir: Path,
-    max_file: int,
-    limit: int,
-    boundary: bytes | None,
-    file_fields: frozenset[str],
+    request: Request, reader: _Multipart, limit: int, boundary: bytes | None
 ) -> FormData:
     if not boundary:
         raise ApiError(400, "the multipart content type has no boundary")
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    reader = _Multipart(uploads_dir, max_file, file_fields)
+    await asyncio.to_thread(reader.uploads_dir.mkdir, parents=True, exist_ok=True)
     parser = reader.parser_for(boundary)
     received = 0
     stream = request.stream()
@@ -216,7 +226,7 @@ async def _read_multipart(
             received += len(chunk)
             if received > limit:
                 raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
-            written = parser.write(chunk)
+            written = await asyncio.to_thread(parser.write, chunk)  # files are written here
             if written != len(chunk):
                 raise ApiError(400, "the multipart body is malformed")
         if not reader.ended:
@@ -231,10 +241,14 @@ async def _read_multipart(
         reader.close()
         reader.form.discard()
         raise ApiError(503, f"the server cannot store files right now ({exc.strerror})") from None
-    except Exception as exc:  # the parser's own errors, a dropped connection
+    except Exception:  # the parser's own errors, a dropped connection
         reader.close()
         reader.form.discard()
-        raise ApiError(400, f"the multipart body is malformed: {type(exc).__name__}") from None
+        raise ApiError(400, "the multipart body is malformed") from None
+    except BaseException:  # cancelled (the client went away): nothing stays behind
+        reader.close()
+        reader.form.discard()
+        raise
     return reader.form
 
 

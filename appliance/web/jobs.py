@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance.errors import FormErrors
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
 from appliance.mediatypes import sniff_media_type
-from appliance.model import ParamType
+from appliance.model import ParamType, Service
 from appliance.plan import UPLOADS, Location
+from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import utcnow
 from appliance.submission import is_active, record_job
+from appliance.tokens import bearer, known
 from appliance.web.errors import ApiError
-from appliance.web.formdata import read_form
+from appliance.web.formdata import FormData, read_form
 from appliance.web.representations import TIME_FORMAT, job_json, output_json
-from appliance.web.state import state_of
+from appliance.web.state import WebState, state_of
 
 MAX_LIMIT = 1000
 MAX_SKIP = 10**12  # MongoDB takes 8-byte numbers; a larger skip made a 500
@@ -32,28 +35,20 @@ async def submit_job(request: Request) -> Response:
     service = state.service(request.path_params["service_id"])
     file_params = frozenset(p.id for p in service.parameters.values() if p.type is ParamType.FILE)
     form = await read_form(
-        request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params
-    )
+        request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params,
+        known=frozenset(service.parameters), max_files=state.settings.upload_max_files,
+    )  # fmt: skip
+    recorded: list[str] = []
     try:
-        raw: dict[str, list[RawValue]] = {
-            name: list(values) for name, values in form.fields.items()
-        }
-        sniffed = {f.id: sniff_media_type(f.path) for f in form.saved()}
-        for name, saved in form.files.items():
-            raw.setdefault(name, []).extend(
-                FileRef(f.id, f.path, f.label, sniffed[f.id], Location(UPLOADS, f.id))
-                for f in saved
-            )
-        values = await validate(service, raw, state.lookup)
-        for f in form.saved():  # the client's media type is kept, once the service's check passed
-            kept = f.media_type or sniffed[f.id]
-            await state.store.insert_file(upload_record(f.id, f.label, f.size, kept))
-    except (FormErrors, ApiError):
+        job = await _accept(state, service, form, recorded)
+    except BaseException:  # any failure at all (not only a refusal): nothing stays behind
         form.discard()
+        for file_id in recorded:
+            with contextlib.suppress(Exception):
+                await state.store.delete_file(file_id)
         raise
     # The scheduler makes the job's active entry when this wake-up reaches it; if the
     # message cannot even be queued, we make it ourselves.
-    job = await record_job(state.store, state.planner, service, values, with_entry=False)
     if is_active(job):
         submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
         if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
@@ -62,6 +57,27 @@ async def submit_job(request: Request) -> Response:
     return JSONResponse(
         job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
     )
+
+
+async def _accept(
+    state: WebState, service: Service, form: FormData, recorded: list[str]
+) -> JobRecord:
+    """Validate the form, keep its files and record the job; ``recorded`` gets the ids of
+    the file records made (so that a failure after them can take them back)."""
+    raw: dict[str, list[RawValue]] = {name: list(values) for name, values in form.fields.items()}
+    saved = form.saved()
+    kinds = await asyncio.to_thread(lambda: [sniff_media_type(f.path) for f in saved])
+    sniffed = {f.id: kind for f, kind in zip(saved, kinds, strict=True)}
+    for name, files in form.files.items():
+        raw.setdefault(name, []).extend(
+            FileRef(f.id, f.path, f.label, sniffed[f.id], Location(UPLOADS, f.id)) for f in files
+        )
+    values = await validate(service, raw, state.lookup)
+    for f in saved:  # the client's media type is kept, once the service's check passed
+        await state.store.insert_file(upload_record(f.id, f.label, f.size,
+                                                    f.media_type or sniffed[f.id]))  # fmt: skip
+        recorded.append(f.id)
+    return await record_job(state.store, state.planner, service, values, with_entry=False)
 
 
 def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:
@@ -106,15 +122,22 @@ def _time_filter(text: str) -> tuple[datetime | None, datetime | None]:
     for operator in (">=", "<=", ">", "<"):
         if text.startswith(operator):
             moment = _parse_time(text[len(operator) :])
-            second = timedelta(seconds=1)
             return {
                 ">=": (moment, None),
-                ">": (moment + second, None),
-                "<=": (None, moment + second),
+                ">": (_next_second(moment), None),
+                "<=": (None, _next_second(moment)),
                 "<": (None, moment),
             }[operator]
     moment = _parse_time(text)
-    return moment, moment + timedelta(seconds=1)
+    return moment, _next_second(moment)
+
+
+def _next_second(moment: datetime) -> datetime:
+    """The second after ``moment`` (the last second of year 9999 has none: it stays)."""
+    try:
+        return moment + timedelta(seconds=1)
+    except OverflowError:
+        return moment.replace(microsecond=999999)
 
 
 def _parse_time(text: str) -> datetime:
@@ -135,8 +158,24 @@ def _count(value: str, name: str) -> int:
     return int(value)
 
 
+def operator_only(request: Request, settings: Settings) -> None:
+    """Lists of everyone's jobs are for the operator (a job's id is the capability to see
+    it): the operator's bearer token, unless ``public_job_lists`` opens them."""
+    if settings.public_job_lists:
+        return
+    token = bearer(request.headers.get("authorization"))
+    if not settings.operator_token_sha256:
+        raise ApiError(403, "job lists are not public here (a job is seen by its id)")
+    if token is None:
+        raise ApiError(401, "listing jobs needs the operator's token (Authorization: Bearer ...)",
+                       {"WWW-Authenticate": 'Bearer realm="appliance"'})  # fmt: skip
+    if known(token, [settings.operator_token_sha256]) is None:
+        raise ApiError(403, "this token may not list jobs")
+
+
 async def list_jobs(request: Request) -> Response:
     state = state_of(request)
+    operator_only(request, state.settings)
     query: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         query.setdefault(key, []).append(value)

@@ -202,10 +202,14 @@ def _list_parameters() -> list[Json]:
     return [
         query(
             "limit",
-            {"type": "integer", "minimum": 0},
-            "at most this many jobs (up to 1000; default 100)",
+            {"type": "integer", "minimum": 0, "maximum": 10**12},
+            "at most this many jobs (default 100; more than 1000 gives 1000; above 10^12: 400)",
         ),
-        query("skip", {"type": "integer", "minimum": 0}, "skip this many of the newest"),
+        query(
+            "skip",
+            {"type": "integer", "minimum": 0, "maximum": 10**12},
+            "skip this many of the newest (above 10^12: 400)",
+        ),
         query(
             "status",
             {"type": "array", "items": {"type": "string", "enum": [s.value for s in JobState]}},
@@ -225,8 +229,14 @@ def _list_parameters() -> list[Json]:
 def openapi_document() -> Json:
     jobs_list: Json = {
         "summary": "List jobs, newest first",
+        "description": "Lists of everyone's jobs are the operator's: they need the operator's "
+        "bearer token unless the site sets public_job_lists (a job's id is what lets anyone "
+        "see that job).",
         "parameters": _list_parameters(),
-        "responses": {"200": _json(_ref("JobList"), "jobs"), "400": BAD, "503": UNAVAILABLE},
+        "responses": {"200": _json(_ref("JobList"), "jobs"), "400": BAD,
+                      "401": _error("the operator's token is needed"),
+                      "403": _error("not the operator's token, or lists are not open here"),
+                      "503": UNAVAILABLE},  # fmt: skip
     }
     job_get = {
         "summary": "Show a job",
@@ -296,7 +306,7 @@ def openapi_document() -> Json:
                         },
                         "400": BAD,
                         "404": _error("no such service"),
-                        "413": _error("too large"),
+                        "413": _error("too large, or too many files"),
                         "415": _error("not a form"),
                         "422": _json(_ref("ValidationErrors"), "invalid values"),
                         "503": UNAVAILABLE,
@@ -385,7 +395,7 @@ def openapi_document() -> Json:
                         "200": _json(_ref("File"), "the file"),
                         "400": BAD,
                         "404": _error("no such file"),
-                        "413": _error("too large"),
+                        "413": _error("too large, or too many files"),
                         "415": _error("not a form"),
                         "503": UNAVAILABLE,
                     },

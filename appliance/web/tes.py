@@ -55,9 +55,23 @@ async def _body(request: Request, limit: int) -> Any:
         if len(data) > limit:
             raise ApiError(413, f"a task is larger than {limit} bytes")
     try:
-        return json.loads(data)
+        document = json.loads(data)
     except ValueError as exc:
         raise ApiError(400, f"the body is not JSON: {exc}") from None
+    if not _fits(document):
+        raise ApiError(400, "the task holds a number that does not fit in 64 bits")
+    return document
+
+
+def _fits(value: Any) -> bool:
+    """True if every integer in a JSON value fits in 64 bits (as the database needs)."""
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, dict):
+        return all(_fits(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_fits(v) for v in value)
+    return True
 
 
 async def service_info(request: Request) -> Response:
@@ -198,7 +212,12 @@ async def list_tasks(request: Request) -> Response:
     _, owner = _tes(request)
     view = _view(request, "MINIMAL")
     size_text = request.query_params.get("page_size", str(DEFAULT_PAGE))
-    if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE:
+    if (
+        not size_text.isascii()
+        or not size_text.isdigit()
+        or len(size_text) > 6
+        or not (1 <= int(size_text) <= MAX_PAGE)
+    ):
         raise ApiError(400, f"page_size: expected a whole number from 1 to {MAX_PAGE}")
     page_size = int(size_text)
     wanted_state = request.query_params.get("state")

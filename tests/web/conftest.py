@@ -10,8 +10,12 @@ from starlette.testclient import TestClient
 
 from appliance.messaging import WakeReceiver
 from appliance.settings import Settings
+from appliance.tokens import token_hash
 from appliance.web.app import create_app
 from tests.helpers import make_settings
+
+OPERATOR = "operator-token-for-tests"
+AS_OPERATOR = {"Authorization": f"Bearer {OPERATOR}"}
 
 ECHO = """\
 appliance-version: 1
@@ -43,7 +47,8 @@ presets:
 
 @pytest.fixture
 def web_settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Settings:
-    settings = make_settings(tmp_path, mongodb_uri, database_name, upload_max_bytes=2000)
+    settings = make_settings(tmp_path, mongodb_uri, database_name, upload_max_bytes=2000,
+                             operator_token_sha256=token_hash(OPERATOR))  # fmt: skip
     (settings.runners_dir / "local.yaml").write_text("backend: local\n")
     (settings.services_dir / "echo.service.yaml").write_text(ECHO)
     return settings

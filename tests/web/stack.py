@@ -85,6 +85,7 @@ def running_stack(
     """Everything started, and stopped again (each process must exit cleanly)."""
     build_test_image(root)
     web_port, proxy_port = free_port(), free_port()
+    changes.setdefault("proxy_client_rate", 0)  # tests send hundreds a second from one address
     settings = make_settings(root, mongodb_uri, database_name, upload_max_bytes=64 * 1024,
                              web_bind=f"127.0.0.1:{web_port}", lease_seconds=10, **changes)  # fmt: skip
     (settings.runners_dir / "docker.yaml").write_text("backend: docker\n")

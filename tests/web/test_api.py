@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from appliance.settings import Settings
 from appliance.store import new_id
 from appliance.web.app import create_app
+from tests.web.conftest import AS_OPERATOR
 
 FASTA = b">a\nMKVLA\n>b\nMKV-A\n"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
@@ -260,6 +262,7 @@ def test_list_jobs_with_filters(client: TestClient, db: DB) -> None:
     ids = [seed_job(db, state="COMPLETED" if i % 2 else "FAILED", submitted_at=now - timedelta(minutes=i))
            for i in range(6)]  # fmt: skip
     seed_job(db, service="other", submitted_at=now - timedelta(hours=1))
+    client.headers.update(AS_OPERATOR)
     body = client.get("/api/jobs").json()
     assert body["totalCount"] == 7
     assert [j["id"] for j in body["jobs"][:6]] == ids  # newest first
@@ -285,6 +288,26 @@ def test_list_jobs_with_filters(client: TestClient, db: DB) -> None:
     ]:
         assert_json_error(client.get("/api/jobs", params=bad), 400)
     assert_json_error(client.get("/api/services/nope/jobs"), 404)
+
+
+def test_job_lists_are_the_operators_unless_opened(
+    client: TestClient, db: DB, web_settings: Settings
+) -> None:
+    """A job's id is the capability to see it: lists of everyone's jobs (and their input
+    ids) need the operator's token, unless the site opens them."""
+    job_id = seed_job(db)
+    for path in ("/api/jobs", "/api/services/echo/jobs", "/api/v1.1/jobs"):
+        anonymous = client.get(path)
+        assert anonymous.status_code == 401 and job_id not in anonymous.text
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        wrong = client.get(path, headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 403 and job_id not in wrong.text
+        assert client.get(path, headers=AS_OPERATOR).json()["totalCount"] == 1
+    assert client.get(f"/api/jobs/{job_id}").status_code == 200  # by its id: anyone
+    for changes, status in (({"operator_token_sha256": ""}, 403),
+                            ({"public_job_lists": True}, 200)):  # fmt: skip
+        with TestClient(create_app(replace(web_settings, **changes))) as other:
+            assert other.get("/api/jobs").status_code == status
 
 
 def test_job_files_come_from_the_record(client: TestClient, db: DB, web_settings: Settings) -> None:

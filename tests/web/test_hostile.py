@@ -239,6 +239,27 @@ def cases(earlier: str) -> list[Case]:
         Case("part name not UTF-8", "POST", JOBS, 400, multipart(field_part(b"\xff", b"1"))),
         Case("value not UTF-8", "POST", JOBS, 400, multipart(field_part(b"text", b"\xff\xfe"))),
         Case("too many parts", "POST", JOBS, 413, multipart(*[field_part(b"text", b"x")] * 1001)),
+        Case(
+            "hundreds of files",
+            "POST",
+            UPPER,
+            413,
+            multipart(*[file_part(b"input", b"s.fa")] * 300),
+        ),
+        Case(
+            "a file under an unknown name",
+            "POST",
+            UPPER,
+            400,
+            multipart(file_part(b"input", b"s.fa"), file_part(b"other", b"o.fa")),
+        ),
+        Case(
+            "a file for a service without files",
+            "POST",
+            JOBS,
+            400,
+            multipart(field_part(b"text", b"x"), file_part(b"text2", b"o.fa")),
+        ),
         Case("form fields too large", "POST", JOBS, 413, form(text="x" * 2_000_000)),
         Case("JSON body", "POST", JOBS, 415, {"json": {"text": "x"}}),
         Case(
@@ -262,6 +283,21 @@ def cases(earlier: str) -> list[Case]:
         Case("integer not a number", "POST", JOBS, 422, form(text="x", number="abc")),
         Case("integer with a fraction", "POST", JOBS, 422, form(text="x", number="1.5")),
         Case("integer too large", "POST", JOBS, 422, form(text="x", number="9" * 40)),
+        Case("integer of 5,000 digits", "POST", JOBS, 422, form(text="x", number="9" * 5000)),
+        Case(
+            "integer of 5,000 digits beside a file",
+            "POST",
+            UPPER,
+            422,
+            multipart(file_part(b"input", b"s.fa"), field_part(b"delay", b"7" * 5000)),
+        ),
+        Case(
+            "integer beyond 64 bits within bounds",
+            "POST",
+            UPPER,
+            422,
+            multipart(file_part(b"input", b"s.fa"), field_part(b"delay", b"-" + b"9" * 19)),
+        ),
         Case("integer below minimum", "POST", JOBS, 422, form(text="x", number="-5")),
         Case("decimal nan", "POST", JOBS, 422, form(text="x", ratio="nan")),
         Case("decimal infinite", "POST", JOBS, 422, form(text="x", ratio="1e999")),
@@ -291,6 +327,27 @@ def cases(earlier: str) -> list[Case]:
         Case("skip beyond 8-byte numbers", "GET", "/api/jobs?skip=" + "9" * 25, 400),
         Case("limit beyond 8-byte numbers", "GET", "/api/jobs?limit=" + "9" * 25, 400),
         Case("non-ASCII digits in skip", "GET", "/api/jobs?skip=%D9%A3", 400),
+        Case(
+            "submitted after the year 9999",
+            "GET",
+            "/api/jobs?submissionTime=%3E9999-12-31T23:59:59",
+            200,
+        ),
+        Case(
+            "submitted by the end of 9999",
+            "GET",
+            "/api/jobs?submissionTime=%3C%3D9999-12-31T23:59:59",
+            200,
+        ),
+        Case(
+            "submitted in the last second of 9999",
+            "GET",
+            "/api/jobs?submissionTime=9999-12-31T23:59:59",
+            200,
+        ),
+        Case(
+            "submitted in year 10000", "GET", "/api/jobs?submissionTime=10000-01-01T00:00:00", 400
+        ),
         Case("unknown status filter", "GET", "/api/jobs?status=$ne", 400),
         Case("operator injection in id filter", "GET", "/api/jobs?id[$ne]=x", 400),
         Case("unknown job", "GET", "/api/jobs/" + "z" * 16, 404),
@@ -346,9 +403,11 @@ def send(stack: Stack, case: Case) -> int:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
 ) -> Iterator[Stack]:
+    # The list filters are hostile input too: this site opens its job lists to reach them.
     with running_stack(
-        tmp_path_factory.mktemp("hostile"), mongodb_uri, database_name, {"argv": ARGV}
-    ) as stack:
+        tmp_path_factory.mktemp("hostile"), mongodb_uri, database_name, {"argv": ARGV},
+        public_job_lists=True,
+    ) as stack:  # fmt: skip
         yield stack
 
 
@@ -376,10 +435,13 @@ def test_hostile_requests(stack: Stack) -> None:
     assert len(table) >= 50
     failures = []
     for case in table:
+        uploads = set(stack.settings.uploads_dir.iterdir())
         status = send(stack, case)
         expected = case.status if isinstance(case.status, tuple) else (case.status,)
         if status not in expected:
             failures.append(f"{case.name}: {status}, expected {case.status}")
+        if status not in (201, 202):  # a refused request's files are all gone
+            assert set(stack.settings.uploads_dir.iterdir()) <= uploads, case.name
         assert tree(root, {"jobs", "uploads"}) == outside, case.name
         assert not list(stack.settings.uploads_dir.glob("*/*")), case.name  # uploads stay flat
     assert failures == [], failures

@@ -29,9 +29,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from appliance import safefs
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
-from appliance.plan import JOBS, Location, PlanError, clean_relative
+from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.runners.docker.containers import (
     LABEL_INSTANCE,
@@ -283,8 +284,8 @@ class DockerBackend:
                    "stderr": labels.get(LABEL_STDERR) or "stderr"}  # fmt: skip
         try:
             if workdir.is_dir():
-                for stream, path in streams.items():
-                    with (workdir / clean_relative(path)).open("wb") as sink:
+                for stream, path in streams.items():  # never through what the job left there
+                    with safefs.create(workdir, path) as sink:
                         for chunk in container.logs(
                             stdout=stream == "stdout", stderr=stream == "stderr", stream=True
                         ):

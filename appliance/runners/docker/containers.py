@@ -14,6 +14,7 @@ from typing import Any
 from appliance.errors import RunnerError
 from appliance.model import Resources
 from appliance.runners.base import StepRun
+from appliance.safefs import fresh_file, is_plain, make_dirs
 from appliance.volumes import Volumes
 
 WORKDIR = "/job"
@@ -59,19 +60,15 @@ def container_options(
     if owner is not None and os.geteuid() == 0:
         os.chown(workdir, *owner)  # the job's user writes its outputs there
     mounts = [bind(WORKDIR, engine.text(run.plan.work), read_only=False)]
+    # An earlier step of the job may have left symlinks in the work directory: mount
+    # points and sources are made without following any (appliance.safefs), or the
+    # engine, which resolves a bind mount's source on the host, would mount the host.
     for staged in run.plan.inputs:
-        target = workdir / staged.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch(exist_ok=True)  # the mount point, ours rather than the engine's
+        if not is_plain(workdir, staged.path):  # the mount point, ours rather than the engine's
+            fresh_file(workdir, staged.path)
         mounts.append(bind(f"{WORKDIR}/{staged.path}", engine.text(staged.source), read_only=True))
     for mount in run.plan.mounts:  # more of the work directory, at the task's own paths
-        source = workdir / mount.source
-        source.mkdir(parents=True, exist_ok=True)
-        if owner is not None and os.geteuid() == 0:
-            for made in [source, *source.parents]:
-                if made == workdir:
-                    break
-                os.chown(made, *owner)
+        make_dirs(workdir, mount.source, owner)
         mounts.append(bind(mount.target, engine.text(run.plan.work.child(mount.source)),
                            read_only=False))  # fmt: skip
     if not step.image:

@@ -2,8 +2,10 @@
 
 A waiting job has no container yet: it is created when a slot frees, as ``docker run``
 would (a batch of 200 created containers made every engine call slower, and each list of
-them longer). Each one's container options are kept in its job directory, so that a
-restarted scheduler finds the queue again from the jobs it follows. Not thread-safe: the
+them longer). Each one's container options are kept in its record folder (beside its
+directory, where no job can write: options read back from a place a job could write
+would let it choose its next step's mounts), so that a restarted scheduler finds the
+queue again from the jobs it follows. Not thread-safe: the
 docker backend calls it under its slots lock.
 """
 
@@ -16,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.jobwrap import record_dir
+
 WAITING_FILE = ".waiting.json"
 
 
 def waiting_file(step: int) -> str:
     return WAITING_FILE if step == 0 else f".waiting-{step}.json"
+
+
+def waiting_path(workdir: Path, step: int) -> Path:
+    return Path(record_dir(workdir)) / waiting_file(step)
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Waiting:
 
     @property
     def file(self) -> Path:
-        return self.workdir / waiting_file(self.step)
+        return waiting_path(self.workdir, self.step)
 
 
 class WaitingJobs:
@@ -49,6 +57,7 @@ class WaitingJobs:
     def add(self, job: Waiting) -> None:
         """Queue ``job``; its options are written to its directory first."""
         if job.options is not None:
+            job.file.parent.mkdir(parents=True, exist_ok=True)
             temporary = job.file.with_name(job.file.name + ".tmp")
             record = {"name": job.name, "submitted_at": job.submitted_at, "options": job.options}
             temporary.write_text(json.dumps(record))
@@ -60,7 +69,7 @@ class WaitingJobs:
         if name in self._jobs:
             return True
         try:
-            record = json.loads((workdir / waiting_file(step)).read_text())
+            record = json.loads(waiting_path(workdir, step).read_text())
         except (OSError, ValueError):
             return False
         if record.get("name") != name or not isinstance(record.get("options"), dict):
@@ -78,7 +87,7 @@ class WaitingJobs:
 
     def drop(self, name: str, workdir: Path, step: int = 0) -> bool:
         """Forget a waiting job (cancelled); False if it was not waiting."""
-        found = self._jobs.pop(name, None) is not None or (workdir / waiting_file(step)).exists()
+        found = self._jobs.pop(name, None) is not None or waiting_path(workdir, step).exists()
         forget(workdir, step)
         return found
 
@@ -86,4 +95,4 @@ class WaitingJobs:
 def forget(workdir: Path, step: int = 0) -> None:
     """The job has its container now (or never will): remove its options file."""
     with contextlib.suppress(OSError):
-        os.unlink(workdir / waiting_file(step))
+        os.unlink(waiting_path(workdir, step))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import RunnerError, RunnerUnavailableError
-from appliance.exits import read_exit_record
+from appliance.exits import read_exit_record, record_dir
 from appliance.model import Resources
 from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
@@ -183,9 +183,13 @@ class SlurmBackend:
             if uid.isdigit():
                 os.chown(self.local.path(run.plan.work), int(uid), int(gid or uid))
         workdir = self.nodes.text(run.plan.work)
+        await asyncio.to_thread(os.makedirs, record_dir(self.local.path(run.plan.work)),
+                                exist_ok=True)  # fmt: skip
         limits = run.plan.resources.over(self.limits)
+        # SLURM's own log goes in the record folder: in the job's directory, slurmd would
+        # open (as root, on some sites) whatever an earlier step left under that name.
         options = ["--parsable", f"--job-name={name}", f"--chdir={workdir}",
-                   f"--output={workdir}/.slurm-{run.step}.log", "--export=ALL",
+                   f"--output={record_dir(workdir)}/.slurm-{run.step}.log", "--export=ALL",
                    *sbatch_resources(limits), *self.submit_options]  # fmt: skip
         out = await self._run("sbatch", *options, str(self.script),
                               *self._arguments(run, workdir, name))  # fmt: skip

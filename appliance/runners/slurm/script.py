@@ -9,7 +9,10 @@ tool exactly as it was (spaces, quotes, ``$(...)``, newlines and all):
 The script goes to the work directory, runs the program with a clean environment (PATH
 and the step's variables only), its stdout and stderr into the step's files, passes a
 SIGTERM (scancel, a time limit) on to it, and records its end in the step's exit record,
-as every backend does (``.exit.json``, ``.exit-N.json``). In the ``docker`` mode the
+as every backend does (``.exit.json``, ``.exit-N.json`` in the job's record folder,
+``<jobs>/.records/<job>``, out of the job's reach). The scheduler made the step's stdout
+and stderr files just before (fresh regular files, see ``appliance.safefs``), so the
+redirections write into them, never through something an earlier step left. In the ``docker`` mode the
 program is ``docker run ... --name NAME``: a SIGTERM kills the container (it is not in the
 job's cgroup, so SLURM alone would leave it running), and whether the kernel killed it
 for memory is read from the engine before the container is removed.
@@ -28,8 +31,10 @@ shift "$nenv"
 [ "${1-}" = "--" ] && shift
 cd -- "$workdir" || exit 126
 record() {  # CODE OOM: the step's exit record, written whole or not at all
-  local file=.exit.json
-  [ "$step" = 0 ] || file=".exit-$step.json"
+  local records="${workdir%/*}/.records/${workdir##*/}" file
+  mkdir -p -- "$records" || return
+  file="$records/.exit.json"
+  [ "$step" = 0 ] || file="$records/.exit-$step.json"
   printf '{"exit_code": %d, "message": "", "oom": %s}' "$1" "$2" >"$file.tmp" && mv -f -- "$file.tmp" "$file"
 }
 """
