@@ -187,6 +187,10 @@ class Settings:
     proxy_body_timeout: float = _setting(
         20.0, parse_duration, "longest pause between two reads of a request body at the proxy"
     )
+    allowed_origins: tuple[str, ...] = _setting(
+        (), _words, "web sites (scheme://host[:port]) whose pages may call the API from a "
+        "browser (CORS, and cross-site writes)",
+    )  # fmt: skip
     # Who may see what (docs/api.md, "What anyone can see and do")
     operator_token_sha256: str = _setting(
         "", _token_hash, "hex SHA-256 of the operator's token, which lists everyone's jobs"

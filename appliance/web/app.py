@@ -19,7 +19,7 @@ from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.tes.setup import tes_state
-from appliance.web import files, jobs, meta, tes
+from appliance.web import files, jobs, meta, origins, tes
 from appliance.web.errors import HANDLERS
 from appliance.web.state import WebState
 
@@ -106,4 +106,5 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/api/v1.1", routes=api_routes()),
         Mount("/api", routes=api_routes()),
     ]
-    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan,
+                     middleware=origins.middleware(settings.allowed_origins))  # fmt: skip

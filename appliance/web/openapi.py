@@ -233,10 +233,13 @@ def openapi_document() -> Json:
         "bearer token unless the site sets public_job_lists (a job's id is what lets anyone "
         "see that job).",
         "parameters": _list_parameters(),
-        "responses": {"200": _json(_ref("JobList"), "jobs"), "400": BAD,
-                      "401": _error("the operator's token is needed"),
-                      "403": _error("not the operator's token, or lists are not open here"),
-                      "503": UNAVAILABLE},  # fmt: skip
+        "responses": {
+            "200": _json(_ref("JobList"), "jobs"),
+            "400": BAD,
+            "401": _error("the operator's token is needed"),
+            "403": _error("not the operator's token, or lists are not open here"),
+            "503": UNAVAILABLE,
+        },
     }
     job_get = {
         "summary": "Show a job",

@@ -6,6 +6,10 @@ script it is given, in the same locked-down container as any tool."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import resource
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +38,7 @@ outputs:
 # Every name the appliance writes or reads in (or, before, beside) a job's directory.
 APPLIANCE_NAMES = ["stdout", "stderr", ".exit.json", ".exit.json.tmp", ".exit-1.json",
                    ".waiting.json", ".waiting.json.tmp", ".records", ".slurm-0.log"]  # fmt: skip
+EMBEDDER = "https://embedder.example"
 FINAL = {"COMPLETED", "FAILED", "ERROR", "INTERRUPTED", "DELETED", "REJECTED"}
 
 
@@ -43,7 +48,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str,
     root = tmp_path_factory.mktemp("attacks")
     runners = {"docker": "backend: docker\noptions: {stop_grace: 1, slots: 4}\n"}
     with running_stack(root, mongodb_uri, database_name, services={"planter": PLANTER},
-                       runners=runners) as stack:  # fmt: skip
+                       runners=runners, proxy_client_rate=20, allowed_origins=[EMBEDDER],
+                       proxy_client_connections=32) as stack:  # fmt: skip
         yield stack
 
 
@@ -121,3 +127,159 @@ def test_a_link_in_the_job_directory_is_never_an_output(stack: Stack, tmp_path: 
         assert served.status_code in (403, 404) and b"SECRET" not in served.content, path
     reused = httpx.post(f"{stack.proxy}/api/services/upper/jobs", data={"input": f"{job_id}/a.txt"})
     assert reused.status_code == 422, reused.text
+
+
+def raw(
+    stack: Stack, request: bytes, source: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as is; the status, headers and body of the answer."""
+    host, port = stack.proxy.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10,
+                                  source_address=(source, 0)) as sock:  # fmt: skip
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def test_every_error_the_proxy_makes_itself_is_json(stack: Stack) -> None:
+    upload = httpx.post(f"{stack.proxy}/api/files",
+                        files={"file": ("e.fa", b">e\nMKV\n", "application/fasta")}).json()  # fmt: skip
+    content = upload["@content"]
+    cases = {
+        "no Host": (b"GET /api/services HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        "another host name": (b"GET /api/services HTTP/1.1\r\nHost: rebound.example\r\n"
+                              b"Connection: close\r\n\r\n", 421),
+        "a failed precondition": (f"GET {content} HTTP/1.1\r\nHost: localhost\r\nIf-Unmodified-"
+                                  "Since: Thu, 01 Jan 1970 00:00:00 GMT\r\nConnection: close"
+                                  "\r\n\r\n".encode(), 412),
+        "a range beyond the file": (f"GET {content} HTTP/1.1\r\nHost: localhost\r\n"
+                                    "Range: bytes=99999-\r\nConnection: close\r\n\r\n".encode(), 416),
+        "headers too large": (b"GET /api/services HTTP/1.1\r\nHost: localhost\r\nX-Big: "
+                              + b"a" * 20000 + b"\r\nConnection: close\r\n\r\n", 431),
+        "an unknown transfer encoding": (b"POST /api/files HTTP/1.1\r\nHost: localhost\r\n"
+                                         b"Transfer-Encoding: gzip\r\nConnection: close\r\n\r\n", 501),
+        "a write to a file": (f"PUT {content} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+                              "Connection: close\r\n\r\n".encode(), 405),
+    }  # fmt: skip
+    for why, (request, status) in cases.items():
+        got, headers, body = raw(stack, request)
+        assert got == status, (why, got, body[:200])
+        assert headers.get("content-type") == "application/json", why
+        assert json.loads(body)["status"] == status, why
+
+
+def test_the_proxy_answers_only_its_own_host_names(stack: Stack) -> None:
+    """A page on another site that rebinds its name to 127.0.0.1 reaches the proxy with
+    its own name as Host: it gets 421, not the API."""
+    for host in ("localhost", "127.0.0.1", f"localhost:{stack.proxy.rsplit(':', 1)[1]}"):
+        assert httpx.get(f"{stack.proxy}/api/services", headers={"Host": host}).status_code == 200
+    for host in ("attacker.example", "attacker.example:80", "10.1.2.3"):
+        rebound = httpx.get(f"{stack.proxy}/api/services", headers={"Host": host})
+        assert rebound.status_code == 421 and "services" not in rebound.json(), host
+        assert httpx.post(f"{stack.proxy}/api/services/upper/jobs", headers={"Host": host},
+                          files={"input": ("a.fa", FASTA.encode())}).status_code == 421  # fmt: skip
+
+
+def test_one_address_with_thousands_of_slow_uploads_does_not_take_the_proxy(
+    stack: Stack,
+) -> None:
+    """2,000 uploads from one address that send their headers and then a byte now and
+    then: another client's requests still succeed within a second."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10000), hard))
+    host, port = stack.proxy.removeprefix("http://").split(":")
+    head = (b"POST /api/files HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")  # fmt: skip
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(2000):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect((host, int(port)))
+            slow.append(sock)
+        time.sleep(1)
+        for sock in slow:
+            with contextlib.suppress(OSError):
+                sock.send(head)
+        times = []
+        for _ in range(10):
+            began = time.monotonic()
+            listed = httpx.get(f"{stack.proxy}/api/services", timeout=5)
+            uploaded = httpx.post(f"{stack.proxy}/api/files", timeout=5,
+                                  files={"file": ("s.fa", b">s\nMKV\n", "application/fasta")})  # fmt: skip
+            times.append(time.monotonic() - began)
+            assert listed.status_code == 200 and uploaded.status_code == 201
+            for sock in slow[:50]:  # the slow ones go on sending, a byte at a time
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+        refused = 0
+        for sock in slow:
+            with contextlib.suppress(OSError):
+                refused += sock.recv(64).startswith(b"HTTP/1.1 429")
+    finally:
+        for sock in slow:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert max(times) < 1.0, times
+    assert refused >= 2000 - stack.settings.proxy_client_connections - 10, refused
+
+
+def test_one_address_sending_too_fast_gets_429_with_retry_after(stack: Stack) -> None:
+    limited = 0
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3")) as client:
+        for _ in range(stack.settings.proxy_client_rate * 10 + 300):
+            response = client.get(f"{stack.proxy}/api/version")
+            if response.status_code == 429:
+                limited += 1
+                assert response.headers["retry-after"] == "1"
+                assert response.json()["status"] == 429
+    assert limited >= 100, limited
+    assert httpx.get(f"{stack.proxy}/api/version").status_code == 200  # others are not slowed
+
+
+def test_cross_site_writes_are_refused_and_cors_is_explicit(stack: Stack) -> None:
+    """A page of another site cannot make a visitor's browser submit or cancel jobs; a
+    page of this site, a site on the allow-list, and clients that are not browsers can."""
+    files = {"input": ("a.fa", FASTA.encode(), "application/fasta")}
+    url = f"{stack.proxy}/api/services/upper/jobs"
+    refused = {
+        "another origin": {"Origin": "http://attacker.example"},
+        "a sandboxed page": {"Origin": "null"},
+        "another port of localhost": {"Origin": "http://127.0.0.1:9"},
+        "a cross-site form without Origin": {"Sec-Fetch-Site": "cross-site"},
+    }
+    for why, headers in refused.items():
+        response = httpx.post(url, files=files, headers=headers)
+        assert response.status_code == 403 and response.json()["status"] == 403, why
+        assert "access-control-allow-origin" not in response.headers, why
+    job_id = submit(stack, "upper")
+    cancel = httpx.delete(f"{stack.proxy}/api/jobs/{job_id}",
+                          headers={"Origin": "http://attacker.example"})  # fmt: skip
+    assert cancel.status_code == 403
+    allowed = {
+        "no browser at all": {},
+        "this site's own page": {"Origin": stack.proxy, "Sec-Fetch-Site": "same-origin"},
+        "a site on the allow-list": {"Origin": EMBEDDER, "Sec-Fetch-Site": "cross-site"},
+    }
+    for why, headers in allowed.items():
+        assert httpx.post(url, files=files, headers=headers).status_code == 202, why
+    # CORS: only for the allow-list, and reads of the API stay open to plain clients
+    plain = httpx.get(f"{stack.proxy}/api/services", headers={"Origin": "http://attacker.example"})
+    assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
+    listed = httpx.get(f"{stack.proxy}/api/services", headers={"Origin": EMBEDDER})
+    assert listed.headers["access-control-allow-origin"] == EMBEDDER
+    preflight = httpx.options(url, headers={"Origin": EMBEDDER,
+                                            "Access-Control-Request-Method": "POST"})  # fmt: skip
+    assert (
+        preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
+    )
+    stranger = httpx.options(url, headers={"Origin": "http://attacker.example",
+                                           "Access-Control-Request-Method": "POST"})  # fmt: skip
+    assert "access-control-allow-origin" not in stranger.headers
