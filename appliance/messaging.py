@@ -182,7 +182,7 @@ class RpcServer:
         except Exception as exc:  # a bad request must never stop the server
             log.exception("request failed")
             request_id = None
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
+            reply = {"error": str(exc) or "the request failed (see the server's log)"}
         with contextlib.suppress(zmq.ZMQError):
             await self.socket.send_multipart(
                 [peer, json.dumps({"id": request_id, **reply}).encode()]

@@ -236,7 +236,9 @@ class Following(Starting):
         if held.steps:
             fields["steps"] = held.steps
         fields.update(extra or {})
-        if held.started_at is None and code is not None:
+        # It ran (too briefly to be seen running), unless it was cancelled before it was
+        # ever seen running: then it never started, and has no start time.
+        if held.started_at is None and code is not None and state is not JobState.INTERRUPTED:
             fields["started_at"] = now
         sources = [s for s in sources_of(state) if s not in FINAL]
         if not await self.store.move_job(held.job_id, sources, state, fields, owner=self.owner):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.jobrecord import JobRecord
+from appliance.publictext import public_text
 from appliance.safefs import open_regular
 from appliance.states import JobState
 
@@ -124,8 +125,8 @@ def task_json(
     if (when := rfc3339(job.get("completed_at"))) is not None:
         log["end_time"] = when
     if full:
-        reasons = [str(r) for r in job.get("system_logs") or []]
-        error = str(job.get("error") or "")
+        reasons = [public_text(str(r)) or "" for r in job.get("system_logs") or []]
+        error = public_text(str(job.get("error") or "")) or ""
         if state == "SYSTEM_ERROR" and error and not any(r in error for r in reasons):
             reasons.append(error)  # the runner's reason, unless it only repeats a staging one
         log["system_logs"] = reasons

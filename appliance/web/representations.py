@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from appliance.jobrecord import JobRecord, OutputRecord
 from appliance.model import Parameter, ParamType, Preset, Service
+from appliance.publictext import public_text
 from appliance.settings import Settings
 from appliance.states import JobState
 
@@ -104,7 +105,7 @@ def job_json(job: JobRecord) -> Json:
         "completionTime": timestamp(job.get("completed_at")) if state.finished else None,
         "finished": state.finished,
         "status": state.value,
-        "error": job.get("error"),
+        "error": public_text(job.get("error")),
         "exitCode": job.get("exit_code"),
         "startTime": timestamp(job.get("started_at")),
     }

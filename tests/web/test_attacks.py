@@ -283,3 +283,23 @@ def test_cross_site_writes_are_refused_and_cors_is_explicit(stack: Stack) -> Non
     stranger = httpx.options(url, headers={"Origin": "http://attacker.example",
                                            "Access-Control-Request-Method": "POST"})  # fmt: skip
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_a_job_cancelled_before_it_started_has_no_start_time(stack: Stack) -> None:
+    sleepers = [submit(stack, "planter", script="sleep 60") for _ in range(4)]  # every slot
+    try:
+        deadline = time.monotonic() + 30
+        while any(httpx.get(f"{stack.proxy}/api/jobs/{j}").json()["status"] != "RUNNING"
+                  for j in sleepers):  # fmt: skip
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        waiting = submit(stack, "upper")
+        time.sleep(0.5)
+        assert httpx.get(f"{stack.proxy}/api/jobs/{waiting}").json()["status"] == "QUEUED"
+        assert httpx.delete(f"{stack.proxy}/api/jobs/{waiting}").status_code == 204
+        assert wait(stack, waiting) == "INTERRUPTED"
+        job = httpx.get(f"{stack.proxy}/api/jobs/{waiting}").json()
+        assert job["startTime"] is None and job["completionTime"] is not None
+    finally:
+        for job_id in sleepers:
+            httpx.delete(f"{stack.proxy}/api/jobs/{job_id}")
