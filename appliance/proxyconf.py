@@ -2,7 +2,9 @@
 
 The proxy is the only public door: it passes ``/api`` (and the health endpoints) to the web
 processes, and serves uploaded files and job outputs straight from disk under the
-``uploads_url`` and ``jobs_url`` prefixes, so the app never streams file bytes. Its body
+``uploads_url`` and ``jobs_url`` prefixes, so the app never streams file bytes (for a
+job's file it only says yes or no first: a recorded output of a job that has ended, never
+the rest of the job's directory, nothing while it runs). Its body
 size limit matches the app's, and its own errors are JSON like the app's.
 
 It also keeps one client from taking it from everyone: per-address connection and
@@ -178,8 +180,18 @@ http {{
         location {uploads_path} {{
             alias {settings.uploads_dir}/;{static}
         }}
-        location {jobs_path} {{
+        location {jobs_path} {{  # only a recorded output of a job that ended (the app says)
+            auth_request /_served;
             alias {settings.jobs_dir}/;{static}
+        }}
+        location = /_served {{
+            internal;
+            proxy_pass http://appliance_web/_internal/served;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Served-Uri $request_uri;
         }}
         location / {{ return 404; }}
     }}

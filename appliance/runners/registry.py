@@ -96,6 +96,11 @@ BACKENDS: dict[str, BackendInfo] = {
             ),
             "stop_grace": Option("float", 10.0, "seconds between SIGTERM and SIGKILL", 0, 3600),
             "tmp_size": Option("str", "64m", "size of each container's /tmp"),
+            "log_max": Option(
+                "str",
+                "64m",
+                "most of a container's stdout (and of its stderr) kept: the last that much",
+            ),
             "slots": Option("int", 0, "containers running at once (0: no limit)", 0, 10000),
             "host_paths": VOLUME_ROOTS,
         },

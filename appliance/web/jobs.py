@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -156,6 +157,26 @@ def _count(value: str, name: str) -> int:
     if len(value) > 13 or int(value) > MAX_SKIP:
         raise ApiError(400, f"{name} must be at most {MAX_SKIP}, got {value}")
     return int(value)
+
+
+async def served(request: Request) -> Response:
+    """May the proxy serve this file of a job's directory? (its ``auth_request``, with the
+    client's URI in ``X-Served-Uri``): only a recorded output of a job that has ended,
+    never the rest of the directory, and nothing while the job runs. 204 or 403."""
+    state = state_of(request)
+    uri = unquote(request.headers.get("x-served-uri", "").split("?", 1)[0])
+    prefix = urlsplit(state.settings.jobs_url).path.rstrip("/") + "/"
+    job_id, _, path = uri.removeprefix(prefix).partition("/")
+    if not uri.startswith(prefix) or not _plausible_id(job_id) or not path:
+        return Response(status_code=403)
+    job = await state.store.get_job(job_id)
+    if (
+        job is None
+        or not JobState(job["state"]).finished
+        or path not in {str(o.get("path")) for o in job.get("outputs") or ()}
+    ):
+        return Response(status_code=403)
+    return Response(status_code=204)
 
 
 def operator_only(request: Request, settings: Settings) -> None:

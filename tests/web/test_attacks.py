@@ -303,3 +303,26 @@ def test_a_job_cancelled_before_it_started_has_no_start_time(stack: Stack) -> No
     finally:
         for job_id in sleepers:
             httpx.delete(f"{stack.proxy}/api/jobs/{job_id}")
+
+
+def test_only_recorded_outputs_of_ended_jobs_are_served(stack: Stack) -> None:
+    running = submit(stack, "planter", script="echo partial > /job/part.txt; sleep 60")
+    try:
+        deadline = time.monotonic() + 30
+        while not (stack.settings.jobs_dir / running / "part.txt").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        early = httpx.get(f"{stack.proxy}{stack.settings.jobs_url}/{running}/part.txt")
+        assert early.status_code == 404 and b"partial" not in early.content
+    finally:
+        httpx.delete(f"{stack.proxy}/api/jobs/{running}")
+    done = submit(stack, "upper")
+    assert wait(stack, done) == "COMPLETED"
+    (stack.settings.jobs_dir / done / "extra.txt").write_text("not an output\n")
+    base = f"{stack.proxy}{stack.settings.jobs_url}/{done}"
+    assert httpx.get(f"{base}/result.txt").text == FASTA.upper()
+    for path in ("extra.txt", "input.fa", "%2e%2e/%2e%2e/etc/passwd", "result.txt%2F..",
+                 "%2e/result.txt"):  # fmt: skip
+        refused = httpx.get(f"{base}/{path}")
+        assert refused.status_code in (400, 404), path
+        assert refused.headers["content-type"] == "application/json", path

@@ -66,6 +66,7 @@ class DockerBackend:
                             "unix:///var/run/docker.sock")  # fmt: skip
         self.stop_grace = float(options.get("stop_grace", 10))
         self.tmp_size = str(options.get("tmp_size", "64m"))
+        self.log_max = str(options.get("log_max", "64m"))
         self._host_cpus: int | None = None  # the engine's CPUs, asked once
         # At most this many containers run at once (0: no limit); the others wait without
         # a container, oldest submission first, and get theirs when a slot frees.
@@ -151,6 +152,7 @@ class DockerBackend:
     def _create(self, run: StepRun) -> str:
         options = container_options(run, run.plan.resources.over(self.limits),
                                     instance=self.instance, tmp_size=self.tmp_size,
+                                    log_max=self.log_max,
                                     local=self.local, engine=self.engine)  # fmt: skip
         name = str(options["name"])
         if "nano_cpus" in options:  # the engine refuses more CPUs than it has: give it all

@@ -2,8 +2,8 @@
 a job waiting for a slot can keep them in its directory), and the labels that find it.
 
 By default the container has no network, no capabilities, cannot gain privileges, has a
-read-only root with a small writable ``/tmp``, runs as a non-root user, and has memory,
-CPU and process limits; a service loosens these only explicitly, through its resources.
+read-only root with a small writable ``/tmp``, runs as a non-root user in a cgroup
+namespace of its own, has memory, CPU and process limits, and its kept output is capped; a service loosens these only explicitly, through its resources.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def container_name(instance: str, run: StepRun) -> str:
 
 def container_options(
     run: StepRun, limits: Resources, *, instance: str, tmp_size: str, local: Volumes,
-    engine: Volumes,
+    engine: Volumes, log_max: str = "64m",
 ) -> dict[str, Any]:  # fmt: skip
     """The container of one step (named ``<instance>-<job>[-<step>]``) under ``limits``:
     the work directory read-write at /job, each input read-only at its path in it (mount
@@ -105,6 +105,10 @@ def container_options(
         "read_only": limits.read_only_root is not False,
         "tmpfs": {} if tmp_mounted else {"/tmp": f"rw,size={tmp_size},mode=1777"},
         "init": True,  # a real PID 1 passes SIGTERM on to the tool
+        "cgroupns": "private",  # it sees its own cgroup only, not the host's tree
+        # the engine keeps at most the last log_max of its output (copied to the job's
+        # stdout and stderr at its end)
+        "log_config": {"type": "json-file", "config": {"max-size": log_max, "max-file": "1"}},
         "detach": True,
     }
     if limits.memory:

@@ -29,6 +29,7 @@ def docker_argv(run: StepRun, limits: Resources, *, name: str, instance: str, vo
             "--label", f"appliance.instance={instance}", "--label", f"appliance.job={run.job_id}",
             "--network", "bridge" if limits.network else "none",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+            "--cgroupns", "private", "--log-driver", "none",  # its output reaches us attached
             "--user", limits.user or DEFAULT_USER, "--workdir", step.workdir or WORKDIR]  # fmt: skip
     if not any(m.target == "/tmp" for m in run.plan.mounts):
         argv += ["--tmpfs", f"/tmp:rw,size={tmp_size},mode=1777"]
