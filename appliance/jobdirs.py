@@ -36,6 +36,21 @@ def prepare_step(workdir: Path, plan: Plan, step: int) -> None:
         fresh_file(workdir, stream)
 
 
+def directory_size(workdir: Path, limit: int) -> int:
+    """The bytes the files under ``workdir`` take (symlinks not followed), counted until
+    ``limit`` is passed (then a number above it)."""
+    total = 0
+    for folder, _, names in os.walk(workdir):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+            if total > limit:
+                return total
+    return total
+
+
 @dataclass(frozen=True)
 class FoundOutput:
     output_id: str

@@ -54,6 +54,7 @@ class JobRecord(TypedDict, total=False):
     values: dict[str, Any]
     runner: str | None
     plan: dict[str, Any]
+    client: str  # the address it came from (quotas per client, appliance.web.quotas)
     # leases (appliance.store.claims)
     lease_owner: str | None
     lease_expires: datetime | None
@@ -92,6 +93,7 @@ class ActiveEntry(TypedDict, total=False):
     submitted_at: datetime
     lease_owner: str | None
     lease_expires: datetime | None
+    client: str
 
 
-ENTRY_FIELDS = ("state", "runner", "submitted_at", "lease_owner", "lease_expires")
+ENTRY_FIELDS = ("state", "runner", "submitted_at", "lease_owner", "lease_expires", "client")

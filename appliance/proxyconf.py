@@ -171,6 +171,7 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;  # the client's address, for its quotas
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_request_buffering off;
             proxy_read_timeout 120s;

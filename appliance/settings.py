@@ -142,6 +142,10 @@ class Settings:
     )
     runners_dir: Path = _setting(Path("runners"), _path, "folder of runner configurations")
     upload_max_bytes: int = _setting(100 * 1024**2, _size, "largest accepted upload, e.g. 100M")
+    job_max_output_bytes: int = _setting(
+        20 * 1024**3, _size, "most a job may write into its directory (checked at its end: "
+        "FAILED, files deleted); 0: no limit",
+    )  # fmt: skip
     upload_max_files: int = _setting(
         50, _positive_int, "most files one job submission may carry (more: 413)"
     )
@@ -186,6 +190,22 @@ class Settings:
     )  # fmt: skip
     proxy_body_timeout: float = _setting(
         20.0, parse_duration, "longest pause between two reads of a request body at the proxy"
+    )
+    # Quotas (appliance/web/quotas.py): 0 turns one off
+    client_max_active_jobs: int = _setting(
+        100, _count, "most unfinished jobs one client address may have (more: 429)"
+    )
+    client_upload_bytes: int = _setting(
+        10 * 1024**3, _size, "most bytes one client address may upload per client_upload_period"
+    )
+    client_upload_period: float = _setting(
+        3600.0, parse_duration, "the period of client_upload_bytes"
+    )
+    max_queued_jobs: int = _setting(
+        10000, _count, "most jobs waiting to start, all clients together (more: 503)"
+    )
+    min_free_disk: int = _setting(
+        1024**3, _size, "uploads and jobs are refused (507) when their volume has less free"
     )
     allowed_origins: tuple[str, ...] = _setting(
         (), _words, "web sites (scheme://host[:port]) whose pages may call the API from a "

@@ -38,6 +38,7 @@ async def record_job(
     values: dict[str, Any],
     *,
     with_entry: bool = True,
+    client: str = "",
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner, or already final (REJECTED, ERROR) when no plan can be made.
@@ -52,6 +53,7 @@ async def record_job(
         "submitted_at": now,
         "parameters": echo_parameters(service, values),
         "values": dump_values(values),
+        "client": client,
     }
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
@@ -68,7 +70,7 @@ def is_active(job: JobRecord) -> bool:
 
 
 async def record_entry(
-    store: Store, job_id: str, submitted_at: object, runner: object = None
+    store: Store, job_id: str, submitted_at: object, runner: object = None, client: object = ""
 ) -> None:
     """A new job's ``active`` entry, made by the scheduler from the web's wake-up alone
     when it says when the job came and for which runner (a job is ACCEPTED and without a
@@ -83,5 +85,6 @@ async def record_entry(
         await store.add_entry_for(job_id)
         return
     entry: ActiveEntry = {"_id": job_id, "state": str(JobState.ACCEPTED), "submitted_at": when,
-                          "runner": runner, "lease_owner": None, "lease_expires": None}  # fmt: skip
+                          "runner": runner, "lease_owner": None, "lease_expires": None,
+                          "client": str(client or "")}  # fmt: skip
     await store.add_entry(entry)

@@ -87,7 +87,8 @@ class Scheduler(Following):
             job_id, kind, runner = message.get("job"), message.get("kind"), message.get("runner")
             if kind == "submitted" and isinstance(job_id, str):
                 try:  # the web process left it to us
-                    await record_entry(self.store, job_id, message.get("submitted_at"), runner)
+                    await record_entry(self.store, job_id, message.get("submitted_at"), runner,
+                                       message.get("client"))  # fmt: skip
                 except StoreError as exc:  # housekeeping rebuilds missing entries
                     log.warning("job %s: cannot record it as active: %s", job_id, exc)
                 if runner is None or runner in self.backends:

@@ -4,6 +4,7 @@ step of a multi-step plan, and recording each job's end."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from appliance.aio import wait_event
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import ExitRecord, job_end, read_exit_record
-from appliance.jobdirs import collect_outputs, prepare_step
+from appliance.jobdirs import collect_outputs, directory_size, prepare_step
 from appliance.jobrecord import JobRecord, OutputRecord, StepRecord
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.scheduler.base import log
@@ -227,7 +228,17 @@ class Following(Starting):
                       extra: JobRecord | None = None) -> None:  # fmt: skip
         workdir = self.volumes.path(held.plan.work)
         outputs: list[OutputRecord] = []
-        if workdir.is_dir():
+        limit = self.settings.job_max_output_bytes
+        if (
+            workdir.is_dir()
+            and limit
+            and (await asyncio.to_thread(directory_size, workdir, limit) > limit)
+        ):  # the disk is everyone's: what is over the cap is not kept
+            state = JobState.FAILED
+            message = (f"the job wrote more than {limit} bytes into its directory (the "
+                       "job_max_output_bytes setting); its files were deleted")  # fmt: skip
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        elif workdir.is_dir():
             found = await asyncio.to_thread(collect_outputs, held.plan, workdir)
             outputs = [o.to_json() for o in found]
         now = await self.store.now()

@@ -49,6 +49,18 @@ class Claims(Jobs):
         await self.add_entry(job)
         return True
 
+    async def count_active(self, *, client: str | None = None,
+                           states: Sequence[str] = ()) -> int:  # fmt: skip
+        """Jobs not yet final (from the small ``active`` collection): of one client
+        address, and/or in these states."""
+        query: dict[str, Any] = {}
+        if client is not None:
+            query["client"] = client
+        if states:
+            query["state"] = {"$in": list(states)}
+        return int(await self._call("count active jobs",
+                                    lambda: self.active.count_documents(query)))  # fmt: skip
+
     async def active_entries(self) -> list[ActiveEntry]:
         async def run() -> list[Doc]:
             return await self.active.find({}).to_list(None)

@@ -117,6 +117,7 @@ class Connection:
         self.active = self.db["active"]
         self.schedulers = self.db["schedulers"]
         self.marks = self.db["marks"]  # records about to be deleted (retention)
+        self.usage = self.db["usage"]  # bytes uploaded per client address and period
         self.retry_seconds = retry_seconds
         self.clock = clock
         self._offset: timedelta | None = None

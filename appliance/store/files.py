@@ -31,6 +31,22 @@ class Files(Connection):
     async def delete_file(self, file_id: str) -> None:
         await self._call("delete file", lambda: self.files.delete_one({"_id": file_id}))
 
+    # -- uploads per client (appliance.web.quotas) -------------------------------------
+
+    async def upload_usage(self, client: str, window: int) -> int:
+        """Bytes ``client`` uploaded in the period numbered ``window``."""
+        found = await self._call("read upload usage",
+                                 lambda: self.usage.find_one({"_id": f"{client}|{window}"}))  # fmt: skip
+        return int(found["bytes"]) if found else 0
+
+    async def add_upload_usage(self, client: str, window: int, size: int) -> None:
+        result = await self._call("count an upload", lambda: self.usage.update_one(
+            {"_id": f"{client}|{window}"},
+            {"$inc": {"bytes": size}, "$setOnInsert": {"window": window}}, upsert=True))  # fmt: skip
+        if result.upserted_id is not None:  # a new period: the older ones are done with
+            await self._call("forget old upload usage",
+                             lambda: self.usage.delete_many({"window": {"$lt": window}}))  # fmt: skip
+
     # -- service health ----------------------------------------------------------------
 
     async def set_service_status(self, service_id: str, status: str, message: str = "") -> None:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from appliance.mediatypes import sniff_media_type
+from appliance.web import quotas
 from appliance.web.errors import ApiError
 from appliance.web.formdata import read_form
 from appliance.web.jobs import resource, upload_record
@@ -19,6 +20,7 @@ MEDIA_TYPE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-/")
 
 async def upload_file(request: Request) -> Response:
     state = state_of(request)
+    client = await quotas.admit_upload(request, state.settings, state.store)
     form = await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset({"file"}),
         known=frozenset({"file"}), max_files=1,
@@ -38,6 +40,7 @@ async def upload_file(request: Request) -> Response:
     except BaseException:  # a refusal or any failure: nothing stays behind
         form.discard()
         raise
+    await quotas.count_uploads(state.settings, state.store, client, saved.size)
     return JSONResponse(upload_json(record, state.settings), status_code=201,
                         headers={"Location": f"/api/files/{saved.id}"})  # fmt: skip
 

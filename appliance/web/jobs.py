@@ -21,6 +21,7 @@ from appliance.states import JobState
 from appliance.store import utcnow
 from appliance.submission import is_active, record_job
 from appliance.tokens import bearer, known
+from appliance.web import quotas
 from appliance.web.errors import ApiError
 from appliance.web.formdata import FormData, read_form
 from appliance.web.representations import TIME_FORMAT, job_json, output_json
@@ -34,6 +35,7 @@ JOB_ID_LENGTH = 16
 async def submit_job(request: Request) -> Response:
     state = state_of(request)
     service = state.service(request.path_params["service_id"])
+    client = await quotas.admit_job(request, state.settings, state.store)
     file_params = frozenset(p.id for p in service.parameters.values() if p.type is ParamType.FILE)
     form = await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params,
@@ -41,19 +43,21 @@ async def submit_job(request: Request) -> Response:
     )  # fmt: skip
     recorded: list[str] = []
     try:
-        job = await _accept(state, service, form, recorded)
+        job = await _accept(state, service, form, recorded, client)
     except BaseException:  # any failure at all (not only a refusal): nothing stays behind
         form.discard()
         for file_id in recorded:
             with contextlib.suppress(Exception):
                 await state.store.delete_file(file_id)
         raise
+    await quotas.count_uploads(state.settings, state.store, client,
+                               sum(f.size for f in form.saved()))  # fmt: skip
     # The scheduler makes the job's active entry when this wake-up reaches it; if the
     # message cannot even be queued, we make it ourselves.
     if is_active(job):
         submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
         if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
-                                        runner=str(job.get("runner"))):  # fmt: skip
+                                        runner=str(job.get("runner")), client=client):  # fmt: skip
             await state.store.add_entry(job)
     return JSONResponse(
         job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
@@ -61,7 +65,7 @@ async def submit_job(request: Request) -> Response:
 
 
 async def _accept(
-    state: WebState, service: Service, form: FormData, recorded: list[str]
+    state: WebState, service: Service, form: FormData, recorded: list[str], client: str
 ) -> JobRecord:
     """Validate the form, keep its files and record the job; ``recorded`` gets the ids of
     the file records made (so that a failure after them can take them back)."""
@@ -78,7 +82,8 @@ async def _accept(
         await state.store.insert_file(upload_record(f.id, f.label, f.size,
                                                     f.media_type or sniffed[f.id]))  # fmt: skip
         recorded.append(f.id)
-    return await record_job(state.store, state.planner, service, values, with_entry=False)
+    return await record_job(state.store, state.planner, service, values, with_entry=False,
+                            client=client)  # fmt: skip
 
 
 def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:

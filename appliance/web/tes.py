@@ -28,6 +28,7 @@ from appliance.tes.auth import AuthError
 from appliance.tes.setup import TesState
 from appliance.tes.task import TaskError
 from appliance.tes.views import JOB_STATES, VIEWS, task_json, tes_state
+from appliance.web import quotas
 from appliance.web.errors import ApiError
 from appliance.web.state import state_of
 from appliance.web_limits import MAX_FIELD_BYTES
@@ -98,6 +99,9 @@ async def service_info(request: Request) -> Response:
 async def create_task(request: Request) -> Response:
     state = state_of(request)
     tes, owner = _tes(request)
+    # the site's disk and queue (a client's own share is its token's business)
+    await quotas.check_disk(state.settings, state.settings.jobs_dir)
+    await quotas.check_jobs(state.settings, state.store, None)
     task = await _body(request, state.settings.upload_max_bytes + MAX_FIELD_BYTES)
     job_id = new_id()
     try:

@@ -49,7 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str,
     runners = {"docker": "backend: docker\noptions: {stop_grace: 1, slots: 4}\n"}
     with running_stack(root, mongodb_uri, database_name, services={"planter": PLANTER},
                        runners=runners, proxy_client_rate=20, allowed_origins=[EMBEDDER],
-                       proxy_client_connections=32) as stack:  # fmt: skip
+                       proxy_client_connections=32,
+                       job_max_output_bytes=2 * 1024**2) as stack:  # fmt: skip
         yield stack
 
 
@@ -326,3 +327,83 @@ def test_only_recorded_outputs_of_ended_jobs_are_served(stack: Stack) -> None:
         refused = httpx.get(f"{base}/{path}")
         assert refused.status_code in (400, 404), path
         assert refused.headers["content-type"] == "application/json", path
+
+
+def test_a_job_that_writes_more_than_its_cap_fails_and_its_files_go(stack: Stack) -> None:
+    big = submit(stack, "planter", script="head -c 3000000 /dev/zero > /job/big.bin")
+    assert wait(stack, big) == "FAILED"
+    job = httpx.get(f"{stack.proxy}/api/jobs/{big}").json()
+    assert "more than 2097152 bytes" in job["error"] and "job_max_output_bytes" in job["error"]
+    assert not (stack.settings.jobs_dir / big).exists()
+    assert httpx.get(f"{stack.proxy}/api/jobs/{big}/files").json()["files"] == []
+    small = submit(stack, "planter", script="head -c 1000 /dev/zero > /job/small.bin")
+    assert wait(stack, small) == "COMPLETED"
+
+
+@pytest.fixture(scope="module")
+def quota_stack(tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str,
+                database_name: str) -> Iterator[Stack]:  # fmt: skip
+    root = tmp_path_factory.mktemp("quotas")
+    runners = {"docker": "backend: docker\noptions: {stop_grace: 1, slots: 1}\n"}
+    with running_stack(root, mongodb_uri, f"{database_name}_quotas", services={"planter": PLANTER},
+                       runners=runners, client_max_active_jobs=2, max_queued_jobs=4,
+                       client_upload_bytes=1000) as stack:  # fmt: skip
+        yield stack
+
+
+def from_address(address: str) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def test_quotas_per_address_and_for_everyone(quota_stack: Stack) -> None:
+    stack = quota_stack
+    url = f"{stack.proxy}/api/services/planter/jobs"
+    clients = {a: from_address(a) for a in ("127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")}
+    submitted = []
+    try:
+        for address in ("127.0.0.4", "127.0.0.5"):  # two each: one runs, the rest wait
+            for _ in range(2):
+                response = clients[address].post(url, data={"script": "sleep 60"})
+                assert response.status_code == 202, response.text
+                submitted.append(response.json()["id"])
+                if len(submitted) == 1:  # it takes the one slot: the others wait
+                    deadline = time.monotonic() + 30
+                    while (
+                        httpx.get(f"{stack.proxy}/api/jobs/{submitted[0]}").json()["status"]
+                        != "RUNNING"
+                    ):
+                        assert time.monotonic() < deadline
+                        time.sleep(0.1)
+                time.sleep(0.3)  # the scheduler records the job as active from its wake-up
+            third = clients[address].post(url, data={"script": "true"})
+            assert third.status_code == 429 and third.json()["status"] == 429, third.text
+            assert int(third.headers["retry-after"]) > 0
+        last = clients["127.0.0.6"].post(url, data={"script": "sleep 60"})  # the 4th waiting
+        assert last.status_code == 202
+        submitted.append(last.json()["id"])
+        time.sleep(0.3)
+        full = clients["127.0.0.6"].post(url, data={"script": "true"})  # the queue is full
+        assert full.status_code == 503 and "queue is full" in full.json()["message"]
+        assert int(full.headers["retry-after"]) > 0
+        # bytes uploaded per address and period
+        uploads = stack.settings.uploads_dir
+        for _ in range(2):
+            sent = clients["127.0.0.7"].post(f"{stack.proxy}/api/files",
+                                             files={"file": ("a.txt", b"x" * 600)})  # fmt: skip
+            assert sent.status_code == 201
+        before = set(uploads.iterdir())
+        over = clients["127.0.0.7"].post(f"{stack.proxy}/api/files",
+                                         files={"file": ("a.txt", b"x" * 600)})  # fmt: skip
+        assert over.status_code == 429 and 0 < int(over.headers["retry-after"]) <= 3600
+        assert set(uploads.iterdir()) == before
+        assert (
+            clients["127.0.0.6"]
+            .post(f"{stack.proxy}/api/files", files={"file": ("a.txt", b"x" * 600)})
+            .status_code
+            == 201
+        )
+    finally:
+        for job_id in submitted:
+            httpx.delete(f"{stack.proxy}/api/jobs/{job_id}")
+        for client in clients.values():
+            client.close()
