@@ -192,7 +192,7 @@ def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
     host, port = bundle.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(
-            b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"POST /api/files HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 500000000\r\n\r\n--b\r\n"
         )
         head = connection.recv(4096).decode()
@@ -214,3 +214,25 @@ def test_only_the_scheduler_holds_the_docker_socket(bundle: str) -> None:
         assert bool(sockets) is expected, service
         if service in ("web", "scheduler"):
             assert info["Config"]["User"] == "1000:1000"
+
+
+def test_the_proxy_reaches_the_web_process_only(bundle: str) -> None:
+    """From inside the proxy's container: the web process answers; the database and the
+    scheduler's ZeroMQ port are on a network the proxy is not on (by name or address)."""
+    proxy = compose("ps", "-q", "proxy").stdout.strip()
+
+    def reach(host: str, port: int) -> bool:
+        probe = f"timeout 3 bash -c '</dev/tcp/{host}/{port}'"
+        return subprocess.run(["docker", "exec", proxy, "bash", "-c", probe],
+                              capture_output=True).returncode == 0  # fmt: skip
+
+    def address(service: str) -> str:
+        container = compose("ps", "-q", service).stdout.strip()
+        [info] = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True,
+                                           text=True, check=True).stdout)  # fmt: skip
+        return str(next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"])
+
+    assert reach("web", 8000)
+    for service, port in (("mongo", 27017), ("scheduler", 5570)):
+        assert not reach(service, port), service
+        assert not reach(address(service), port), service
