@@ -72,6 +72,8 @@ def _sample(key: str) -> tuple[str, object]:
         return "/a, /b", ("/a", "/b")
     if key == "log_level":
         return "debug", "DEBUG"
+    if key == "operator_token_sha256":
+        return "A" * 64, "a" * 64
     if isinstance(default, bool):
         return str(not default).lower(), not default
     if isinstance(default, int | float):
@@ -98,6 +100,7 @@ def test_unknown_environment_variable_is_an_error() -> None:
     ("text", "key"),
     [
         ("web_workers: 0\n", "web_workers"),
+        ("operator_token_sha256: not-a-hash\n", "operator_token_sha256"),
         ("web_workers: many\n", "web_workers"),
         ("upload_max_bytes: lots\n", "upload_max_bytes"),
         ("uploads_url: media\n", "uploads_url"),

@@ -407,3 +407,20 @@ def test_quotas_per_address_and_for_everyone(quota_stack: Stack) -> None:
             httpx.delete(f"{stack.proxy}/api/jobs/{job_id}")
         for client in clients.values():
             client.close()
+
+
+def test_a_nearly_full_disk_refuses_uploads_and_jobs_before_it_is_full(
+    tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
+) -> None:
+    root = tmp_path_factory.mktemp("full")
+    with running_stack(root, mongodb_uri, f"{database_name}_full",
+                       min_free_disk=2**62) as stack:  # fmt: skip # more than any disk has free
+        for response in (
+            httpx.post(f"{stack.proxy}/api/files", files={"file": ("s.fa", FASTA.encode())}),
+            httpx.post(f"{stack.proxy}/api/services/upper/jobs",
+                       files={"input": ("s.fa", FASTA.encode(), "application/fasta")}),
+        ):  # fmt: skip
+            assert response.status_code == 507, response.text
+            assert response.json()["status"] == 507 and int(response.headers["retry-after"]) > 0
+        assert list(stack.settings.uploads_dir.iterdir()) == []
+        assert httpx.get(f"{stack.proxy}/api/services").status_code == 200  # reading goes on

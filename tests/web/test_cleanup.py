@@ -3,7 +3,6 @@ failed: a refusal, or an error nobody expected (injected here after the files ar
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from starlette.testclient import TestClient
 
 from appliance.settings import Settings
 from appliance.web import jobs
-from appliance.web.app import create_app
 
 FASTA = b">a\nMKV\n"
 
@@ -41,16 +39,3 @@ def test_an_unexpected_error_after_the_files_are_saved_leaves_nothing(
     assert "RuntimeError" not in response.text and "/secret" not in response.text
     assert set(web_settings.uploads_dir.iterdir()) == kept
     assert db["files"].count_documents({}) == records
-
-
-def test_a_nearly_full_disk_refuses_uploads_and_jobs_before_it_is_full(
-    web_settings: Settings, db: Database[dict[str, object]],
-) -> None:  # fmt: skip
-    nearly_full = replace(web_settings, min_free_disk=2**62)  # more than any disk has free
-    with TestClient(create_app(nearly_full)) as client:
-        for response in (submit(client),
-                         client.post("/api/files", files={"file": ("s.fa", FASTA)})):  # fmt: skip
-            assert response.status_code == 507, response.text
-            assert response.json()["status"] == 507 and response.headers["retry-after"]
-    assert list(web_settings.uploads_dir.iterdir()) == []
-    assert db["jobs"].count_documents({}) == 0
