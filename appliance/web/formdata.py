@@ -31,6 +31,8 @@ from appliance.web_limits import MAX_FIELD_BYTES, request_limit
 
 MAX_PARTS = 1000
 DEFAULT_MAX_FILES = 50
+PARSE_BATCH = 1024 * 1024  # bytes handed to the parser's thread at a time
+INLINE_PARSE = 64 * 1024  # a body this small is parsed on the event loop
 DRAIN_MARGIN = 1024 * 1024
 MAX_LABEL = 255
 
@@ -222,13 +224,19 @@ async def _read_multipart(
     received = 0
     stream = request.stream()
     try:
+        pending = bytearray()
         async for chunk in stream:
             received += len(chunk)
             if received > limit:
                 raise ApiError(413, f"the request is larger than the limit of {limit} bytes")
-            written = await asyncio.to_thread(parser.write, chunk)  # files are written here
-            if written != len(chunk):
-                raise ApiError(400, "the multipart body is malformed")
+            pending += chunk
+            if len(pending) >= PARSE_BATCH:  # files are written here, off the event loop
+                await asyncio.to_thread(_parse, parser, bytes(pending))
+                pending.clear()
+        if len(pending) > INLINE_PARSE:
+            await asyncio.to_thread(_parse, parser, bytes(pending))
+        elif pending:  # a small form: not worth a thread
+            _parse(parser, bytes(pending))
         if not reader.ended:
             raise ApiError(400, "the multipart body is incomplete")
     except ApiError as exc:
@@ -250,6 +258,11 @@ async def _read_multipart(
         reader.form.discard()
         raise
     return reader.form
+
+
+def _parse(parser: MultipartParser, data: bytes) -> None:
+    if parser.write(data) != len(data):
+        raise ApiError(400, "the multipart body is malformed")
 
 
 async def _drain(stream: AsyncIterator[bytes], received: int, limit: int) -> None:
