@@ -230,7 +230,11 @@ def test_a_full_job_volume(tmp_path: Path, server: Server, small_jobs_volume: Pa
     services = {"once": ONCE}
     with (
         running_stack(  # no disk guard: this is what happens when the volume does fill
-            tmp_path / "full", server.uri, "full", services, jobs_dir=str(small_jobs_volume),
+            tmp_path / "full",
+            server.uri,
+            "full",
+            services,
+            jobs_dir=str(small_jobs_volume),
             min_free_disk=0,
         ) as stack,
         httpx.Client(base_url=stack.proxy, timeout=30) as client,

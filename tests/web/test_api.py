@@ -83,8 +83,12 @@ def test_submit_form_encoded(client: TestClient, db: DB, wakeups: Any) -> None:
 
     message = asyncio.run(asyncio.wait_for(wakeups.receive(), 5))
     sent = datetime.fromisoformat(message.pop("submitted_at"))  # the scheduler's entry needs it
-    assert message == {"kind": "submitted", "job": job["id"], "runner": "local",
-                       "client": "testclient"}  # its address, for the quotas
+    assert message == {
+        "kind": "submitted",
+        "job": job["id"],
+        "runner": "local",
+        "client": "testclient",
+    }  # its address, for the quotas
     assert stored["runner"] == "local" and stored["plan"]["work"]["path"] == job["id"]
     assert sent.tzinfo is not None  # stored to the millisecond, sent to the microsecond:
     assert abs(sent.replace(tzinfo=None) - stored["submitted_at"]) < timedelta(milliseconds=1)
