@@ -8,6 +8,7 @@ from appliance.classifiers import classifier_warnings
 from appliance.errors import ConfigError
 from appliance.model import Service
 from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
+from appliance.servicecheck import ignored_files, service_mistakes
 from appliance.servicefile import load_services
 from appliance.settings import Settings
 
@@ -19,6 +20,9 @@ class Catalogue:
     errors: list[ConfigError] = field(default_factory=list)
     runner_errors: list[ConfigError] = field(default_factory=list)  # also in ``errors``
     warnings: list[ConfigError] = field(default_factory=list)  # the services still load
+    # mistakes that show only when a job runs (appliance.servicecheck): the services still
+    # load, but ``appliance check`` counts them as problems
+    mistakes: list[ConfigError] = field(default_factory=list)
 
 
 def cross_check(
@@ -70,4 +74,6 @@ def load_catalogue(settings: Settings) -> Catalogue:
     errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
     broken = {e.source for e in errors}
     usable = {sid: s for sid, s in services.items() if s.source not in broken}
-    return Catalogue(usable, runners, errors, runner_errors, classifier_warnings(usable))
+    mistakes = [m for s in usable.values() for m in service_mistakes(s)]
+    mistakes += ignored_files(settings.services_dir)
+    return Catalogue(usable, runners, errors, runner_errors, classifier_warnings(usable), mistakes)

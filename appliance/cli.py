@@ -32,6 +32,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(settings)
     for error in catalogue.errors:
         print(error.describe(), file=sys.stderr)
+    for mistake in catalogue.mistakes:
+        print(mistake.describe(), file=sys.stderr)
     for warning in catalogue.warnings:
         print(f"warning: {warning.describe()}", file=sys.stderr)
     print(f"settings: {settings.source}")
@@ -43,7 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"runners: {len(catalogue.runners)} from {settings.runners_dir}: "
         f"{', '.join(sorted(catalogue.runners)) or '-'}"
     )
-    problems = len(catalogue.errors)
+    problems = len(catalogue.errors) + len(catalogue.mistakes)
     if not args.offline:
         from appliance.checks import live_checks
 
@@ -209,6 +211,35 @@ def cmd_tes_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    """Each service folder with a Dockerfile, and the image its service files name, read by
+    the same loader as everything else (scripts/build-images builds from this)."""
+    from appliance.servicefile import load_services
+
+    settings = load_settings()
+    services, errors = load_services(settings.services_dir)
+    for error in errors:
+        print(error.describe(), file=sys.stderr)
+    images: dict[Path, set[str]] = {}
+    for dockerfile in sorted(settings.services_dir.rglob("Dockerfile")):
+        images[dockerfile.parent] = set()
+    for service in services.values():
+        folder = Path(service.source).parent
+        if folder in images and service.image:
+            images[folder].add(service.image)
+    problems = len(errors)
+    for folder, names in images.items():
+        relative = folder.relative_to(settings.services_dir).as_posix()
+        if len(names) != 1:
+            named = ", ".join(sorted(names)) or "none"
+            print(f"{folder}: a Dockerfile needs one image named by the service files beside it "
+                  f"(they name: {named})", file=sys.stderr)  # fmt: skip
+            problems += 1
+            continue
+        print(f"{relative}\t{names.pop()}")
+    return 1 if problems else 0
+
+
 def cmd_operator_token(args: argparse.Namespace) -> int:
     """A new random operator token: the token (kept by the operator), the setting line."""
     import secrets
@@ -316,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tes_token.add_argument("name", help="the client's name (owns the tasks it creates)")
     tes_token.set_defaults(handler=cmd_tes_token)
+
+    images = sub.add_parser(
+        "images", help="list each service folder with a Dockerfile and the image to build from it"
+    )
+    images.set_defaults(handler=cmd_images)
 
     operator = sub.add_parser(
         "operator-token",

@@ -209,3 +209,65 @@ def test_command_errors_for_unknown_service_and_bad_options(fasta: Path) -> None
     assert result.returncode == 2 and "no runner 'gpu'" in result.stderr
     result = run("command", str(DATA / "services" / "broken" / "bad-type.service.yaml"))
     assert result.returncode == 2 and "parameters.x.type" in result.stderr
+
+
+MISTAKEN = f"""\
+appliance-version: 1
+name: Needle
+image: {TEST_IMAGE}
+command: needle -auto ${{NOT_SET_ANYWHERE}}
+parameters:
+  input: {{name: Input, type: file, media-type: application/x-emboss}}
+  gapopen: {{name: Gap open, type: decimal, default: 10}}
+  gapextend: {{name: Gap extend, type: decimal, default: 0.5}}
+  unused: {{name: Not used, type: text, required: false}}
+args:
+  input: {{arg: "$(value)"}}
+  gapopen: {{arg: "-gapopen ${{gapopen}}"}}
+  gapextend: {{arg: "-gapextend $(valeu)"}}
+  gapextnd: {{arg: "-x $(value)"}}
+"""
+# every mistake in MISTAKEN: (key, words of the message)
+MISTAKES = [
+    ("command", "${NOT_SET_ANYWHERE}: no environment variable NOT_SET_ANYWHERE is set"),
+    ("args.gapopen.arg", "${gapopen}: no environment variable gapopen is set (a parameter's value is $(value))"),
+    ("args.gapextend.arg", "$(valeu) is not a placeholder"),
+    ("args.gapextnd", "names no parameter"),
+    ("parameters.unused", "no entry in 'args' uses it"),
+    ("parameters.input.media-type", "unknown media type 'application/x-emboss'"),
+]  # fmt: skip
+
+
+def test_check_names_every_mistake_that_would_show_only_when_a_job_runs(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    (services / "needle").mkdir(parents=True)
+    source = services / "needle" / "needle.service.yaml"
+    source.write_text(MISTAKEN)
+    for image in ("Appliance/Needle:1", "needle :1", "'needle:1'"):
+        (services / f"img{len(image)}.service.yaml").write_text(
+            f"appliance-version: 1\nname: I\nimage: \"{image}\"\ncommand: 'true'\n")  # fmt: skip
+    (services / "water.service.yml").write_text(MISTAKEN)  # never read: not .service.yaml
+    result = run("check", "--offline", env={"APPLIANCE_SERVICES_DIR": str(services)})
+    assert result.returncode == 1
+    for key, words in MISTAKES:  # all of them, not only the first of the file
+        assert f"{source}: {key}: {words}" in result.stderr, (key, result.stderr)
+    assert result.stderr.count("is not a valid image reference") == 3
+    assert f"{services / 'water.service.yml'}: not read" in result.stderr
+    assert f"{len(MISTAKES) + 4} problem(s) found" in result.stderr
+    assert "needle" in result.stdout  # the service still loads: a running site is not changed
+
+
+def test_images_reads_each_folders_image_with_the_loader(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    for folder, image in (("a", "appliance/a:1"), ("b", '"appliance/b:2"')):
+        (services / folder).mkdir(parents=True)
+        (services / folder / "Dockerfile").write_text("FROM scratch\n")
+        (services / folder / f"{folder}.service.yaml").write_text(
+            f"appliance-version: 1\nname: A\nimage: {image}  # quoted is valid YAML\ncommand: 'true'\n")  # fmt: skip
+    result = run("images", env={"APPLIANCE_SERVICES_DIR": str(services)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["a\tappliance/a:1", "b\tappliance/b:2"]
+    (services / "c").mkdir()
+    (services / "c" / "Dockerfile").write_text("FROM scratch\n")  # and no service names an image
+    result = run("images", env={"APPLIANCE_SERVICES_DIR": str(services)})
+    assert result.returncode == 1 and "c: a Dockerfile needs one image" in result.stderr

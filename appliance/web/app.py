@@ -72,6 +72,8 @@ def create_app(settings: Settings) -> Starlette:
         catalogue = load_catalogue(settings)
         for error in catalogue.errors:
             log.error("%s", error.describe())
+        for mistake in catalogue.mistakes:  # it loads, but its jobs would go wrong
+            log.warning("%s (appliance check)", mistake.describe())
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         store = Store(
             settings.mongodb_uri,
