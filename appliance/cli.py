@@ -108,6 +108,28 @@ def cmd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """One job of a service, run here in its image (appliance/tryrun.py)."""
+    from appliance.runners.config import load_runner_configs
+    from appliance.tryrun import form_errors_text, print_result, try_run
+
+    settings = load_settings()
+    service = _find_service(args.service, settings)
+    if not service.image:
+        raise ConfigError(f"service {service.id} names no image: appliance run runs images")
+    runners, errors = load_runner_configs(settings.runners_dir)
+    for error in errors:
+        print(error.describe(), file=sys.stderr)
+    try:
+        result = try_run(service, runners, os.environ, _pairs(args.set or [], "--set"),
+                         _pairs(args.file or [], "--file"))  # fmt: skip
+    except FormErrors as exc:
+        print(form_errors_text(exc), file=sys.stderr)
+        return 2
+    print_result(result)
+    return 0 if result.exit_code == 0 else 1
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -347,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tes_token.add_argument("name", help="the client's name (owns the tasks it creates)")
     tes_token.set_defaults(handler=cmd_tes_token)
+
+    trial = sub.add_parser(
+        "run",
+        help="run one job of a service here, in its image with the docker runner's isolation "
+        "(no bundle or database): prints stdout, stderr and the outputs",
+    )
+    trial.add_argument("service", help="a service id, or the path of a service file")
+    trial.add_argument("--set", action="append", metavar="NAME=VALUE", help="a parameter's value")
+    trial.add_argument("--file", action="append", metavar="NAME=PATH", help="a file parameter")
+    trial.set_defaults(handler=cmd_run)
 
     images = sub.add_parser(
         "images", help="list each service folder with a Dockerfile and the image to build from it"

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +237,26 @@ def test_the_proxy_reaches_the_web_process_only(bundle: str) -> None:
     for service, port in (("mongo", 27017), ("scheduler", 5570)):
         assert not reach(service, port), service
         assert not reach(address(service), port), service
+
+
+@pytest.mark.parametrize(("service", "data", "output"), [
+    ("clustalo", {"iterations": "1"}, "alignment.aln"),
+    ("mafft", {"strategy": "L-INS-i", "maxiterate": "10"}, "stdout"),
+    ("muscle", {"perturb": "3"}, "alignment.afa"),
+])  # fmt: skip
+def test_appliance_run_gives_what_a_job_gives(
+    bundle: str, service: str, data: dict[str, str], output: str
+) -> None:
+    """The author's loop: `appliance run` here, with the same image and command, gives the
+    same result as a job through the API."""
+    through_api = run_job(SlivkaClient(bundle + "/"), service, data)[output]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "run", service, f"--file=input={PROTEINS}",
+         *(f"--set={k}={v}" for k, v in data.items())],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--- exit code 0 ---" in result.stdout
+    folder = Path(result.stderr.strip().splitlines()[-1].removeprefix("the job's folder: "))
+    assert (folder / output).read_text() == through_api
