@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
+from appliance.errors import StoreError
 from appliance.forms import FileRef, dump_values
 from appliance.jobrecord import ActiveEntry, JobRecord
 from appliance.model import Service
 from appliance.planning import Planned, Planner, Refused
 from appliance.states import JobState
 from appliance.store import Store, new_id
+
+log = logging.getLogger(__name__)
 
 
 def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +66,10 @@ async def record_job(
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"] = now, None
     await store.insert_job(job, with_entry=with_entry)
+    try:  # the statistics are not worth failing a submission for
+        await store.count_submission(service.id, now.strftime("%Y-%m"))
+    except StoreError as exc:
+        log.warning("job %s: not counted in the usage statistics: %s", job_id, exc)
     return job
 
 

@@ -245,7 +245,7 @@ def test_the_proxy_reaches_the_web_process_only(bundle: str) -> None:
     ("muscle", {"perturb": "3"}, "alignment.afa"),
 ])  # fmt: skip
 def test_appliance_run_gives_what_a_job_gives(
-    bundle: str, service: str, data: dict[str, str], output: str
+    bundle: str, service: str, data: dict[str, object], output: str
 ) -> None:
     """The author's loop: `appliance run` here, with the same image and command, gives the
     same result as a job through the API."""

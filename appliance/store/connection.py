@@ -118,6 +118,7 @@ class Connection:
         self.schedulers = self.db["schedulers"]
         self.marks = self.db["marks"]  # records about to be deleted (retention)
         self.usage = self.db["usage"]  # bytes uploaded per client address and period
+        self.stats = self.db["stats"]  # submissions per month and service (GET /api/stats)
         self.retry_seconds = retry_seconds
         self.clock = clock
         self._offset: timedelta | None = None

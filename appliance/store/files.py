@@ -47,6 +47,21 @@ class Files(Connection):
             await self._call("forget old upload usage",
                              lambda: self.usage.delete_many({"window": {"$lt": window}}))  # fmt: skip
 
+    # -- usage statistics (GET /api/stats) ----------------------------------------------
+
+    async def count_submission(self, service: str, month: str) -> None:
+        """One more job of ``service`` submitted in ``month`` (``YYYY-MM``)."""
+        await self._call("count a submission", lambda: self.stats.update_one(
+            {"_id": f"{month}|{service}"},
+            {"$inc": {"count": 1}, "$setOnInsert": {"month": month, "service": service}},
+            upsert=True))  # fmt: skip
+
+    async def usage_stats(self) -> list[Doc]:
+        """Submissions per month and service, oldest month first."""
+        found = await self._call("read usage statistics",
+                                 lambda: self.stats.find({}).to_list(None))  # fmt: skip
+        return sorted(found, key=lambda d: (str(d.get("month")), str(d.get("service"))))
+
     # -- service health ----------------------------------------------------------------
 
     async def set_service_status(self, service_id: str, status: str, message: str = "") -> None:

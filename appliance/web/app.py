@@ -42,7 +42,9 @@ def route(path: str, **handlers: Endpoint) -> Route:
 def api_routes() -> list[BaseRoute]:
     return [
         route("/", GET=meta.docs_page),
+        route("/reference", GET=meta.docs_page),  # the previous system's name for the page
         route("/version", GET=meta.version),
+        route("/stats", GET=meta.stats),
         route("/openapi.json", GET=meta.openapi_json),
         route("/openapi.yaml", GET=meta.openapi_yaml),
         route("/services", GET=meta.list_services),

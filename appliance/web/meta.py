@@ -20,6 +20,16 @@ async def version(request: Request) -> Response:
     )
 
 
+async def stats(request: Request) -> Response:
+    """Jobs submitted per month and service, in the previous system's shape (its key's
+    spelling included: clients read ``usageStatictics``)."""
+    rows = await state_of(request).store.usage_stats()
+    return JSONResponse({"usageStatictics": [
+        {"month": str(r.get("month")), "service": str(r.get("service")), "count": int(r.get("count", 0))}
+        for r in rows
+    ]})  # fmt: skip
+
+
 async def _statuses(request: Request) -> dict[str, dict[str, object]]:
     """Service health from the database; the catalogue itself never needs it."""
     try:

@@ -268,6 +268,35 @@ def openapi_document() -> Json:
                     "responses": {"200": _json(_ref("Version"), "versions")},
                 }
             },
+            "/stats": {
+                "get": {
+                    "summary": "Jobs submitted per month and service",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["usageStatictics"],
+                                "properties": {
+                                    "usageStatictics": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["month", "service", "count"],
+                                            "properties": {
+                                                "month": {"type": "string"},
+                                                "service": {"type": "string"},
+                                                "count": {"type": "integer"},
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "statistics (the key is spelt as the previous system spells it)",
+                        ),
+                        "503": UNAVAILABLE,
+                    },
+                }
+            },
             "/services": {
                 "get": {
                     "summary": "List services",

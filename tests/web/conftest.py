@@ -58,7 +58,7 @@ def web_settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Settin
 def db(mongodb_uri: str, database_name: str) -> Iterator[Database[dict[str, object]]]:
     client: MongoClient[dict[str, object]] = MongoClient(mongodb_uri)
     database = client[database_name]
-    for name in ("jobs", "files", "cancels", "leases", "services"):
+    for name in ("jobs", "files", "cancels", "leases", "services", "active", "usage", "stats"):
         database[name].delete_many({})
     yield database
     client.close()

@@ -367,3 +367,16 @@ def test_database_away_gives_503_json(tmp_path: Path, mongodb_uri: str, database
         assert_json_error(client.post("/api/services/echo/jobs"), 503)
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
+
+
+def test_usage_statistics_and_the_reference_page_as_before(client: TestClient, db: DB) -> None:
+    """``/api/stats`` in the previous system's shape (its key's spelling too), counted at
+    submission; ``/api/reference`` is the API's page, as before."""
+    assert client.get("/api/stats").json() == {"usageStatictics": []}
+    for _ in range(3):
+        assert client.post("/api/services/echo/jobs", data={"words": "hi"}).status_code == 202
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert client.get("/api/stats").json() == {
+        "usageStatictics": [{"month": month, "service": "echo", "count": 3}]}  # fmt: skip
+    page = client.get("/api/reference")
+    assert page.status_code == 200 and "/services/{service_id}/jobs" in page.text
