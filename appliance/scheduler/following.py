@@ -241,6 +241,8 @@ class Following(Starting):
         elif workdir.is_dir():
             found = await asyncio.to_thread(collect_outputs, held.plan, workdir)
             outputs = [o.to_json() for o in found]
+            if state is JobState.FAILED:
+                message = _with_stderr(message, held, outputs)
         now = await self.store.now()
         fields: JobRecord = {"completed_at": now, "exit_code": code, "error": message or None,
                              "outputs": outputs, "lease_owner": None, "lease_expires": None}  # fmt: skip
@@ -257,6 +259,15 @@ class Following(Starting):
         self.held.pop(held.job_id, None)
         await self.store.forget_leases(held.job_id)
         log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "")
+
+
+def _with_stderr(message: str, held: Held, outputs: list[OutputRecord]) -> str:
+    """A failed job's reason, and where the tool said why: its stderr."""
+    stderr = held.plan.steps[min(held.step, len(held.plan.steps) - 1)].stderr
+    if not any(o["path"] == stderr for o in outputs):
+        return message
+    where = f"its stderr is the file {stderr} (/api/jobs/{held.job_id}/files/{stderr})"
+    return f"{message}; {where}" if message else f"the tool failed: {where}"
 
 
 def _deciding(held: Held, records: list[ExitRecord | None]) -> ExitRecord | None:
