@@ -132,7 +132,8 @@ async def test_a_failing_command_fails(rig: Rig, store: Store) -> None:
     job = await wait_final(store, await submit(store, rig.catalogue.services["probe"], "false"), 60)
     assert job["state"] == "FAILED"
     assert job["exit_code"] == 1
-    assert f"its stderr is the file stderr (/api/jobs/{job['_id']}/files/stderr)" in job["error"]
+    where = f"its stderr is the file stderr (/api/jobs/{job['_id']}/files/stderr)"
+    assert where in str(job["error"])
 
 
 async def test_a_missing_program_is_an_error(rig: Rig, store: Store) -> None:
