@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance.classifiers import classifier_warnings
 from appliance.errors import ConfigError
@@ -67,9 +67,38 @@ def cross_check(
     return errors
 
 
+def previous_runner_map(settings: Settings) -> tuple[dict[str, str], list[ConfigError]]:
+    """The ``previous_runners`` setting as class -> runner (``*``: any class)."""
+    mapping: dict[str, str] = {}
+    errors = []
+    for pair in settings.previous_runners:
+        name, sep, runner = pair.partition("=")
+        if not sep or not name.strip() or not runner.strip():
+            errors.append(ConfigError(f"expected CLASS=RUNNER, got {pair!r}",
+                                      source=settings.source, key="previous_runners"))  # fmt: skip
+            continue
+        mapping[name.strip()] = runner.strip()
+    return mapping, errors
+
+
+def map_previous_runners(service: Service, mapping: dict[str, str]) -> Service:
+    """A previous-system file's runner classes, on the runners the site maps them to."""
+    if not mapping or service.format != "slivka":
+        return service
+    runners = {
+        rid: replace(choice, runner=mapping.get(choice.previous, mapping.get("*", choice.runner)))
+        if choice.previous else choice
+        for rid, choice in service.runners.items()
+    }  # fmt: skip
+    return replace(service, runners=runners)
+
+
 def load_catalogue(settings: Settings) -> Catalogue:
     """Services and runners from the folders the settings name; bad files are reported, not fatal."""
     services, service_errors = load_services(settings.services_dir)
+    mapping, mapping_errors = previous_runner_map(settings)
+    service_errors += mapping_errors
+    services = {sid: map_previous_runners(s, mapping) for sid, s in services.items()}
     runners, runner_errors = load_runner_configs(settings.runners_dir)
     errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
     broken = {e.source for e in errors}

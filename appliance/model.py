@@ -103,6 +103,7 @@ class RunnerChoice:
     consts: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
+    previous: str = ""  # the previous system's runner class it named (``type:``), if any
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ need: ``image``, ``resources`` and ``runner``. See docs/services.md.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -267,6 +268,7 @@ def _parse_runner_choice(native: bool) -> Callable[[str, Any], RunnerChoice]:
             consts=consts,
             env=_parse_env(_mapping(data, "env"), "env"),
             parameters=_mapping(data, "parameters"),
+            previous=legacy_type if _get(data, "runner", str) is None and legacy_type else "",
         )
 
     return parse
@@ -483,13 +485,34 @@ def service_id_of(path: Path) -> str:
     return path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.stem
 
 
+IMAGE_FILE = "image"  # beside a previous-system file and its Dockerfile: the image's name
+
+
+def folder_image(path: Path) -> str | None:
+    """The image a service file without ``image:`` (the previous system's form) runs in:
+    with a Dockerfile beside it, the name in a side file ``image`` if there is one, else
+    ``appliance/<folder>:latest``; None without a Dockerfile."""
+    folder = path.parent
+    if not (folder / "Dockerfile").is_file():
+        return None
+    side = folder / IMAGE_FILE
+    if side.is_file():
+        for line in side.read_text().splitlines():
+            if line.split("#", 1)[0].strip():
+                return line.split("#", 1)[0].strip()
+    return f"appliance/{folder.name.lower()}:latest"
+
+
 def load_service_file(path: Path) -> Service:
     """One service file; any problem is a ConfigError naming the file and the key."""
     data = read_mapping(path)
     try:
-        return parse_service(service_id_of(path), data, str(path))
+        service = parse_service(service_id_of(path), data, str(path))
     except ConfigError as exc:
         raise exc.in_file(str(path)) from None
+    if service.format == "slivka" and service.image is None:  # the file itself is left as it is
+        return dataclasses.replace(service, image=folder_image(path))
+    return service
 
 
 def load_services(directory: Path) -> tuple[dict[str, Service], list[ConfigError]]:

@@ -191,6 +191,10 @@ class Settings:
     proxy_body_timeout: float = _setting(
         20.0, parse_duration, "longest pause between two reads of a request body at the proxy"
     )
+    previous_runners: tuple[str, ...] = _setting(
+        (), _words, "runners for the previous system's runner classes in its service files: "
+        "CLASS=RUNNER pairs, * for any class (e.g. *=docker)",
+    )  # fmt: skip
     # Quotas (appliance/web/quotas.py): 0 turns one off
     client_max_active_jobs: int = _setting(
         100, _count, "most unfinished jobs one client address may have (more: 429)"

@@ -271,3 +271,25 @@ def test_images_reads_each_folders_image_with_the_loader(tmp_path: Path) -> None
     (services / "c" / "Dockerfile").write_text("FROM scratch\n")  # and no service names an image
     result = run("images", env={"APPLIANCE_SERVICES_DIR": str(services)})
     assert result.returncode == 1 and "c: a Dockerfile needs one image" in result.stderr
+
+
+def test_a_previous_system_file_gets_its_folders_image_and_the_mapped_runners(
+    tmp_path: Path,
+) -> None:
+    from tests.web.test_previous import PREVIOUS
+
+    folder = tmp_path / "services" / "sort"
+    folder.mkdir(parents=True)
+    (folder / "sort.service.yaml").write_text(PREVIOUS)
+    (folder / "Dockerfile").write_text("FROM scratch\n")
+    env = {"APPLIANCE_SERVICES_DIR": str(tmp_path / "services"),
+           "APPLIANCE_RUNNERS_DIR": str(ROOT / "runners")}  # fmt: skip
+    unmapped = run("check", "--offline", env=env)  # its GridEngineRunner has no runner here
+    assert unmapped.returncode == 1
+    assert "execution.runners.cluster: runner 'gridengine' is not configured" in unmapped.stderr
+    mapped = run("check", "--offline", env={**env, "APPLIANCE_PREVIOUS_RUNNERS": "*=docker"})
+    assert mapped.returncode == 0, mapped.stderr
+    images = run("images", env=env)
+    assert images.stdout.splitlines() == ["sort\tappliance/sort:latest"]  # named by its folder
+    (folder / "image").write_text("# the name to build\ngroup/sort:2.0\n")
+    assert run("images", env=env).stdout.splitlines() == ["sort\tgroup/sort:2.0"]

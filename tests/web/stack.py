@@ -80,6 +80,7 @@ def running_stack(
     database_name: str,
     services: dict[str, str] | None = None,
     runners: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
     **changes: Any,
 ) -> Iterator[Stack]:
     """Everything started, and stopped again (each process must exit cleanly)."""
@@ -93,7 +94,11 @@ def running_stack(
     for name, text in (runners or {}).items():
         (settings.runners_dir / f"{name}.yaml").write_text(text)
     for name, text in {"upper": UPPER, **(services or {})}.items():
-        (settings.services_dir / f"{name}.service.yaml").write_text(text)
+        path = settings.services_dir / f"{name}.service.yaml"  # a name may hold a folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for name, text in (files or {}).items():  # more files in the services folder
+        (settings.services_dir / name).write_text(text)
     env = settings_env(settings)
     prefix = root / "nginx"
     prefix.mkdir(parents=True)
