@@ -9,7 +9,7 @@ from appliance.errors import ConfigError
 from appliance.model import Service
 from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
 from appliance.servicecheck import ignored_files, service_mistakes
-from appliance.servicefile import load_services
+from appliance.servicefolder import load_services
 from appliance.settings import Settings
 
 

@@ -19,7 +19,7 @@ from appliance.commandline import build_command
 from appliance.errors import ApplianceError, CommandError, ConfigError, FormErrors
 from appliance.forms import FileRef, RawValue, validate
 from appliance.model import Service
-from appliance.servicefile import load_service_file
+from appliance.servicefolder import load_service_file
 from appliance.settings import Settings, load_settings
 
 
@@ -236,7 +236,7 @@ def cmd_tes_token(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     """Each service folder with a Dockerfile, and the image its service files name, read by
     the same loader as everything else (scripts/build-images builds from this)."""
-    from appliance.servicefile import load_services
+    from appliance.servicefolder import load_services
 
     settings = load_settings()
     services, errors = load_services(settings.services_dir)

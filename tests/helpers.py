@@ -18,7 +18,7 @@ from appliance.plan import Plan
 from appliance.planning import Planner
 from appliance.runners.config import load_runner_configs
 from appliance.runners.registry import abilities_of
-from appliance.servicefile import load_service_file
+from appliance.servicefolder import load_service_file
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.submission import record_job

@@ -9,7 +9,8 @@ from appliance.commandline import build_command
 from appliance.errors import CommandError
 from appliance.forms import FileRef, validate
 from appliance.model import Service
-from appliance.servicefile import load_service_file, parse_service
+from appliance.servicefile import parse_service
+from appliance.servicefolder import load_service_file
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.anyio

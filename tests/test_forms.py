@@ -9,7 +9,8 @@ from appliance.errors import FormErrors
 from appliance.filerefs import StoreFileLookup
 from appliance.forms import FileRef, RawValue, validate
 from appliance.model import Service
-from appliance.servicefile import load_service_file, parse_service
+from appliance.servicefile import parse_service
+from appliance.servicefolder import load_service_file
 from appliance.store import Store, new_id, utcnow
 from tests.conftest import DATA
 

@@ -12,7 +12,8 @@ import pytest
 from appliance.classifiers import JALVIEW_OPERATIONS, classifier_warnings, jalview_operation
 from appliance.errors import ConfigError
 from appliance.forms import FileRef
-from appliance.servicefile import load_service_file, parse_service
+from appliance.servicefile import parse_service
+from appliance.servicefolder import load_service_file
 from appliance.submission import echo_parameters
 from appliance.web.representations import service_json, shown_parameters
 from tests.conftest import ROOT

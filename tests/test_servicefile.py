@@ -7,7 +7,7 @@ import pytest
 
 from appliance.errors import ConfigError
 from appliance.model import ParamType
-from appliance.servicefile import load_service_file, load_services
+from appliance.servicefolder import load_service_file, load_services
 from tests.conftest import DATA, ROOT
 
 VALID = DATA / "services" / "valid"
