@@ -67,18 +67,34 @@ def cross_check(
     return errors
 
 
-def previous_runner_map(settings: Settings) -> tuple[dict[str, str], list[ConfigError]]:
-    """The ``previous_runners`` setting as class -> runner (``*``: any class)."""
+def pairs_setting(
+    settings: Settings, key: str, what: str
+) -> tuple[dict[str, str], list[ConfigError]]:
+    """A setting of ``NAME=RUNNER`` pairs as a mapping (``what`` names the left side)."""
     mapping: dict[str, str] = {}
     errors = []
-    for pair in settings.previous_runners:
+    for pair in getattr(settings, key):
         name, sep, runner = pair.partition("=")
         if not sep or not name.strip() or not runner.strip():
-            errors.append(ConfigError(f"expected CLASS=RUNNER, got {pair!r}",
-                                      source=settings.source, key="previous_runners"))  # fmt: skip
+            errors.append(ConfigError(f"expected {what}=RUNNER, got {pair!r}",
+                                      source=settings.source, key=key))  # fmt: skip
             continue
         mapping[name.strip()] = runner.strip()
     return mapping, errors
+
+
+def previous_runner_map(settings: Settings) -> tuple[dict[str, str], list[ConfigError]]:
+    """The ``previous_runners`` setting as class -> runner (``*``: any class)."""
+    return pairs_setting(settings, "previous_runners", "CLASS")
+
+
+def alias_runners(service: Service, aliases: dict[str, str]) -> Service:
+    """The service's runners with the ``runner_aliases`` setting applied."""
+    if not aliases or not any(c.runner in aliases for c in service.runners.values()):
+        return service
+    runners = {rid: replace(choice, runner=aliases.get(choice.runner, choice.runner))
+               for rid, choice in service.runners.items()}  # fmt: skip
+    return replace(service, runners=runners)
 
 
 def map_previous_runners(service: Service, mapping: dict[str, str]) -> Service:
@@ -98,7 +114,10 @@ def load_catalogue(settings: Settings) -> Catalogue:
     services, service_errors = load_services(settings.services_dir)
     mapping, mapping_errors = previous_runner_map(settings)
     service_errors += mapping_errors
-    services = {sid: map_previous_runners(s, mapping) for sid, s in services.items()}
+    aliases, alias_errors = pairs_setting(settings, "runner_aliases", "NAME")
+    service_errors += alias_errors
+    services = {sid: alias_runners(map_previous_runners(s, mapping), aliases)
+                for sid, s in services.items()}  # fmt: skip
     runners, runner_errors = load_runner_configs(settings.runners_dir)
     errors = [*service_errors, *runner_errors, *cross_check(services, runners)]
     broken = {e.source for e in errors}

@@ -195,6 +195,10 @@ class Settings:
         (), _words, "runners for the previous system's runner classes in its service files: "
         "CLASS=RUNNER pairs, * for any class (e.g. *=docker)",
     )  # fmt: skip
+    runner_aliases: tuple[str, ...] = _setting(
+        (), _words, "runners that stand in for others: NAME=RUNNER pairs; a service that names "
+        "runner NAME runs on RUNNER (a Kubernetes install: docker=kubernetes)",
+    )  # fmt: skip
     # Quotas (appliance/web/quotas.py): 0 turns one off
     client_max_active_jobs: int = _setting(
         100, _count, "most unfinished jobs one client address may have (more: 429)"

@@ -24,6 +24,7 @@ from appliance.runners.config import create_backend
 from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store, new_id
+from tests import kube
 from tests.helpers import (
     FINAL,
     TEST_IMAGE,
@@ -40,7 +41,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = ["memory", "docker", "local", "slurm", "slurm-docker"]
+BACKENDS = ["memory", "docker", "local", "slurm", "slurm-docker", "kubernetes"]
 # runner id -> (backend, options)
 RUNNERS = {
     "memory": ("memory", "{}"),
@@ -48,6 +49,7 @@ RUNNERS = {
     "local": ("local", "{}"),
     "slurm": ("slurm", "{}"),
     "slurm-docker": ("slurm", "{mode: docker}"),
+    "kubernetes": ("kubernetes", ""),  # options made by the rig (its claims)
 }
 SLOTS = 2  # the docker runner's slots and the worker pool's, in this suite
 
@@ -89,9 +91,19 @@ async def rig(
     backend_name, options = RUNNERS[kind]
     if backend_name == "slurm":
         slurm_available()
+    claims: dict[str, str] = {}
+    if kind == "kubernetes":
+        kube.cluster()
+        kube.ensure_namespace()
+        claims = kube.bind_claims(settings.instance, {"jobs": settings.jobs_dir,
+                                                      "uploads": settings.uploads_dir})  # fmt: skip
+        options = (f"{{namespace: {kube.NAMESPACE}, image_pull_policy: Never, stop_grace: 5, "
+                   f"claims: {{jobs: {claims['jobs']}, uploads: {claims['uploads']}}}}}")  # fmt: skip
     write_probe(settings, kind, time_limit="1h", backend=backend_name, options=options)
-    if kind in ("docker", "slurm-docker"):
+    if kind in ("docker", "slurm-docker", "kubernetes"):
         build_test_image(tmp_path)
+    if kind == "kubernetes":
+        kube.import_image(TEST_IMAGE)
     catalogue = load_catalogue(settings)
     assert catalogue.errors == []
     backend = create_backend(catalogue.runners[kind], settings)
@@ -105,6 +117,10 @@ async def rig(
         stop.set()
         await asyncio.wait_for(task, 60)
         await backend.close()
+        if claims:
+            kube.kubectl("-n", kube.NAMESPACE, "delete", "jobs", "-l",
+                         f"appliance.instance={settings.instance}", "--wait=false", check=False)  # fmt: skip
+            kube.release_claims(claims)
 
 
 async def test_echo_completes_and_keeps_stdout(rig: Rig, store: Store) -> None:

@@ -50,7 +50,7 @@ def restrictive(resources: Resources) -> list[str]:
 
 @dataclass(frozen=True)
 class Option:
-    kind: str  # str, int, float, bool, mapping, path, volumes (volume name -> absolute path),
+    kind: str  # str, int, float, bool, mapping, list, path, volumes (volume name -> absolute path),
     # choice (one of ``choices``), options (a list of command-line options, --name[=value])
     default: Any = None
     doc: str = ""
@@ -80,6 +80,9 @@ SBATCH_RESERVED = ("parsable", "job-name", "chdir", "output", "error", "export",
                    "cpus-per-task", "time", "wrap", "array", "dependency", "input",
                    "partition", "account", "qos")  # fmt: skip
 OPTION = re.compile(r"^--([a-z][a-z0-9-]*)(=[^\x00-\x1f]*)?$")
+
+# Pids are limited per node on Kubernetes (the kubelet's podPidsLimit), not per pod.
+KUBERNETES_LIMITS = tuple(name for name in LIMITS if name != "pids")
 
 VOLUME_ROOTS = Option("volumes", None, "where this backend sees each volume: {jobs: PATH, "
                       "uploads: PATH} (default: the settings' jobs_dir and uploads_dir)")  # fmt: skip
@@ -146,6 +149,71 @@ BACKENDS: dict[str, BackendInfo] = {
         },
         "a SLURM batch job per step",
     ),
+    "kubernetes": BackendInfo(
+        "appliance.runners.kubernetes",
+        Abilities(needs_image=True, enforces=frozenset(KUBERNETES_LIMITS), poll_seconds=1.0),
+        {
+            "namespace": Option(
+                "str",
+                None,
+                "where the Jobs go (default: the scheduler's own namespace in a "
+                "cluster, else the kubeconfig's)",
+            ),
+            "kubeconfig": Option(
+                "path",
+                None,
+                "a kubeconfig file (default: the pod's service account in a "
+                "cluster, else KUBECONFIG or ~/.kube/config)",
+            ),
+            "claims": Option(
+                "mapping",
+                {"jobs": "appliance-jobs", "uploads": "appliance-uploads"},
+                "the PersistentVolumeClaim of each volume: {jobs: NAME, uploads: NAME}",
+            ),
+            "node_selector": Option("mapping", {}, "the job pods' nodeSelector"),
+            "tolerations": Option("list", [], "the job pods' tolerations"),
+            "image_pull_policy": Option(
+                "choice",
+                "IfNotPresent",
+                "the job containers' imagePullPolicy",
+                choices=("IfNotPresent", "Always", "Never"),
+            ),
+            "service_account": Option(
+                "str", None, "the job pods' service account (its token is never mounted)"
+            ),
+            "stop_grace": Option("float", 10.0, "seconds between SIGTERM and SIGKILL", 0, 3600),
+            "tmp_size": Option("str", "64Mi", "size of each job's /tmp (an emptyDir)"),
+            "finished_ttl": Option(
+                "int",
+                3600,
+                "seconds a finished Job stays in the cluster (ttlSecondsAfterFinished)",
+                0,
+                7 * 86400,
+            ),
+            "unschedulable_grace": Option(
+                "float",
+                300.0,
+                "seconds a pod may stay unschedulable before its job ends in ERROR",
+                0,
+                86400,
+            ),
+            "owner_config_map": Option(
+                "str",
+                None,
+                "a ConfigMap that owns the Jobs (deleting it deletes them: the "
+                "chart's runners ConfigMap, so that `helm uninstall` leaves no Job behind)",
+            ),
+            "node_pids_limit": Option(
+                "int",
+                0,
+                "the podPidsLimit the cluster's kubelets set; when set, services with a "
+                "pids limit are accepted (each job gets the node's limit)",
+                0,
+                10**7,
+            ),
+        },
+        "a Kubernetes batch/v1 Job per step",
+    ),
     "memory": BackendInfo(
         "appliance.runners.memory",
         Abilities(poll_seconds=0.2),
@@ -169,6 +237,8 @@ def abilities_of(backend: str, options: Mapping[str, Any] | None = None) -> Abil
     options = options or {}
     if backend == "memory" and options.get("runs_steps"):
         abilities = replace(abilities, runs_steps=True)
+    if backend == "kubernetes" and options.get("node_pids_limit"):
+        abilities = replace(abilities, enforces=abilities.enforces | {"pids"})
     if backend == "slurm" and options.get("mode") == "docker":
         abilities = replace(abilities, needs_image=True, enforces=frozenset(LIMITS))
     return abilities
@@ -197,6 +267,10 @@ def _check_value(option: Option, value: Any, key: str) -> Any:
             if match.group(1) in option.reserved:
                 raise ConfigError(f"{item!r}: --{match.group(1)} is set by the backend itself",
                                   key=key)  # fmt: skip
+        return value
+    if kind == "list":
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {value!r}", key=key)
         return value
     if kind == "bool":
         if not isinstance(value, bool):

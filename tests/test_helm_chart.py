@@ -1,0 +1,142 @@
+"""The Helm chart without a cluster: helm lint, every rendered manifest validated against the
+Kubernetes 1.37 schemas (kubernetes-validate, offline) for default and other values, the
+values schema's refusals, and the isolation every pod spec promises."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.kube import cluster
+
+CHART = Path(__file__).resolve().parent.parent / "helm" / "appliance"
+KUBE_VERSION = "1.37.2"
+OTHER_VALUES = [
+    "web.replicas=3", "scheduler.replicas=2", "proxy.service.type=NodePort",
+    "proxy.service.nodePort=30080", "ingress.enabled=true", "ingress.className=nginx",
+    "mongodb.enabled=false", "mongodb.externalUri=mongodb://db.example.org:27017",
+    "persistence.storageClass=-", "persistence.accessModes={ReadWriteMany}",
+    "persistence.jobs.existingClaim=shared-jobs", "networkPolicies.enabled=false",
+    "podDisruptionBudget.enabled=false", "runner.nodeSelector.pool=jobs",
+    "operatorTokenSha256=" + "a" * 64, "services.files.probe\\.service\\.yaml=name: x",
+]  # fmt: skip
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cluster()  # helm comes with the test cluster's binaries
+    done = subprocess.run(["helm", *args], capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    sets = [item for value in values for item in ("--set", value)]
+    out = helm("template", "rel", str(CHART), "--namespace", "apps", "--kube-version",
+               KUBE_VERSION, *sets).stdout  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_helm_lint_passes_for_default_and_other_values() -> None:
+    helm("lint", "--strict", str(CHART))
+    sets = [item for value in OTHER_VALUES for item in ("--set", value)]
+    helm("lint", "--strict", str(CHART), *sets)
+
+
+@pytest.mark.parametrize("values", [[], OTHER_VALUES], ids=["default", "other"])
+def test_every_manifest_is_valid_for_kubernetes_1_37(values: list[str]) -> None:
+    docs = render(*values)
+    kinds = {doc["kind"] for doc in docs}
+    assert {"Deployment", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"} <= kinds
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_the_validator_itself_refuses_a_wrong_field() -> None:
+    doc = render()[0]
+    doc.setdefault("spec", {})["noSuchField"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [("web.replicas=0", "/web/replicas"), ("proxy.service.type=Bogus", "/proxy/service/type"),
+     ("runner.limits.user=root", "/runner/limits/user"), ("operatorTokenSha256=xyz", "operatorTokenSha256"),
+     ("persistence.jobs.size=lots", "/persistence/jobs/size"), ("no.such=1", "'no'"),
+     ("mongodb.enabled=false", "externalUri")],
+)  # fmt: skip
+def test_wrong_values_are_refused_with_their_name(value: str, named: str) -> None:
+    done = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set", value,
+                check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert named in done.stderr, done.stderr
+
+
+def pods_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pods = {}
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            pods[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            pods[doc["metadata"]["name"]] = doc["spec"]
+    return pods
+
+
+def test_every_pod_is_locked_down_and_only_the_scheduler_has_a_token() -> None:
+    pods = pods_of(render())
+    assert set(pods) == {"rel-appliance-web", "rel-appliance-scheduler", "rel-appliance-proxy",
+                         "rel-appliance-mongodb", "rel-appliance-test-job"}  # fmt: skip
+    for name, pod in pods.items():
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, name
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is (name == "rel-appliance-scheduler"), name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
+            assert context["capabilities"] == {"drop": ["ALL"]}, (name, container["name"])
+            assert "resources" in container, (name, container["name"])
+
+
+def test_the_scheduler_may_touch_jobs_and_read_pods_in_its_namespace_only() -> None:
+    docs = render()
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    granted = {(group, resource): set(rule["verbs"]) for rule in role["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]}  # fmt: skip
+    assert granted == {("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+                       ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
+                       ("", "configmaps"): {"get"}}  # fmt: skip
+    (configmaps,) = [r for r in role["rules"] if "configmaps" in r["resources"]]
+    assert configmaps["resourceNames"] == ["rel-appliance-runners"]
+
+
+def test_network_policies_isolate_jobs_and_the_database() -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in render() if d["kind"] == "NetworkPolicy"}
+    jobs = policies["rel-appliance-jobs"]
+    assert (
+        jobs["policyTypes"] == ["Ingress", "Egress"]
+        and "ingress" not in jobs
+        and "egress" not in jobs
+    )
+    assert jobs["podSelector"]["matchLabels"]["appliance.network"] == "none"
+    sources = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+               for p in policies["rel-appliance-mongodb"]["ingress"][0]["from"]]  # fmt: skip
+    assert sources == ["web", "scheduler"]
+    assert not [d for d in render("networkPolicies.enabled=false") if d["kind"] == "NetworkPolicy"]
+
+
+def test_claims_are_kept_by_uninstall() -> None:
+    claims = [d for d in render() if d["kind"] == "PersistentVolumeClaim"]
+    assert {c["metadata"]["name"] for c in claims} == {
+        "rel-appliance-uploads",
+        "rel-appliance-jobs",
+    }
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in claims)
