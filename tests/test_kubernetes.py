@@ -15,15 +15,12 @@ import pytest
 
 from appliance import jobdirs
 from appliance.catalogue import Catalogue, load_catalogue
-from appliance.forms import FileRef, validate
-from appliance.plan import UPLOADS, Location, Plan
-from appliance.planning import Planner
+from appliance.plan import Plan
 from appliance.runners.base import RunState, StepRun
 from appliance.runners.config import create_backend
 from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
 from appliance.store import Store
-from appliance.submission import record_job
 from tests import kube
 from tests.helpers import (
     TEST_IMAGE,
@@ -34,6 +31,8 @@ from tests.helpers import (
     wait_for,
     wait_state,
 )
+from tests.test_docker_backend import SERVICES as DOCKER_SERVICES
+from tests.test_docker_backend import input_file, submit
 
 pytestmark = pytest.mark.anyio
 
@@ -52,23 +51,6 @@ args:
 outputs:
   copy: {{path: copy.txt, media-type: text/plain}}
 """,
-    "once": f"""\
-appliance-version: 1
-name: Counts its runs
-image: {TEST_IMAGE}
-parameters:
-  seconds: {{name: Seconds, type: integer, default: 0}}
-command: sh -c 'echo run >> runs.txt; sleep "$0"'
-args:
-  seconds: {{arg: "$(value)"}}
-""",
-    "hungry": f"""\
-appliance-version: 1
-name: Eats memory
-image: {TEST_IMAGE}
-resources: {{memory: 32M}}
-command: sh -c 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo done'
-""",
     "slow": f"""\
 appliance-version: 1
 name: Too slow
@@ -76,12 +58,8 @@ image: {TEST_IMAGE}
 resources: {{time-limit: 3s}}
 command: sleep 60
 """,
-    "noimage": """\
-appliance-version: 1
-name: Missing image
-image: appliance-test/does-not-exist:0
-command: "true"
-""",
+    # the same as the docker backend's tests
+    **{name: DOCKER_SERVICES[name] for name in ("once", "hungry", "noimage")},
 }
 
 
@@ -128,20 +106,6 @@ async def scheduler(
     stop.set()
     await asyncio.wait_for(task, 60)
     await backend.close()
-
-
-async def submit(
-    store: Store, catalogue: Catalogue, service: str, raw: dict[str, list[Any]]
-) -> str:
-    svc = catalogue.services[service]
-    job = await record_job(store, Planner(catalogue.runners, {}), svc, await validate(svc, raw))
-    return str(job["_id"])
-
-
-def input_file(settings: Settings, text: str = "the input\n") -> FileRef:
-    path = settings.uploads_dir / "upload1"
-    path.write_text(text)
-    return FileRef("upload1", path, "in.txt", location=Location(UPLOADS, "upload1"))
 
 
 def pods_of(instance: str) -> list[dict[str, Any]]:
