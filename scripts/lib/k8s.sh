@@ -277,7 +277,8 @@ k8s_stop_pids() { # k8s_stop_pids DIR NAME...: SIGTERM, up to 10 s, then SIGKILL
 }
 
 k8s_clean_firewall() { # only what kube-proxy, kube-router and k8s_network made
-  local dir=$1 ipt t rule chain
+  local - dir=$1 ipt t rule chain
+  set +e +o pipefail  # a cleanup tries every step
   for ipt in iptables ip6tables; do
     for t in filter nat mangle raw; do
       $ipt -w -t $t -S >/dev/null 2>&1 || continue
@@ -313,7 +314,8 @@ k8s_clean_firewall() { # only what kube-proxy, kube-router and k8s_network made
 }
 
 k8s_down() {
-  local dir=$1 sock
+  local - dir=$1 sock
+  set +e +o pipefail  # a cleanup tries every step
   [ -d "$dir" ] || return 0
   sock=$dir/containerd/sock
   k8s_stop_pids "$dir" kubelet
