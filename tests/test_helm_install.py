@@ -237,6 +237,46 @@ def test_an_upgrade_while_jobs_run_loses_none(release: str) -> None:
     assert_each_ran_once(release, ids)
 
 
+def reaches(name: str, labels: dict[str, str], host: str, port: int) -> bool:
+    """Whether a pod with these labels can open a TCP connection to host:port."""
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+                "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                         "containers": [{"name": "probe", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                         "command": ["sh", "-c", 'sleep 3; if nc -w 3 "$0" "$1" </dev/null 2>/dev/null; then echo open; else echo closed; fi',
+                                                     host, str(port)],
+                                         "securityContext": {"allowPrivilegeEscalation": False,
+                                                             "capabilities": {"drop": ["ALL"]}}}]}})  # fmt: skip
+    kube.kubectl(
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        f"pod/{name}",
+        "--timeout=60s",
+    )
+    answer = (
+        kube.kubectl("-n", NAMESPACE, "logs", name).strip().splitlines()[-1]
+    )  # after nc's own message
+    kube.kubectl("-n", NAMESPACE, "delete", "pod", name, "--wait=false")
+    assert answer in ("open", "closed"), answer
+    return answer == "open"
+
+
+def test_network_policies_are_enforced_pod_to_pod(release: str) -> None:
+    """kube-router enforces the chart's policies: a job pod reaches nothing, the database
+    only its two clients; any pod reaches the proxy (the control that the probe works)."""
+    proxy, database = (f"{PREFIX}-proxy", 80), (f"{PREFIX}-mongodb", 27017)
+    assert reaches("probe-plain", {"probe": "plain"}, *proxy)
+    assert not reaches("probe-plain-db", {"probe": "plain"}, *database)
+    job = {"appliance.instance": PREFIX, "appliance.role": "job", "appliance.network": "none"}
+    assert not reaches("probe-job", job, *proxy)
+    web = {"app.kubernetes.io/name": "appliance", "app.kubernetes.io/instance": RELEASE,
+           "app.kubernetes.io/component": "web"}  # fmt: skip
+    assert reaches("probe-web-db", {**web, "probe": "web"}, *database)
+
+
 def test_uninstall_leaves_only_the_claims(release: str) -> None:
     helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "3m")
     deadline = time.monotonic() + 120

@@ -58,6 +58,22 @@ image: {TEST_IMAGE}
 resources: {{time-limit: 3s}}
 command: sleep 60
 """,
+    "huge": f"""\
+appliance-version: 1
+name: Needs more than any node has
+image: {TEST_IMAGE}
+runner: kubernetes
+resources: {{cpus: 64}}
+command: "true"
+""",
+    "huge-strict": f"""\
+appliance-version: 1
+name: Needs more than any node has, on a runner that waits 3 s
+image: {TEST_IMAGE}
+runner: strict
+resources: {{cpus: 64}}
+command: "true"
+""",
     # the same as the docker backend's tests
     **{name: DOCKER_SERVICES[name] for name in ("once", "hungry", "noimage")},
 }
@@ -77,10 +93,15 @@ def settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Iterator[S
         f"options: {{namespace: {kube.NAMESPACE}, image_pull_policy: Never, stop_grace: 3,\n"
         f"  claims: {{jobs: {claims['jobs']}, uploads: {claims['uploads']}}}}}\n"
     )
+    (settings.runners_dir / "strict.yaml").write_text(
+        (settings.runners_dir / "kubernetes.yaml")
+        .read_text()
+        .replace("stop_grace: 3,", "stop_grace: 3, unschedulable_grace: 3,")
+    )
     for name, text in SERVICES.items():
-        (settings.services_dir / f"{name}.service.yaml").write_text(
-            text.replace("name:", "runner: kubernetes\nname:", 1)
-        )
+        if "runner:" not in text:
+            text = text.replace("name:", "runner: kubernetes\nname:", 1)
+        (settings.services_dir / f"{name}.service.yaml").write_text(text)
     yield settings
     kube.kubectl("-n", kube.NAMESPACE, "delete", "jobs", "-l",
                  f"appliance.instance={settings.instance}", "--wait=false", check=False)  # fmt: skip
@@ -98,14 +119,17 @@ async def catalogue(settings: Settings) -> Catalogue:
 async def scheduler(
     settings: Settings, store: Store, catalogue: Catalogue
 ) -> AsyncIterator[Scheduler]:
-    backend = create_backend(catalogue.runners["kubernetes"], settings)
-    scheduler = Scheduler(settings, store, catalogue, {"kubernetes": backend})
+    backends = {
+        rid: create_backend(catalogue.runners[rid], settings) for rid in ("kubernetes", "strict")
+    }
+    scheduler = Scheduler(settings, store, catalogue, dict(backends))
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
     yield scheduler
     stop.set()
     await asyncio.wait_for(task, 60)
-    await backend.close()
+    for backend in backends.values():
+        await backend.close()
 
 
 def pods_of(instance: str) -> list[dict[str, Any]]:
@@ -172,6 +196,27 @@ async def test_a_missing_image_is_an_error_with_a_reason(catalogue: Catalogue, s
     assert job["state"] == "ERROR", job
     assert "appliance-test/does-not-exist:0" in str(job["error"]), job
     assert "ErrImageNeverPull" in str(job["error"]), job
+
+
+async def test_a_pod_no_node_can_take_waits_queued_and_can_be_cancelled(
+    catalogue: Catalogue, store: Store, scheduler: Scheduler
+) -> None:
+    job_id = await submit(store, catalogue, "huge", {})
+    await wait_state(store, job_id, "QUEUED", timeout=60)
+    await asyncio.sleep(2)
+    assert (await store.get_job(job_id) or {})["state"] == "QUEUED"
+    await store.request_cancel(job_id)
+    scheduler.poke.set()
+    job = await wait_final(store, job_id, timeout=30)
+    assert job["state"] == "INTERRUPTED", job
+
+
+async def test_a_pod_no_node_can_take_ends_in_error_after_the_grace(
+    catalogue: Catalogue, store: Store, scheduler: Scheduler
+) -> None:
+    job = await wait_final(store, await submit(store, catalogue, "huge-strict", {}), timeout=60)
+    assert job["state"] == "ERROR", job
+    assert "no node can run it" in str(job["error"]) and "cpu" in str(job["error"]), job
 
 
 def scheduler_process(settings: Settings) -> subprocess.Popen[bytes]:

@@ -151,7 +151,8 @@ k8s_addon_images() { # the pause and CoreDNS images, each one static binary FROM
       mkdir -p "$context"
       cp "$K8S_CACHE/bin/$name" "$context/$name"
       printf 'FROM scratch\nCOPY %s /%s\nENTRYPOINT ["/%s"]\n' "$name" "$name" "$name" >"$context/Dockerfile"
-      docker build -q -t "$tag" "$context" >/dev/null || die "building $tag failed"
+      docker build -q -t "$tag" "$context" >"$dir/log/image-$name.log" 2>&1 \
+        || die "building $tag failed ($dir/log/image-$name.log)"
       rm -rf "$context"
     fi
     echo "$tag"
@@ -162,7 +163,8 @@ k8s_import() { # k8s_import DIR IMAGE...: from the Docker engine into the cluste
   local dir=$1; shift
   local image
   for image in "$@"; do
-    docker save "$image" | "$K8S_CACHE/bin/ctr" -a "$dir/containerd/sock" -n k8s.io images import - >/dev/null \
+    docker save "$image" | "$K8S_CACHE/bin/ctr" -a "$dir/containerd/sock" -n k8s.io images import - \
+      >/dev/null 2>>"$dir/log/import.log" \
       || die "importing $image into the cluster failed"
   done
 }
