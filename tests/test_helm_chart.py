@@ -23,7 +23,7 @@ OTHER_VALUES = [
     "persistence.storageClass=-", "persistence.accessModes={ReadWriteMany}",
     "persistence.jobs.existingClaim=shared-jobs", "networkPolicies.enabled=false",
     "podDisruptionBudget.enabled=false", "runner.nodeSelector.pool=jobs",
-    "operatorTokenSha256=" + "a" * 64, "services.files.probe\\.service\\.yaml=name: x",
+    "operatorTokenSha256=" + "a" * 64, "runnersConfigMap=my-runners", "services.files.probe\\.service\\.yaml=name: x",
 ]  # fmt: skip
 
 
@@ -131,6 +131,17 @@ def test_network_policies_isolate_jobs_and_the_database() -> None:
                for p in policies["rel-appliance-mongodb"]["ingress"][0]["from"]]  # fmt: skip
     assert sources == ["web", "scheduler"]
     assert not [d for d in render("networkPolicies.enabled=false") if d["kind"] == "NetworkPolicy"]
+
+
+def test_a_runners_config_map_of_ones_own_replaces_the_made_one() -> None:
+    def runners_volume(docs: list[dict[str, Any]]) -> str:
+        (scheduler,) = [d for d in docs if d["metadata"]["name"] == "rel-appliance-scheduler"
+                        and d["kind"] == "Deployment"]  # fmt: skip
+        volumes = {v["name"]: v for v in scheduler["spec"]["template"]["spec"]["volumes"]}
+        return str(volumes["runners"]["configMap"]["name"])
+
+    assert runners_volume(render()) == "rel-appliance-runners"
+    assert runners_volume(render("runnersConfigMap=my-runners")) == "my-runners"
 
 
 def test_claims_are_kept_by_uninstall() -> None:

@@ -82,7 +82,7 @@ capabilities: {drop: [ALL]}
 
 {{- define "appliance.configVolumes" -}}
 - name: runners
-  configMap: {name: {{ include "appliance.fullname" . }}-runners}
+  configMap: {name: {{ .Values.runnersConfigMap | default (printf "%s-runners" (include "appliance.fullname" .)) }}}
 {{- if .Values.services.configMap }}
 - name: services
   configMap: {name: {{ .Values.services.configMap }}}
