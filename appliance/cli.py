@@ -392,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(handler=cmd_operator_token)
 
+    from appliance.usercli import add_commands
+
+    add_commands(sub)
+
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
     health.add_argument("--heartbeat", type=Path, required=True)
     health.add_argument("--max-age", type=float, default=30.0)

@@ -241,6 +241,10 @@ class Settings:
         (), _words, "of those, the images whose executors get a network"
     )
     tes_runner: str = _setting("docker", _str, "the runner (one that runs images) for tasks")
+    api_url: str = _setting(
+        "http://localhost:8080", _str,
+        "the appliance that the user commands (submit, jobs, watch, cancel) talk to",
+    )  # fmt: skip
     tes_file_roots: tuple[str, ...] = _setting(
         (), _absolute_paths, "folders that file:// inputs and outputs may be under"
     )

@@ -100,8 +100,10 @@ def submissions_per_s(system: System, service: str, *, connections: int, seconds
     body, content_type = multipart({"input": fasta_1k()})
     script = (f'wrk.method = "POST"\nwrk.body = {lua_string(body)}\n'
               f'wrk.headers["Content-Type"] = "{content_type}"\n')  # fmt: skip
-    return while_sampling(sample, lambda: wrk(f"{system.url}/api/services/{service}/jobs", script,
-                                              connections=connections, seconds=seconds))  # fmt: skip
+    result: dict[str, Any] = while_sampling(
+        sample, lambda: wrk(f"{system.url}/api/services/{service}/jobs", script,
+                            connections=connections, seconds=seconds))  # fmt: skip
+    return result
 
 
 def polls_per_s(

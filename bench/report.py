@@ -15,7 +15,7 @@ Samples = dict[str, list[float]]
 @dataclass(frozen=True)
 class Row:
     metric: str  # key in the samples
-    label: str
+    label: str  # may name the run's settings: {batch}, {stored:,}, {clients}
     unit: str  # how values are shown: "/s", "ms", "s", "MiB", "n"
     statistic: str  # "p50", "p95", "p99", "sum", "max"
     target: str = ""
@@ -37,12 +37,14 @@ def _get(samples: Samples, who: str, statistic: str) -> float:
     return stat(samples.get(who, []), statistic)
 
 
+LABEL_DEFAULTS = {"batch": 200, "stored": 100000, "clients": 32}  # runs saved before they were kept
+
 ROWS = [
-    Row("submissions_per_s", "submissions/s, 32 clients, 1 KB FASTA", "/s", "p50", "ours >= 3x theirs",
+    Row("submissions_per_s", "submissions/s, {clients} clients, 1 KB FASTA", "/s", "p50", "ours >= 3x theirs",
         lambda s: _get(s, "appliance", "p50") >= 3 * _get(s, "slivka", "p50")),
     Row("submission_errors", "  errors during those submissions", "n", "sum", "0",
         lambda s: _get(s, "appliance", "sum") == 0),
-    Row("polls_per_s", "status polls/s (job GET), 32 clients", "/s", "p50"),
+    Row("polls_per_s", "status polls/s (job GET), {clients} clients", "/s", "p50"),
     Row("poll_errors", "  errors during those polls", "n", "sum", "0",
         lambda s: _get(s, "appliance", "sum") == 0),
     Row("latency_trivial_local_s", "trivial job, local runner: submit -> COMPLETED", "ms", "p50",
@@ -55,7 +57,7 @@ ROWS = [
         floor="floor_isolated"),
     Row("latency_clustalo_local_s", "Clustal Omega, local runner", "ms", "p50"),
     Row("latency_clustalo_docker_s", "Clustal Omega, docker runner", "ms", "p50"),
-    Row("batch_docker_s", "200 trivial docker jobs at once: all COMPLETED", "s", "p50",
+    Row("batch_docker_s", "{batch} trivial docker jobs at once: all COMPLETED", "s", "p50",
         ">= 90% of bare docker's rate", lambda s: _get(s, "floor", "p50") / _get(s, "appliance", "p50") >= 0.9),
     Row("batch_docker_s", "  floor with the runner's isolation flags", "s", "p50", floor="floor_isolated"),
     Row("cancel_local_s", "cancel -> final state, local runner", "ms", "p50", "< 1 s (p95)",
@@ -68,15 +70,15 @@ ROWS = [
     Row("cancel_docker_s", "  same, p95", "ms", "p95"),
     Row("cancel_docker_stuck", "  cancelled jobs not final after 10 s", "n", "sum", "0",
         lambda s: _get(s, "appliance", "sum") == 0),
-    Row("stored_get_s", "job GET with 100,000 jobs stored", "ms", "p50"),
+    Row("stored_get_s", "job GET with {stored:,} jobs stored", "ms", "p50"),
     Row("stored_get_s", "  same, p99", "ms", "p99", "p99 < 10 ms", lambda s: _get(s, "appliance", "p99") < 0.010),
-    Row("stored_list_s", "filtered job list with 100,000 jobs stored", "ms", "p50"),
+    Row("stored_list_s", "filtered job list with {stored:,} jobs stored", "ms", "p50"),
     Row("rss_web_idle_mib", "RSS of the web tier, idle", "MiB", "p50"),
     Row("rss_web_load_mib", "RSS of the web tier, under submissions", "MiB", "max"),
     Row("rss_scheduler_idle_mib", "RSS of the scheduler, idle", "MiB", "p50"),
-    Row("rss_scheduler_load_mib", "RSS of the scheduler, 200-job batch", "MiB", "max"),
+    Row("rss_scheduler_load_mib", "RSS of the scheduler, {batch}-job batch", "MiB", "max"),
     Row("rss_runner_idle_mib", "RSS of the local worker pool, idle", "MiB", "p50"),
-    Row("rss_runner_load_mib", "RSS of the local worker pool, 200-job batch", "MiB", "max"),
+    Row("rss_runner_load_mib", "RSS of the local worker pool, {batch}-job batch", "MiB", "max"),
 ]  # fmt: skip
 
 
@@ -112,7 +114,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         ratio = f"{ours / theirs:.2f}" if theirs and theirs == theirs and ours == ours else "-"
         met = row.met(samples) if row.met is not None else None
         verdict = "" if met is None else ("yes" if met else "NO")
-        table.append([f"{row.label} ({row.statistic})", show(ours, row.unit), show(theirs, row.unit),
+        label = row.label.format(**{**LABEL_DEFAULTS, **results.get("settings", {})})
+        table.append([f"{label} ({row.statistic})", show(ours, row.unit), show(theirs, row.unit),
                       ratio, show(floor, row.unit), row.target, verdict])  # fmt: skip
     return table
 

@@ -1,0 +1,180 @@
+"""The user commands: ``appliance submit``, ``jobs``, ``watch`` and ``cancel``, against an
+appliance's public API (the ``api_url`` setting, or ``--url``).
+
+    appliance submit clustalo --file input=seqs.fa --set iterations=1 --wait --download out/
+    appliance watch JOB        appliance cancel JOB        appliance jobs --status RUNNING
+
+Exit codes follow the job's end when the command waits: 0 COMPLETED, 1 FAILED, 2 ERROR or
+REJECTED, 3 INTERRUPTED or DELETED; 4 when the appliance refused the request or could not be
+reached (its message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.client import Client, ClientError
+from appliance.settings import load_settings
+
+EXIT_CODES = {
+    "COMPLETED": 0,
+    "FAILED": 1,
+    "ERROR": 2,
+    "REJECTED": 2,
+    "INTERRUPTED": 3,
+    "DELETED": 3,
+}
+EXIT_REFUSED = 4
+
+Handler = Callable[[argparse.Namespace, Client], int]
+
+
+def _client(args: argparse.Namespace) -> Client:
+    url = args.url or load_settings().api_url
+    return Client(url, token=args.token)
+
+
+def _split(items: list[str] | None, option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ClientError(f"{option} expects NAME=VALUE, got {item!r}")
+        pairs.append((name, value))
+    return pairs
+
+
+class Progress:
+    """One line on stderr, rewritten in place on a terminal (a new line per change elsewhere)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, job: dict[str, Any], waited: float) -> None:
+        line = f"job {job.get('id')}: {job.get('status')}"
+        if self.tty:
+            print(f"\r{line} ({waited:.0f} s)\x1b[K", end="", file=sys.stderr, flush=True)
+        elif line != self.last:
+            print(line, file=sys.stderr, flush=True)
+        self.last = line
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _finish(client: Client, args: argparse.Namespace, job_id: str) -> int:
+    progress = Progress()
+    job = client.wait(job_id, progress, timeout=args.timeout)
+    progress.done()
+    status = str(job.get("status"))
+    if getattr(args, "download", None):
+        for path in client.download(job_id, args.download):
+            print(path)
+    if status != "COMPLETED" and job.get("error"):
+        print(f"job {job_id} {status}: {job['error']}", file=sys.stderr)
+    return EXIT_CODES.get(status, 2)
+
+
+def cmd_submit(args: argparse.Namespace, client: Client) -> int:
+    files = [(name, Path(path)) for name, path in _split(args.file, "--file")]
+    for name, path in files:
+        if not path.is_file():
+            raise ClientError(f"--file {name}={path}: no such file")
+    job_id = client.submit(args.service, _split(args.set, "--set"), files)
+    print(job_id)
+    if not (args.wait or args.download):
+        return 0
+    return _finish(client, args, job_id)
+
+
+def cmd_watch(args: argparse.Namespace, client: Client) -> int:
+    return _finish(client, args, args.job)
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    client.cancel(args.job)
+    print(f"job {args.job}: cancel requested")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, client: Client) -> int:
+    jobs = client.jobs(service=args.service, status=args.status, limit=args.limit)
+    for job in jobs:
+        print(f"{job.get('id')}  {job.get('service', ''):<16} {job.get('status', ''):<12} "
+              f"{job.get('submissionTime', '')}")  # fmt: skip
+    return 0
+
+
+def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            client = _client(args)
+        except ClientError as exc:
+            print(f"appliance: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        try:
+            return handler(args, client)
+        except ClientError as exc:
+            print(f"appliance: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            client.close()
+
+    return run
+
+
+def add_commands(sub: Any) -> None:
+    """The user commands, as subcommands of ``appliance``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the appliance's address (default: the api_url setting)")
+    common.add_argument("--token", help="a bearer token (the operator's, to list every job)")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds"
+    )
+
+    submit = sub.add_parser(
+        "submit", parents=[common, waiting], help="submit a job (and wait for it)"
+    )
+    submit.add_argument("service", help="the service's id, e.g. clustalo")
+    submit.add_argument(
+        "--file", action="append", metavar="NAME=PATH", help="upload a file for a parameter"
+    )
+    submit.add_argument(
+        "--set", action="append", metavar="NAME=VALUE", help="a parameter value (repeat for arrays)"
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the end; the exit code follows it"
+    )
+    submit.add_argument(
+        "--download", type=Path, metavar="DIR", help="wait, then download every output into DIR"
+    )
+    submit.set_defaults(handler=_run(cmd_submit))
+
+    watch = sub.add_parser(
+        "watch", parents=[common, waiting], help="wait for a job's end, showing its state"
+    )
+    watch.add_argument("job")
+    watch.add_argument(
+        "--download", type=Path, metavar="DIR", help="then download every output into DIR"
+    )
+    watch.set_defaults(handler=_run(cmd_watch))
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    cancel.add_argument("job")
+    cancel.set_defaults(handler=_run(cmd_cancel))
+
+    jobs = sub.add_parser("jobs", parents=[common], help="list jobs (needs the operator's token, "
+                          "unless the appliance makes job lists public)")  # fmt: skip
+    jobs.add_argument("--service")
+    jobs.add_argument("--status", help="e.g. RUNNING, COMPLETED")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(handler=_run(cmd_jobs))

@@ -1,0 +1,97 @@
+"""The user commands (`appliance submit`, `watch`, `cancel`, `jobs`) against a real stack:
+nginx, the web process, the scheduler and the Docker engine; only the public API is used."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.web.stack import FASTA, Stack, running_stack
+
+TOKEN = "operator-secret-token"
+FAILS = """\
+appliance-version: 1
+name: Fails
+image: appliance-test/busybox:local
+runner: docker
+resources: {time-limit: 5m}
+command: sh -c 'echo broken >&2; exit 3'
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_name: str
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("usercli")
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    with running_stack(root, mongodb_uri, f"{database_name}_usercli", services={"fails": FAILS},
+                       operator_token_sha256=digest) as stack:  # fmt: skip
+        yield stack
+
+
+def appliance(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in stack.env.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_API_URL"] = stack.proxy
+    return subprocess.run([sys.executable, "-m", "appliance", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_submit_waits_downloads_and_exits_with_the_jobs_end(stack: Stack, tmp_path: Path) -> None:
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    out = tmp_path / "out"
+    done = appliance(
+        stack, "submit", "upper", f"--file=input={source}", "--set=tag=x", f"--download={out}"
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0]
+    assert (out / "result.txt").read_text() == FASTA.upper()
+    assert str(out / "result.txt") in done.stdout
+    assert f"job {job_id}: COMPLETED" in done.stderr  # the progress line
+    watched = appliance(stack, "watch", job_id)
+    assert watched.returncode == 0 and f"job {job_id}: COMPLETED" in watched.stderr
+
+
+def test_a_failed_job_exits_1_with_its_reason(stack: Stack) -> None:
+    done = appliance(stack, "submit", "fails", "--wait")
+    assert done.returncode == 1, done.stderr
+    assert "FAILED" in done.stderr and "exit code 3" in done.stderr
+
+
+def test_cancel_ends_a_running_job_interrupted(stack: Stack, tmp_path: Path) -> None:
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    job_id = appliance(
+        stack, "submit", "upper", f"--file=input={source}", "--set=delay=60"
+    ).stdout.strip()
+    cancelled = appliance(stack, "cancel", job_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    watched = appliance(stack, "watch", job_id, "--timeout=60")
+    assert watched.returncode == 3, watched.stderr
+    assert f"job {job_id}: INTERRUPTED" in watched.stderr
+
+
+def test_refusals_are_exit_4_with_the_servers_message(stack: Stack, tmp_path: Path) -> None:
+    no_input = appliance(stack, "submit", "upper")
+    assert no_input.returncode == 4 and "input" in no_input.stderr, no_input.stderr
+    unknown = appliance(stack, "submit", "nosuchservice")
+    assert unknown.returncode == 4 and "404" in unknown.stderr, unknown.stderr
+    missing = appliance(stack, "submit", "upper", f"--file=input={tmp_path / 'absent.fa'}")
+    assert missing.returncode == 4 and "no such file" in missing.stderr
+    nowhere = appliance(stack, "watch", "abc", "--url=http://127.0.0.1:9")
+    assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr
+    assert "Traceback" not in no_input.stderr + unknown.stderr + nowhere.stderr
+
+
+def test_jobs_lists_with_the_operators_token_only(stack: Stack) -> None:
+    refused = appliance(stack, "jobs")
+    assert refused.returncode == 4 and "401" in refused.stderr, refused.stderr
+    listed = appliance(stack, "jobs", f"--token={TOKEN}", "--service=upper")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() and all(" upper " in line for line in listed.stdout.splitlines())
