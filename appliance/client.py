@@ -59,8 +59,9 @@ class Client:
     def submit(
         self, service: str, values: Sequence[tuple[str, str]], files: Sequence[tuple[str, Path]]
     ) -> str:
-        data: list[tuple[str, str]] = list(values)
-        data += [(name, self.upload(path)) for name, path in files]
+        data: dict[str, list[str]] = {}
+        for name, value in [*values, *((name, self.upload(path)) for name, path in files)]:
+            data.setdefault(name, []).append(value)  # repeated names: an array parameter
         answer = self._call("POST", f"/api/services/{service}/jobs", data=data)
         return str(answer.json()["id"])
 
@@ -92,6 +93,14 @@ class Client:
                     f"job {job_id} did not end in {timeout:g} s (it is {job.get('status')})"
                 )
             time.sleep(interval)
+
+    def tail(self, job_id: str, path: str, lines: int = 10) -> list[str]:
+        """The last lines of one of the job's files (none if it has no such file)."""
+        for file in self._call("GET", f"/api/jobs/{job_id}/files").json()["files"]:
+            if file.get("path") == path:
+                text = self._call("GET", file["@content"]).text
+                return text.splitlines()[-lines:]
+        return []
 
     def download(self, job_id: str, folder: Path) -> list[Path]:
         """Every output file of the job into ``folder`` (at its path; nothing outside it)."""

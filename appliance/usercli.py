@@ -76,8 +76,13 @@ def _finish(client: Client, args: argparse.Namespace, job_id: str) -> int:
     if getattr(args, "download", None):
         for path in client.download(job_id, args.download):
             print(path)
-    if status != "COMPLETED" and job.get("error"):
-        print(f"job {job_id} {status}: {job['error']}", file=sys.stderr)
+    if status != "COMPLETED":
+        code = f" (exit code {job['exitCode']})" if job.get("exitCode") is not None else ""
+        print(
+            f"job {job_id} {status}{code}: {job.get('error') or ''}".rstrip(": "), file=sys.stderr
+        )
+        for line in client.tail(job_id, "stderr"):  # what the tool said last
+            print(f"  stderr| {line}", file=sys.stderr)
     return EXIT_CODES.get(status, 2)
 
 

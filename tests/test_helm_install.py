@@ -154,13 +154,21 @@ def submit_sleepers(base: str, count: int, seconds: int) -> list[str]:
 
 
 def wait_finished(base: str, ids: list[str], timeout: float = 300) -> list[dict[str, Any]]:
+    """Each job's final view. A rollout (helm upgrade) replaces the proxy and web pods, so a
+    poll may meet a refused connection or a 502 meanwhile: those are retried."""
     deadline = time.monotonic() + timeout
     jobs = []
     for job_id in ids:
-        while not (job := httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).json())["finished"]:
-            assert time.monotonic() < deadline, job
+        while True:
+            assert time.monotonic() < deadline, f"job {job_id} did not finish"
+            try:
+                answer = httpx.get(f"{base}/api/jobs/{job_id}", timeout=30)
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code == 200 and answer.json()["finished"]:
+                jobs.append(answer.json())
+                break
             time.sleep(0.5)
-        jobs.append(job)
     return jobs
 
 

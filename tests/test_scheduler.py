@@ -98,7 +98,11 @@ async def test_a_job_runs_to_completion_with_outputs_recorded(
     assert paths["made.txt"]["id"] == "made" and paths["made.txt"]["media_type"] == "text/plain"
     assert (settings.jobs_dir / job_id / "made.txt").is_file()
     assert job["lease_owner"] is None
-    assert await store.leases.count_documents({"job_id": job_id}) == 0
+
+    async def leases_forgotten() -> bool:  # just after the final state is written
+        return await store.leases.count_documents({"job_id": job_id}) == 0
+
+    await wait_for(leases_forgotten, timeout=10)
 
 
 async def test_exit_codes_map_to_states(running: Running, store: Store) -> None:

@@ -61,7 +61,7 @@ def test_submit_waits_downloads_and_exits_with_the_jobs_end(stack: Stack, tmp_pa
 def test_a_failed_job_exits_1_with_its_reason(stack: Stack) -> None:
     done = appliance(stack, "submit", "fails", "--wait")
     assert done.returncode == 1, done.stderr
-    assert "FAILED" in done.stderr and "exit code 3" in done.stderr
+    assert "FAILED (exit code 3)" in done.stderr and "stderr| broken" in done.stderr, done.stderr
 
 
 def test_cancel_ends_a_running_job_interrupted(stack: Stack, tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ class KubernetesBackend:
         self._pods: Informer | None = None
         self._changed = asyncio.Event()
         self._made: dict[str, float] = {}  # Job name -> when this process created it
+        self._deleting: set[asyncio.Task[None]] = set()
 
     # -- the client and the watches ------------------------------------------------------
 
@@ -209,7 +210,9 @@ class KubernetesBackend:
             if exc.status.code == 409:  # made before (a restarted scheduler): the same step
                 return handle
             raise RunnerError(f"Kubernetes refused the Job {name}: {exc.status.message}") from None
-        self._made[name] = time.monotonic()
+        now = time.monotonic()
+        self._made = {n: t for n, t in self._made.items() if now - t < JUST_MADE_SECONDS}
+        self._made[name] = now
         return handle
 
     # -- status ---------------------------------------------------------------------------
@@ -220,15 +223,26 @@ class KubernetesBackend:
         except PlanError:
             return None
 
-    def _pod_of(self, pods: Informer, name: str) -> dict[str, Any] | None:
-        found = [p for p in pods.objects.values()
-                 if (p.get("metadata") or {}).get("labels", {}).get(JOB_NAME_LABEL) == name]  # fmt: skip
-        if not found:
-            return None
-        found.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
-        return found[-1]
+    @staticmethod
+    def _pods_by_job(pods: Informer) -> dict[str, dict[str, Any]]:
+        """The newest pod of each Job (one pass over the pods, for a whole status round)."""
+        newest: dict[str, dict[str, Any]] = {}
+        for pod in pods.objects.values():
+            metadata = pod.get("metadata") or {}
+            job = (metadata.get("labels") or {}).get(JOB_NAME_LABEL)
+            if job is None:
+                continue
+            known = newest.get(job)
+            created = str(metadata.get("creationTimestamp") or "")
+            if known is None or created >= str(
+                (known.get("metadata") or {}).get("creationTimestamp") or ""
+            ):
+                newest[job] = pod
+        return newest
 
-    def _status(self, handle: str, jobs: Informer, pods: Informer, now: float) -> RunStatus:
+    def _status(
+        self, handle: str, jobs: Informer, pods: dict[str, dict[str, Any]], now: float
+    ) -> RunStatus:
         name, job_id, step = self.parse(handle)
         workdir = self._workdir(job_id)
         record = read_exit_record(workdir, step) if workdir is not None else None
@@ -240,7 +254,7 @@ class KubernetesBackend:
             if made is not None and time.monotonic() - made < JUST_MADE_SECONDS:
                 return RunStatus(RunState.QUEUED)
             return RunStatus(RunState.LOST, message=f"Kubernetes has no Job {name}")
-        status = step_status(job, self._pod_of(pods, name), now, self.unschedulable_grace)
+        status = step_status(job, pods.get(name), now, self.unschedulable_grace)
         if status.state is RunState.FINISHED and workdir is not None:
             with contextlib.suppress(OSError):  # kept after the Job is gone
                 write_exit_record(workdir, NEVER_RAN if status.exit_code is None else status.exit_code,
@@ -254,14 +268,16 @@ class KubernetesBackend:
             with contextlib.suppress(Exception):
                 await self.client().delete(Job, name, cascade=CascadeType.BACKGROUND)
 
-        asyncio.get_running_loop().create_task(delete())
+        task = asyncio.get_running_loop().create_task(delete())
+        self._deleting.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._deleting.discard)
 
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         if not handles:
             return {}
         jobs, pods = await self._synced()
-        now = time.time()
-        return {handle: self._status(handle, jobs, pods, now) for handle in handles}
+        now, newest = time.time(), self._pods_by_job(pods)
+        return {handle: self._status(handle, jobs, newest, now) for handle in handles}
 
     async def changed(self, timeout: float) -> None:
         """Return when one of this instance's Jobs or pods changed (or after ``timeout``)."""
@@ -278,7 +294,7 @@ class KubernetesBackend:
         workdir = self._workdir(job_id)
         if workdir is not None and workdir.is_dir() and read_exit_record(workdir, step) is None:
             jobs, pods = await self._synced()
-            status = self._status(handle, jobs, pods, time.time())
+            status = self._status(handle, jobs, self._pods_by_job(pods), time.time())
             if status.state is not RunState.FINISHED:
                 write_exit_record(workdir, 143, "cancelled", step=step)
         try:
