@@ -101,8 +101,8 @@ def pod_problem(pod: Json | None, now: float, unschedulable_grace: float) -> Run
 
 def step_status(job: Json, pod: Json | None, now: float, unschedulable_grace: float) -> RunStatus:
     """The step's status from its Job and (if any) its pod."""
-    if _condition(job, "Complete") is not None:
-        return _ended(pod, "")
+    if _condition(job, "Complete") is not None:  # it succeeded, whether or not the pod is seen yet
+        return _ended(pod, "") if terminated(pod) is not None else RunStatus(RunState.FINISHED, 0)
     failed = _condition(job, "Failed")
     if failed is not None:
         if failed.get("reason") == "DeadlineExceeded":
