@@ -203,7 +203,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_proxy_config(args: argparse.Namespace) -> int:
     from appliance.proxyconf import ProxyOptions, nginx_config
 
-    options = ProxyOptions(listen=args.listen, upstream=args.upstream, user=args.user, pid=args.pid)
+    options = ProxyOptions(listen=args.listen, upstream=args.upstream, user=args.user,
+                           pid=args.pid, static_dir=args.static_dir)  # fmt: skip
     print(nginx_config(load_settings(), options), end="")
     return 0
 
@@ -356,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--upstream", default="127.0.0.1:8000", help="host:port of the web process")
     proxy.add_argument("--user", default=None, help="nginx worker user (default: nginx's own)")
     proxy.add_argument("--pid", default="nginx.pid", help="nginx pid file")
+    proxy.add_argument("--static-dir", default=None, help="the web pages' static files, as the "
+                       "proxy sees them (default: this installation's; the proxy image's are in "
+                       "/usr/share/appliance/static)")  # fmt: skip
     proxy.set_defaults(handler=cmd_proxy_config)
 
     keygen = sub.add_parser("keygen", help="write a new CURVE key file (for the worker pool)")

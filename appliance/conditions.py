@@ -230,3 +230,18 @@ class Condition:
 
     def evaluate(self, own_value: Any, values: Mapping[str, Any]) -> bool:
         return bool(_evaluate(self.tree, {**values, "self": own_value}))
+
+    def as_json(self) -> Any:
+        """The parsed tree as plain JSON, for an evaluator in another language (the web
+        pages' script): ``{"lit": v}``, ``{"var": name}``, ``{"op": op, "args": [...]}``."""
+        return _tree_json(self.tree)
+
+
+def _tree_json(node: _Node) -> Any:
+    if isinstance(node, _Lit):
+        return {"lit": node.value}
+    if isinstance(node, _Var):
+        return {"var": node.name}
+    if isinstance(node, _Unary):
+        return {"op": node.op, "args": [_tree_json(node.operand)]}
+    return {"op": node.op, "args": [_tree_json(node.left), _tree_json(node.right)]}

@@ -40,6 +40,7 @@ class Parameter:
     media_type_parameters: dict[str, Any] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()
     max_size: int | None = None
+    example: str | None = None  # what the web form's "example" button fills in
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The nginx configuration of the appliance's proxy, made from the settings.
 
-The proxy is the only public door: it passes ``/api`` (and the health endpoints) to the web
-processes, and serves uploaded files and job outputs straight from disk under the
+The proxy is the only public door: it passes ``/api``, the web pages (``/``, ``/services/``,
+``/jobs/``, ``/my-jobs``) and the health endpoints to the web processes, serves the pages'
+script and stylesheet from ``/static/`` (cached by browsers: their URLs carry a hash), and serves uploaded files and job outputs straight from disk under the
 ``uploads_url`` and ``jobs_url`` prefixes, so the app never streams file bytes (for a
 job's file it only says yes or no first: a recorded output of a job that has ended, never
 the rest of the job's directory, nothing while it runs). Its body
@@ -20,6 +21,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from appliance.pages.staticfiles import STATIC_URL, static_dir
 from appliance.settings import Settings
 from appliance.web_limits import request_limit
 
@@ -31,6 +33,7 @@ class ProxyOptions:
     user: str | None = None  # nginx's worker user; None leaves nginx's default
     pid: str = "nginx.pid"
     worker_processes: str = "auto"
+    static_dir: str | None = None  # the pages' static files; None: this installation's
 
 
 def _json_error(status: int, error: str, message: str) -> str:
@@ -117,6 +120,20 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
     if settings.proxy_client_rate:
         per_client += f"""
         limit_req zone=rate_per_address burst={settings.proxy_client_rate * 10} nodelay;"""
+    assets = options.static_dir or str(static_dir())
+    upstream = """
+            proxy_pass http://appliance_web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # The client's own Host (with its port) and scheme, so that every absolute URL
+            # and redirect the app makes points back through this proxy.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;  # the client's address, for its quotas
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_request_buffering off;
+            proxy_read_timeout 120s;"""
     static = """
             disable_symlinks on;
             autoindex off;
@@ -133,6 +150,8 @@ http {{
     types {{
         text/plain txt log out err aln clustal fa fasta afa msf phy sto dnd nwk;
         application/json json;
+        text/css css;
+        text/javascript js;
     }}
     access_log off;
     sendfile on;
@@ -162,19 +181,23 @@ http {{
         server_name {names};
         client_max_body_size {max_body};{per_client}
 {errors}
-        location ~ ^/(api|ga4gh)/ {{  # the REST API and the Task Execution API
-            proxy_pass http://appliance_web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The client's own Host (with its port) and scheme, so that every absolute URL
-            # and redirect the app makes points back through this proxy.
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;  # the client's address, for its quotas
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_request_buffering off;
-            proxy_read_timeout 120s;
+        location ~ ^/(api|ga4gh)/ {{  # the REST API and the Task Execution API{upstream}
+        }}
+        # The web pages for people (appliance.pages)
+        location = / {{{upstream}
+        }}
+        location = /my-jobs {{{upstream}
+        }}
+        location /services/ {{{upstream}
+        }}
+        location /jobs/ {{{upstream}
+        }}
+        location {STATIC_URL}/ {{  # the pages' script and stylesheet; their URLs carry a hash
+            alias {assets}/;
+            autoindex off;
+            add_header Cache-Control "public, max-age=31536000, immutable" always;
+            add_header X-Content-Type-Options nosniff always;
+            location ~ /\\. {{ return 404; }}
         }}
         location = /healthz {{ proxy_pass http://appliance_web; }}
         location = /readyz {{ proxy_pass http://appliance_web; }}

@@ -53,7 +53,7 @@ TYPE_NAMES = {
 PARAM_KEYS = {
     "name", "type", "description", "default", "required", "condition", "min", "max",
     "min-exclusive", "max-exclusive", "min-length", "max-length", "choices", "media-type",
-    "media-type-parameters", "extensions", "max-size",
+    "media-type-parameters", "extensions", "max-size", "example",
 }  # fmt: skip
 
 # The previous system's runner classes, and the runner configuration each maps to.
@@ -170,7 +170,13 @@ def _parse_parameter(pid: str, data: Any) -> Parameter:
         media_type_parameters=_mapping(data, "media-type-parameters"),
         extensions=tuple(str(e) for e in extensions),
         max_size=size_limit,
+        example=_example(data.get("example")),
     )
+    if param.example is not None and kind is not ParamType.FILE:
+        try:
+            coerce_scalar(param, param.example)
+        except ValidationError as exc:
+            raise ConfigError(f"the example is not valid: {exc.message}", key="example") from None
     default = data.get("default")
     if default is None:
         return param
@@ -184,6 +190,17 @@ def _parse_parameter(pid: str, data: Any) -> Parameter:
     except ValidationError as exc:
         raise ConfigError(f"the default is not valid: {exc.message}", key="default") from None
     return _replace(param, default=values if array else values[0], required=False)
+
+
+def _example(value: Any) -> str | None:
+    """An example value: the text a file parameter's example file holds, or a value."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str | int | float):
+        raise ConfigError(f"expected text or a number, got {value!r}", key="example")
+    return str(value)
 
 
 def _replace(param: Parameter, **changes: Any) -> Parameter:

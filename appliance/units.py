@@ -27,6 +27,18 @@ def parse_size(value: object) -> int:
     raise ValueError(f"expected a size like 100M or a number of bytes, got {value!r}")
 
 
+def format_size(size: int) -> str:
+    """A size for people: ``762 bytes``, ``4.2 KiB``, ``20 MiB``."""
+    if size < 1024:
+        return f"{size} byte" + ("" if size == 1 else "s")
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}".replace(".0 ", " ")
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string like ``90s``, ``10m``, ``2h``."""
     if isinstance(value, bool):

@@ -19,8 +19,9 @@ import pytest
 from slivka_client import SlivkaClient
 
 from tests import kube
+from tests.bundle.compose import PROTEINS
+from tests.bundle.test_bundle import run_job
 from tests.helpers import TEST_IMAGE, build_test_image
-from tests.test_bundle import PROTEINS, run_job
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "appliance"
@@ -213,6 +214,16 @@ def test_the_previous_client_runs_the_aligners_as_kubernetes_jobs(
     jobs = kube.kubectl_json("-n", NAMESPACE, "get", "jobs", "-l", "appliance.role=job")["items"]
     assert any(j["spec"]["template"]["spec"]["containers"][0]["image"].startswith(f"appliance/{service}:")
                for j in jobs)  # fmt: skip
+
+
+def test_the_web_pages_and_their_static_files_come_through_the_charts_proxy(release: str) -> None:
+    front = httpx.get(release + "/", timeout=30)
+    assert front.status_code == 200 and 'href="/services/clustalo"' in front.text
+    script = next(u for u in front.text.split('"') if u.startswith("/static/app.js?v="))
+    served = httpx.get(release + script, timeout=30)  # from the proxy image's own copy
+    assert served.status_code == 200 and "immutable" in served.headers["cache-control"]
+    assert served.content == (ROOT / "appliance" / "pages" / "static" / "app.js").read_bytes()
+    assert httpx.get(release + "/services/mafft", timeout=30).status_code == 200
 
 
 def test_deleting_the_scheduler_pod_while_20_jobs_run_runs_each_once(release: str) -> None:

@@ -22,12 +22,14 @@ OWNERS = {
     "yaml": {"yamlfile.py"},
     "docker": {"runners/docker"},
     "zmq": {"messaging.py"},
-    "starlette": {"web"},
+    "starlette": {"web", "pages"},
+    "jinja2": {"pages/render.py"},
     "hypercorn": {"web"},
 }
 # package area -> areas it must never import
 FORBIDDEN = {
     "web": {"appliance.scheduler", "appliance.runners", "appliance.worker"},
+    "pages": {"appliance.scheduler", "appliance.runners", "appliance.worker"},
     "scheduler": {"appliance.web"},
     "runners": {"appliance.web", "appliance.scheduler"},
     "store": {"appliance.web", "appliance.scheduler", "appliance.runners"},

@@ -17,6 +17,7 @@ BROKEN = DATA / "services" / "broken"
 EXPECTED_ERRORS = {
     "bad-type": ("parameters.x.type", "unknown type 'matrix'"),
     "bad-default": ("parameters.x.default", "at most 5"),
+    "bad-example": ("parameters.x.example", "the example is not valid: must be at most 5"),
     "missing-command": ("command", "missing"),
     "bad-condition": ("parameters.x.condition", "ends too early"),
     "unknown-condition-name": ("parameters.x.condition", "unknown parameters: y"),
@@ -68,6 +69,10 @@ def test_shipped_services_load_cleanly() -> None:
         assert service.format == "native"
         assert service.image
         assert service.resources.memory is not None
+        # the web form's example button: the four globins of examples/proteins.fa
+        assert (
+            service.parameters["input"].example == (ROOT / "examples" / "proteins.fa").read_text()
+        )
 
 
 def test_legacy_example_model() -> None:

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from appliance.catalogue import load_catalogue
 from appliance.filerefs import StoreFileLookup
 from appliance.messaging import WakeSender
+from appliance.pages import views as pages
 from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
@@ -68,6 +69,19 @@ def tes_routes() -> list[BaseRoute]:
     ]
 
 
+def page_routes() -> list[BaseRoute]:
+    """The web pages for people (appliance.pages); the proxy passes these paths too."""
+    return [
+        route("/", GET=pages.home),
+        route("/my-jobs", GET=pages.my_jobs),
+        route("/services/{service_id}", GET=pages.service_form, POST=pages.submit),
+        route("/jobs/{job_id}", GET=pages.job_page),
+        route("/jobs/{job_id}/outputs", GET=pages.job_outputs),
+        route("/jobs/{job_id}/tail", GET=pages.job_tail),
+        route("/jobs/{job_id}/cancel", POST=pages.cancel_job),
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -110,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/ga4gh/tes/v1", routes=tes_routes()),
         Mount("/api/v1.1", routes=api_routes()),
         Mount("/api", routes=api_routes()),
+        *page_routes(),
     ]
     return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan,
                      middleware=origins.middleware(settings.allowed_origins))  # fmt: skip

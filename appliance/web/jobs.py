@@ -36,11 +36,27 @@ async def submit_job(request: Request) -> Response:
     state = state_of(request)
     service = state.service(request.path_params["service_id"])
     client = await quotas.admit_job(request, state.settings, state.store)
+    form = await read_service_form(request, state, service)
+    job = await accept_form(state, service, form, client)
+    return JSONResponse(
+        job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
+    )
+
+
+async def read_service_form(
+    request: Request, state: WebState, service: Service, extra: frozenset[str] = frozenset()
+) -> FormData:
+    """The submitted form, its files saved; ``extra`` names more file fields allowed."""
     file_params = frozenset(p.id for p in service.parameters.values() if p.type is ParamType.FILE)
-    form = await read_form(
+    return await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params,
-        known=frozenset(service.parameters), max_files=state.settings.upload_max_files,
+        known=frozenset(service.parameters) | extra, max_files=state.settings.upload_max_files,
     )  # fmt: skip
+
+
+async def accept_form(state: WebState, service: Service, form: FormData, client: str) -> JobRecord:
+    """Validate the form and record its job, or raise (FormErrors, ApiError) leaving nothing
+    behind; the scheduler is woken for the new job."""
     recorded: list[str] = []
     try:
         job = await _accept(state, service, form, recorded, client)
@@ -59,9 +75,7 @@ async def submit_job(request: Request) -> Response:
         if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
                                         runner=str(job.get("runner")), client=client):  # fmt: skip
             await state.store.add_entry(job)
-    return JSONResponse(
-        job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
-    )
+    return job
 
 
 async def _accept(
@@ -91,17 +105,17 @@ def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[
             "media_type": media_type, "created_at": utcnow()}  # fmt: skip
 
 
-async def _job(request: Request) -> JobRecord:
+async def job_of(request: Request) -> JobRecord:
     state = state_of(request)
     job_id = request.path_params["job_id"]
-    job = await state.store.get_job(job_id) if _plausible_id(job_id) else None
+    job = await state.store.get_job(job_id) if plausible_id(job_id) else None
     service_id = request.path_params.get("service_id")
     if job is None or (service_id is not None and job["service"] != service_id):
         raise ApiError(404, f"no job {job_id!r}")
     return job
 
 
-def _plausible_id(value: str) -> bool:
+def plausible_id(value: str) -> bool:
     return len(value) == JOB_ID_LENGTH and value.isalnum()
 
 
@@ -112,16 +126,20 @@ def resource(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
 
 
 async def show_job(request: Request) -> Response:
-    return resource(job_json(await _job(request)))
+    return resource(job_json(await job_of(request)))
 
 
 async def cancel_job(request: Request) -> Response:
     state = state_of(request)
-    job = await _job(request)
+    await cancel(state, await job_of(request))
+    return Response(status_code=204)
+
+
+async def cancel(state: WebState, job: JobRecord) -> None:
+    """Ask for a job's end (nothing for one that has ended)."""
     if not JobState(job["state"]).finished:
         await state.store.request_cancel(str(job["_id"]))
         await state.waker.notify("cancel", str(job["_id"]))
-    return Response(status_code=204)
 
 
 def _time_filter(text: str) -> tuple[datetime | None, datetime | None]:
@@ -172,7 +190,7 @@ async def served(request: Request) -> Response:
     uri = unquote(request.headers.get("x-served-uri", "").split("?", 1)[0])
     prefix = urlsplit(state.settings.jobs_url).path.rstrip("/") + "/"
     job_id, _, path = uri.removeprefix(prefix).partition("/")
-    if not uri.startswith(prefix) or not _plausible_id(job_id) or not path:
+    if not uri.startswith(prefix) or not plausible_id(job_id) or not path:
         return Response(status_code=403)
     job = await state.store.get_job(job_id)
     if (
@@ -234,7 +252,7 @@ async def list_jobs(request: Request) -> Response:
 
 async def job_files(request: Request) -> Response:
     state = state_of(request)
-    job = await _job(request)
+    job = await job_of(request)
     outputs = job.get("outputs") or []
     return JSONResponse(
         {"files": [output_json(str(job["_id"]), o, state.settings) for o in outputs]}
@@ -243,7 +261,7 @@ async def job_files(request: Request) -> Response:
 
 async def job_file(request: Request) -> Response:
     state = state_of(request)
-    job = await _job(request)
+    job = await job_of(request)
     path = request.path_params["path"]
     for output in job.get("outputs") or []:
         if output.get("path") == path:

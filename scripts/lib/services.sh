@@ -129,6 +129,26 @@ ensure_nginx() {
   command -v nginx >/dev/null || apt_install nginx-light || die "nginx is missing: install it"
 }
 
+AXE_VERSION=4.14.1
+ensure_browser() {
+  # The browser tests' parts: Debian's chromium (Playwright drives it; its own browser
+  # download cannot work offline) and axe-core from npm, cached by version. Exports
+  # APPLIANCE_TEST_CHROMIUM and APPLIANCE_TEST_AXE.
+  command -v chromium >/dev/null || apt_install chromium || die "chromium is missing: install Debian's chromium"
+  local axe_dir="$APPLIANCE_CACHE/axe-core-$AXE_VERSION"
+  if [ ! -s "$axe_dir/axe.min.js" ]; then
+    command -v npm >/dev/null || apt_install npm || die "npm is needed once, to fetch axe-core"
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && npm pack -q "axe-core@$AXE_VERSION" >/dev/null 2>&1 && tar -xzf "axe-core-$AXE_VERSION.tgz") \
+      || { rm -rf "$work"; die "could not fetch axe-core $AXE_VERSION from npm"; }
+    mkdir -p "$axe_dir"
+    cp "$work/package/axe.min.js" "$work/package/LICENSE" "$axe_dir/"
+    rm -rf "$work"
+  fi
+  export APPLIANCE_TEST_CHROMIUM=$(command -v chromium) APPLIANCE_TEST_AXE="$axe_dir/axe.min.js"
+}
+
 stop_started() {
   local pid
   if [ -n "${DOCKERD_STARTED:-}" ] && [ -f /var/run/docker.pid ]; then

@@ -173,3 +173,43 @@ def test_redirects_and_locations_keep_the_proxys_host_and_port(stack: Stack) -> 
         time.sleep(0.2)
     output = httpx.get(f"{stack.proxy}/api/jobs/{job['id']}/files/result.txt")
     assert output.headers["location"] == output.json()["@url"]
+
+
+def test_the_pages_and_their_static_files_through_the_proxy(stack: Stack) -> None:
+    front = httpx.get(stack.proxy + "/")
+    assert front.status_code == 200 and front.headers["content-type"].startswith("text/html")
+    assert 'href="/services/upper"' in front.text
+    assert "script-src 'self'" in front.headers["content-security-policy"]
+    for name, kind in (("app.css", "text/css"), ("app.js", "text/javascript")):
+        url = next(u for u in front.text.split('"') if u.startswith(f"/static/{name}?v="))
+        asset = httpx.get(stack.proxy + url)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert "immutable" in asset.headers["cache-control"]
+        assert asset.content == httpx.get(stack.proxy + f"/static/{name}").content
+        assert httpx.get(stack.web + url).status_code == 404  # from the proxy, not the app
+    for path in ("/static/", "/static/../pyproject.toml", "/static/.hidden", "/static/nope.js"):
+        assert httpx.get(stack.proxy + path).status_code in (403, 404), path
+    # the page routes pass through; the app's internal one does not
+    form = httpx.get(stack.proxy + "/services/upper")
+    assert form.status_code == 200 and 'action="/services/upper"' in form.text
+    assert httpx.get(stack.proxy + "/_internal/served").status_code == 404
+    assert httpx.get(stack.proxy + "/my-jobs").status_code == 200
+
+
+def test_a_page_submission_through_the_proxy_runs_and_shows_its_result(stack: Stack) -> None:
+    sent = httpx.post(stack.proxy + "/services/upper", data={"input.text": FASTA, "tag": "<b>x</b>"},
+                      files={"input": ("", b"", "application/octet-stream")})  # fmt: skip
+    assert sent.status_code == 303, sent.text
+    job_url = stack.proxy + sent.headers["location"]
+    deadline = time.monotonic() + 60
+    done = 'id="job-status" class="status status-completed"'
+    while done not in (page := httpx.get(job_url)).text and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert done in page.text
+    assert FASTA.upper().replace(">", "&gt;") in page.text  # the result's preview
+    assert "<b>x</b>" not in page.text and "&lt;b&gt;x&lt;/b&gt;" in page.text
+    link = next(u for u in page.text.split('"') if u.startswith("/media/jobs/"))
+    assert httpx.get(stack.proxy + link).text == FASTA.upper()
+    cross = httpx.post(stack.proxy + "/services/upper", data={"input.text": FASTA},
+                       headers={"Origin": "https://elsewhere.example"})  # fmt: skip
+    assert cross.status_code == 403

@@ -10,90 +10,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from slivka_client import SlivkaClient
 
+from tests.bundle.compose import (
+    PROTEINS,
+    assert_alignment_of_the_input,
+    compose,
+    read_clustal,
+    read_fasta,
+)  # fmt: skip
 from tests.conftest import ROOT
-
-PROJECT = "appliance-test"
-PROTEINS = ROOT / "examples" / "proteins.fa"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def read_fasta(text: str) -> dict[str, str]:
-    sequences: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith(">"):
-            name = line[1:].split()[0]
-            sequences[name] = ""
-        elif line.strip():
-            sequences[name] += line.strip()
-    return sequences
-
-
-def read_clustal(text: str) -> dict[str, str]:
-    lines = text.splitlines()
-    assert lines[0].startswith("CLUSTAL"), lines[0]
-    rows: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line.strip() or line.startswith(" "):
-            continue  # blank lines and the conservation line
-        name, residues = line.split()[:2]
-        rows[name] = rows.get(name, "") + residues
-    return rows
-
-
-INPUT = read_fasta(PROTEINS.read_text())
-
-
-def assert_alignment_of_the_input(rows: dict[str, str]) -> None:
-    assert set(rows) == set(INPUT)
-    assert len({len(r) for r in rows.values()}) == 1  # every row as long as the others
-    for name, row in rows.items():
-        assert row.replace("-", "") == INPUT[name]
-
-
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "compose", "-p", PROJECT, "-f", str(ROOT / "compose" / "compose.yaml"),
-         "--env-file", str(ROOT / "compose" / ".state" / f"{PROJECT}.env"), *args],
-        capture_output=True, text=True,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "APPLIANCE_PROJECT": PROJECT, "APPLIANCE_PORT": str(port),
-           "APPLIANCE_BUILD": "--airgapped"}  # fmt: skip
-    env = {k: v for k, v in env.items() if not k.startswith("APPLIANCE_") or k in
-           ("APPLIANCE_PROJECT", "APPLIANCE_PORT", "APPLIANCE_BUILD")}  # fmt: skip
-    up = subprocess.run(
-        [str(ROOT / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=1800
-    )
-    try:
-        assert up.returncode == 0, up.stderr[-3000:]
-        assert f"http://localhost:{port}/api/" in up.stdout
-        assert f"scripts/example clustalo http://localhost:{port}" in up.stdout
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        down = subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert down.returncode == 0, down.stderr
-        volumes = subprocess.run(
-            ["docker", "volume", "ls", "-q"], capture_output=True, text=True
-        ).stdout
-        assert f"{PROJECT}-jobs" not in volumes
 
 
 def run_job(client: SlivkaClient, service_id: str, data: dict[str, object]) -> dict[str, str]:

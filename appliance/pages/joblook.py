@@ -1,0 +1,116 @@
+"""What a job page shows of a job's directory: output sizes, previews of text outputs, and
+the tail of a running step's stdout and stderr. Reads are small and bounded, never through
+a symlink or into a FIFO a job left (``appliance.safefs``), and run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from appliance import safefs
+from appliance.jobrecord import JobRecord
+from appliance.units import format_size
+
+PREVIEW_BYTES = 32 * 1024
+TAIL_BYTES = 4 * 1024
+TEXT_TYPES = {
+    "application/clustal", "application/fasta", "application/json", "application/x-stockholm",
+    "application/xml", "application/x-nh", "chemical/x-pdb",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OutputView:
+    label: str
+    path: str
+    media_type: str
+    size: str
+    url: str
+    preview: str | None
+    truncated: bool
+    empty: bool = False
+
+    @property
+    def download_name(self) -> str:
+        return self.path.replace("/", "_")
+
+
+def is_text(media_type: str) -> bool:
+    return (
+        media_type.startswith("text/") or media_type in TEXT_TYPES or media_type.endswith("+json")
+    )
+
+
+def _read(workdir: Path, path: str, size: int, from_end: bool) -> tuple[bytes, int] | None:
+    try:
+        handle = safefs.open_regular(workdir, path)
+    except OSError:
+        return None
+    if handle is None:
+        return None
+    with handle:
+        total = os.fstat(handle.fileno()).st_size
+        if from_end and total > size:
+            handle.seek(total - size)
+        return handle.read(size), total
+
+
+def _preview(data: bytes) -> str | None:
+    if b"\0" in data:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def _outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:
+    workdir = jobs_dir / str(job["_id"])
+    views = []
+    for output in job.get("outputs") or []:
+        path = str(output["path"])
+        media_type = str(output.get("media_type") or "")
+        read = _read(workdir, path, PREVIEW_BYTES, from_end=False) if is_text(media_type) else None
+        if read is None:
+            try:
+                total = (workdir / path).lstat().st_size
+            except OSError:
+                total = -1
+            preview, truncated = None, False
+        else:
+            data, total = read
+            preview, truncated = (_preview(data) if data else None), total > len(data)
+        views.append(OutputView(
+            label=str(output.get("name") or output.get("id") or path), path=path,
+            media_type=media_type, size=format_size(total) if total >= 0 else "",
+            url=f"{jobs_url}/{job['_id']}/{quote(path)}", preview=preview, truncated=truncated,
+            empty=total == 0,
+        ))  # fmt: skip
+    return views
+
+
+async def outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:
+    return await asyncio.to_thread(_outputs, job, jobs_dir, jobs_url)
+
+
+def _streams(job: JobRecord) -> tuple[str, str]:
+    steps: list[Any] = (job.get("plan") or {}).get("steps") or []
+    step = job.get("step") or 0
+    current = steps[step] if isinstance(step, int) and 0 <= step < len(steps) else {}
+    if not isinstance(current, dict):
+        current = {}
+    return str(current.get("stdout") or "stdout"), str(current.get("stderr") or "stderr")
+
+
+def _tail(job: JobRecord, jobs_dir: Path) -> dict[str, str]:
+    workdir = jobs_dir / str(job["_id"])
+    tails = {}
+    for name, path in zip(("stdout", "stderr"), _streams(job), strict=True):
+        read = _read(workdir, path, TAIL_BYTES, from_end=True)
+        tails[name] = (_preview(read[0]) or "") if read is not None else ""
+    return tails
+
+
+async def tail(job: JobRecord, jobs_dir: Path) -> dict[str, str]:
+    return await asyncio.to_thread(_tail, job, jobs_dir)
