@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.model import Parameter, ParamType, Service
 from appliance.units import format_size
@@ -130,11 +132,15 @@ def fields_of(
     service: Service,
     sent: Mapping[str, Sequence[str]] | None = None,
     errors: Mapping[str, str] | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> list[Field]:
     """The form's fields in the service file's order; ``sent`` are the values of a form
-    shown again with its ``errors`` (by parameter id)."""
+    shown again with its ``errors`` (by parameter id); a ``preset``'s values replace the
+    defaults of a fresh form."""
     fields = []
     for param in service.parameters.values():
+        if sent is None and preset and param.id in preset:
+            param = dataclasses.replace(param, default=preset[param.id])
         own: Sequence[str] | None = None
         if sent is not None:
             own = list(sent.get(param.id, ()))

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from appliance.errors import FormErrors, StoreError
 from appliance.jobrecord import JobRecord
-from appliance.model import Service
+from appliance.model import Preset, Service
 from appliance.pages import joblook
 from appliance.pages.fields import fields_of
 from appliance.pages.render import PAGE_HEADERS, page, render
@@ -72,11 +72,12 @@ def _haystack(service: dict[str, Any]) -> str:
 
 def _service_page(
     request: Request, service: Service, status: int = 200, sent: dict[str, list[str]] | None = None,
-    errors: dict[str, str] | None = None, problem: str | None = None,
+    errors: dict[str, str] | None = None, problem: str | None = None, preset: Preset | None = None,
 ) -> Response:  # fmt: skip
     state = state_of(request)
+    fields = fields_of(service, sent, errors, preset.values if preset else None)
     return page(
-        request, "service.html", status, service=service, fields=fields_of(service, sent, errors),
+        request, "service.html", status, service=service, fields=fields, preset=preset,
         problem=problem,
         others=[(k, v) for k, v in (errors or {}).items() if k not in service.parameters],
         max_upload=state.settings.upload_max_bytes,
@@ -86,7 +87,11 @@ def _service_page(
 @html_errors
 async def service_form(request: Request) -> Response:
     service = state_of(request).service(request.path_params["service_id"])
-    return _service_page(request, service)
+    chosen = request.query_params.get("preset")
+    preset = next((p for p in service.presets if p.id == chosen), None)
+    if chosen is not None and preset is None:
+        raise ApiError(404, f"{service.id} has no preset {chosen!r}")
+    return _service_page(request, service, preset=preset)
 
 
 @html_errors

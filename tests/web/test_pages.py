@@ -52,6 +52,8 @@ args:
   depth: {arg: "$(value)"}
 outputs:
   out: {path: "*.txt", media-type: text/plain}
+presets:
+  big: {name: Big, description: Many and slow., values: {count: 9, loud: false, mode: Slow}}
 """
 FASTA = b">one\nACGT\n>two\nAC-T\n"
 
@@ -347,3 +349,16 @@ def test_the_tail_is_bounded_and_never_follows_a_link(
     assert tail["stdout"].endswith("last line\n") and len(tail["stdout"]) == 4096
     assert tail["stderr"] == ""
     assert "last line" in pages.get(f"/jobs/{job_id}").text
+
+
+def test_a_preset_fills_the_form_with_its_values(pages: TestClient) -> None:
+    plain = parse(pages.get("/services/every").text)
+    assert plain.one("a", href="/services/every?preset=big")
+    assert plain.one("input", id="p-count")["value"] == "3"
+    chosen = pages.get("/services/every", params={"preset": "big"})
+    tree = parse(chosen.text)
+    assert tree.one("a", href="/services/every?preset=big")["aria-current"] == "true"
+    assert tree.one("input", id="p-count")["value"] == "9"
+    assert "checked" not in tree.one("input", id="p-loud")
+    assert "selected" in tree.one("option", value="Slow")
+    assert pages.get("/services/every", params={"preset": "nope"}).status_code == 404
