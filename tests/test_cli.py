@@ -101,7 +101,7 @@ def test_check_reports_every_broken_file_with_file_and_key(tmp_path: Path) -> No
     )
     assert any("noimage.service.yaml: image:" in line for line in lines)
     assert "services: 1 " in result.stdout  # the good one still loads
-    assert "17 problem(s) found" in result.stderr
+    assert "18 problem(s) found" in result.stderr
 
 
 def test_check_warns_about_classifiers_jalview_would_not_know(tmp_path: Path) -> None:

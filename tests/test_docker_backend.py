@@ -73,6 +73,12 @@ image: {TEST_IMAGE}
 resources: {{memory: 32M}}
 command: sh -c 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo done'
 """,
+    "talker": f"""\
+appliance-version: 1
+name: Talks while it runs
+image: {TEST_IMAGE}
+command: sh -c 'echo first; echo oops >&2; sleep 5; echo second'
+""",
     "noimage": """\
 appliance-version: 1
 name: Missing image
@@ -100,7 +106,8 @@ def settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Iterator[S
     build_test_image(tmp_path)
     settings = make_settings(tmp_path, mongodb_uri, database_name)
     (settings.runners_dir / "docker.yaml").write_text(
-        "backend: docker\nlimits: {user: '1000:1000', network: false}\noptions: {stop_grace: 3}\n"
+        "backend: docker\nlimits: {user: '1000:1000', network: false}\n"
+        "options: {stop_grace: 3, live_output: 0.3}\n"
     )
     for name, text in SERVICES.items():
         (settings.services_dir / f"{name}.service.yaml").write_text(text)
@@ -206,6 +213,26 @@ async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
                                       "path": "inputs/input", "parameter": "input"}]  # fmt: skip
     assert str(settings.uploads_dir) not in str(job["plan"]) + str(job["values"])
     assert containers_of(settings.instance) == []  # removed once finished
+
+
+async def test_a_running_jobs_output_appears_in_its_directory_as_it_comes(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job_id = await submit(store, catalogue, "talker", {})
+    stdout = settings.jobs_dir / job_id / "stdout"
+    seen = ""
+    for _ in range(100):  # the job sleeps 5 s after its first line
+        seen = stdout.read_text() if stdout.exists() else ""
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+    job = await store.get_job(job_id)
+    assert job is not None and job["state"] == "RUNNING"  # seen while it still runs
+    assert seen == "first\n"
+    assert (settings.jobs_dir / job_id / "stderr").read_text() == "oops\n"
+    done = await wait_final(store, job_id, timeout=60)
+    assert done["state"] == "COMPLETED"
+    assert stdout.read_text() == "first\nsecond\n"  # the whole, once: nothing doubled
 
 
 async def test_out_of_memory_fails_with_a_reason(

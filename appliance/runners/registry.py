@@ -105,6 +105,20 @@ BACKENDS: dict[str, BackendInfo] = {
                 "most of a container's stdout (and of its stderr) kept: the last that much",
             ),
             "slots": Option("int", 0, "containers running at once (0: no limit)", 0, 10000),
+            "live_output": Option(
+                "float",
+                2.0,
+                "seconds between copies of a running container's stdout and "
+                "stderr into its job's directory (0: only when it ends)",
+                0,
+                3600,
+            ),
+            "live_output_max": Option(
+                "str",
+                "1m",
+                "most of each stream copied while the container runs (all of "
+                "it, up to log_max, when it ends)",
+            ),
             "host_paths": VOLUME_ROOTS,
         },
         "one locked-down container per step",

@@ -45,7 +45,9 @@ from appliance.runners.docker.containers import (
     container_options,
 )
 from appliance.runners.docker.events import EngineEvents
+from appliance.runners.docker.liveoutput import LiveOutput, Running
 from appliance.runners.docker.waiting import Waiting, WaitingJobs, forget
+from appliance.units import parse_size
 from appliance.volumes import Volumes
 
 if TYPE_CHECKING:
@@ -67,6 +69,9 @@ class DockerBackend:
         self.stop_grace = float(options.get("stop_grace", 10))
         self.tmp_size = str(options.get("tmp_size", "64m"))
         self.log_max = str(options.get("log_max", "64m"))
+        # A running container's output, copied into its job's directory as it comes.
+        self.live = LiveOutput(float(options.get("live_output", 2.0)),
+                               parse_size(options.get("live_output_max", "1m")))  # fmt: skip
         self._host_cpus: int | None = None  # the engine's CPUs, asked once
         # At most this many containers run at once (0: no limit); the others wait without
         # a container, oldest submission first, and get theirs when a slot frees.
@@ -284,6 +289,7 @@ class DockerBackend:
         labels = container.labels
         streams = {"stdout": labels.get(LABEL_STDOUT) or "stdout",
                    "stderr": labels.get(LABEL_STDERR) or "stderr"}  # fmt: skip
+        self.live.finish(container.name)  # its live copy stops before the whole is written
         try:
             if workdir.is_dir():
                 for stream, path in streams.items():  # never through what the job left there
@@ -325,6 +331,7 @@ class DockerBackend:
         by_name = {c.name: c for c in listed}
         self._forget_gone(by_name)
         result: dict[str, RunStatus] = {}
+        running: list[Running] = []
         for handle in handles:
             container = by_name.get(handle)
             workdir, step = self.parse(handle)
@@ -338,8 +345,12 @@ class DockerBackend:
                 result[handle] = self._finish(container)
             elif container.status in RUNNING:
                 result[handle] = RunStatus(RunState.RUNNING)
+                labels = container.labels
+                running.append(Running(container, workdir, labels.get(LABEL_STDOUT) or "stdout",
+                                       labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
             else:
                 result[handle] = RunStatus(RunState.QUEUED)
+        self.live.update(running)
         self._fill_slots()
         return result
 
@@ -350,6 +361,7 @@ class DockerBackend:
             keep = set(listed) | self._starting | set(self._removing)
             self._started &= keep
             self._died &= keep
+        self.live.forget_except(set(listed))
 
     def _not_started(self, handle: str, workdir: Path, step: int, container: Any) -> RunStatus:
         """A job without a running container: waiting for a slot, being started, or gone."""
@@ -471,6 +483,7 @@ class DockerBackend:
         self.events.close()
         await asyncio.to_thread(self._starter.shutdown, wait=True)
         await asyncio.to_thread(self._remover.shutdown, wait=True)
+        await asyncio.to_thread(self.live.close)
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None
