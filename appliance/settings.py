@@ -175,6 +175,10 @@ class Settings:
     upload_retention: float = _setting(
         7 * 86400.0, parse_duration, "uploads older than this are deleted (0: keep forever)"
     )
+    service_tests: bool = _setting(
+        True, _bool, "run the service files' tests (their 'tests' section) at the scheduler's "
+        "start and every test's interval; each service's status (OK, WARNING, DOWN) comes from them",
+    )  # fmt: skip
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
     # The proxy (appliance proxy-config): who it answers, and how much one client may take
     public_hosts: tuple[str, ...] = _setting(

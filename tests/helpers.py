@@ -63,6 +63,7 @@ def make_settings(tmp_path: Path, mongodb_uri: str, database: str, **changes: An
         "lease_seconds": 2,
         "sweep_seconds": 0.5,
         "instance": f"t{tmp_path.name[-6:].lower().replace('_', '')}",
+        "service_tests": False,  # on where a test is about them (tests/test_servicetests.py)
     }
     values.update(changes)
     for key in ("jobs_dir", "uploads_dir", "services_dir", "runners_dir"):

@@ -12,6 +12,7 @@ for. Its tasks:
 - monitor: statuses, cancellations, time limits, next steps, ends (``following``);
 - renew: leases, and the scheduler's presence;
 - housekeeping: slow chores on their own cadence (``housekeeping``);
+- service tests: each service file's tests, at start and every interval (``servicetests``);
 - heartbeat: touches a file while dispatch and monitor keep completing rounds.
 
 On stop it takes no new work, cancels starts still in progress, gives every lease back
@@ -30,6 +31,7 @@ from appliance.runners.base import Notifying
 from appliance.scheduler.base import log
 from appliance.scheduler.following import Following
 from appliance.scheduler.housekeeping import Housekeeping
+from appliance.scheduler.servicetests import ServiceTests
 from appliance.submission import record_entry
 
 START_GRACE = 1.0  # seconds that starts in progress get to finish when the scheduler stops
@@ -49,6 +51,8 @@ class Scheduler(Following):
             asyncio.create_task(self._renew_loop(), name="renew"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(chores.run(), name="housekeeping"),
+            *([asyncio.create_task(ServiceTests(self).run(), name="service tests")]
+              if self.settings.service_tests else []),
             *(asyncio.create_task(self._follow_changes(name, backend), name=f"changes {name}")
               for name, backend in self.backends.items() if isinstance(backend, Notifying)),
         ]  # fmt: skip

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import cast
+from datetime import timedelta
+from typing import Any, cast
 
 from pymongo import ReturnDocument
 
@@ -74,6 +75,38 @@ class Files(Connection):
                 upsert=True,
             ),
         )
+
+    async def claim_service_test(self, service_id: str, owner: str, timeout: float,
+                                 interval: float, *, due_only: bool) -> bool:  # fmt: skip
+        """Take the next test of a service (one scheduler tests it at a time): when no test
+        of it is going and (``due_only``) its next test is due. True if this one took it."""
+        at = await self.now()
+        free: list[dict[str, Any]] = [{"testing_until": {"$exists": False}},
+                                      {"testing_until": {"$lt": at}}]  # fmt: skip
+        query: dict[str, Any] = {"_id": service_id, "$or": free}
+        if due_only:
+            query = {"$and": [query, {"$or": [{"next_test_at": {"$exists": False}},
+                                               {"next_test_at": {"$lte": at}}]}]}  # fmt: skip
+
+        def run() -> Any:
+            return self.services.update_one(
+                query, {"$set": {"testing_until": at + timedelta(seconds=timeout),
+                                 "tested_by": owner,
+                                 "next_test_at": at + timedelta(seconds=interval)}})  # fmt: skip
+
+        await self._call("mark a service known", lambda: self.services.update_one(
+            {"_id": service_id}, {"$setOnInsert": {"status": "UNKNOWN", "message": ""}},
+            upsert=True))  # fmt: skip
+        result = await self._call("claim a service test", run)
+        return bool(result.modified_count)
+
+    async def end_service_test(self, service_id: str, status: str, message: str) -> None:
+        """A test's outcome: the service's status, and no test of it going."""
+        at = await self.now()
+        await self._call("end a service test", lambda: self.services.update_one(
+            {"_id": service_id},
+            {"$set": {"status": status, "message": message, "timestamp": at},
+             "$unset": {"testing_until": "", "tested_by": ""}}))  # fmt: skip
 
     async def service_statuses(self) -> dict[str, Doc]:
         async def run() -> dict[str, Doc]:

@@ -190,3 +190,17 @@ def test_appliance_run_gives_what_a_job_gives(
     assert "--- exit code 0 ---" in result.stdout
     folder = Path(result.stderr.strip().splitlines()[-1].removeprefix("the job's folder: "))
     assert (folder / output).read_text() == through_api
+
+
+def test_every_shipped_service_tests_itself_and_is_ok(bundle: str) -> None:
+    deadline = time.monotonic() + 300
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        services = httpx.get(f"{bundle}/api/services", timeout=30).json()["services"]
+        statuses = {s["id"]: s["status"]["status"] for s in services}
+        if set(statuses.values()) == {"OK"}:
+            break
+        time.sleep(2)
+    assert statuses == {"clustalo": "OK", "mafft": "OK", "muscle": "OK"}
+    front = httpx.get(f"{bundle}/", timeout=30).text
+    assert front.count('class="status status-ok"') == 3  # on the web pages' list too
