@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
@@ -131,9 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from appliance import logs
+
+    logs.setup(settings.log_level, settings.log_format)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -204,7 +203,8 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     from appliance.proxyconf import ProxyOptions, nginx_config
 
     options = ProxyOptions(listen=args.listen, upstream=args.upstream, user=args.user,
-                           pid=args.pid, static_dir=args.static_dir)  # fmt: skip
+                           pid=args.pid, static_dir=args.static_dir,
+                           access_log=args.access_log)  # fmt: skip
     print(nginx_config(load_settings(), options), end="")
     return 0
 
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--upstream", default="127.0.0.1:8000", help="host:port of the web process")
     proxy.add_argument("--user", default=None, help="nginx worker user (default: nginx's own)")
     proxy.add_argument("--pid", default="nginx.pid", help="nginx pid file")
+    proxy.add_argument("--access-log", default="/dev/stdout", help="where nginx writes its "
+                       "access log (its format: the access_log setting)")  # fmt: skip
     proxy.add_argument("--static-dir", default=None, help="the web pages' static files, as the "
                        "proxy sees them (default: this installation's; the proxy image's are in "
                        "/usr/share/appliance/static)")  # fmt: skip

@@ -55,6 +55,7 @@ class JobRecord(TypedDict, total=False):
     runner: str | None
     plan: dict[str, Any]
     client: str  # the address it came from (quotas per client, appliance.web.quotas)
+    request_id: str  # the request that submitted it (the proxy's id; appliance.logs)
     # leases (appliance.store.claims)
     lease_owner: str | None
     lease_expires: datetime | None

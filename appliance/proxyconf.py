@@ -34,6 +34,7 @@ class ProxyOptions:
     pid: str = "nginx.pid"
     worker_processes: str = "auto"
     static_dir: str | None = None  # the pages' static files; None: this installation's
+    access_log: str = "/dev/stdout"  # where the access log goes (setting access_log: its format)
 
 
 def _json_error(status: int, error: str, message: str) -> str:
@@ -88,6 +89,30 @@ def _error_pages(max_body: int) -> str:
     return "\n".join(lines)
 
 
+ACCESS_FORMATS = {
+    "json": (
+        "log_format appliance_json escape=json '{"
+        '"time":"$time_iso8601","request_id":"$request_id","client":"$remote_addr",'
+        '"method":"$request_method","uri":"$request_uri","status":$status,'
+        '"bytes":$body_bytes_sent,"duration_s":$request_time,'
+        '"upstream_s":"$upstream_response_time","user_agent":"$http_user_agent"'
+        "}';"
+    ),
+    "common": (
+        "log_format appliance_common '$remote_addr - $remote_user [$time_local] "
+        '"$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" '
+        "rid=$request_id rt=$request_time';"
+    ),
+}
+
+
+def _access_log(kind: str, path: str) -> str:
+    """The access log's format and place (the setting ``access_log``: common, json, off)."""
+    if kind == "off":
+        return "    access_log off;"
+    return f"    {ACCESS_FORMATS[kind]}\n    access_log {path} appliance_{kind};"
+
+
 def _server_names(hosts: tuple[str, ...]) -> str:
     return " ".join(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in hosts)
 
@@ -132,6 +157,7 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Real-IP $remote_addr;  # the client's address, for its quotas
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $request_id;  # in its logs and on the job it makes
             proxy_request_buffering off;
             proxy_read_timeout 120s;"""
     static = """
@@ -153,7 +179,7 @@ http {{
         text/css css;
         text/javascript js;
     }}
-    access_log off;
+{_access_log(settings.access_log, options.access_log)}
     sendfile on;
     tcp_nopush on;
     server_tokens off;

@@ -60,6 +60,16 @@ def _count(value: object) -> int:
     return 0 if value in (0, "0") else _positive_int(value)
 
 
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _str(value).lower()
+        if text not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
 def _log_level(value: object) -> str:
     text = _str(value).upper()
     if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -180,6 +190,14 @@ class Settings:
         "start and every test's interval; each service's status (OK, WARNING, DOWN) comes from them",
     )  # fmt: skip
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting(
+        "text", _one_of("text", "json"), "the processes' logs as text lines or JSON lines (with "
+        "request id, job, service and runner as fields)",
+    )  # fmt: skip
+    access_log: str = _setting(
+        "common", _one_of("common", "json", "off"), "one line per HTTP request, from the proxy "
+        "and from the web process, each with its request id: common (text), json, or off",
+    )  # fmt: skip
     # The proxy (appliance proxy-config): who it answers, and how much one client may take
     public_hosts: tuple[str, ...] = _setting(
         ("localhost", "127.0.0.1", "::1"), _words,

@@ -44,6 +44,7 @@ async def record_job(
     with_entry: bool = True,
     client: str = "",
     counted: bool = True,
+    request_id: str = "",
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner, or already final (REJECTED, ERROR) when no plan can be made.
@@ -60,6 +61,8 @@ async def record_job(
         "values": dump_values(values),
         "client": client,
     }
+    if request_id:
+        job["request_id"] = request_id
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
         job["runner"], job["plan"] = planned.runner, planned.plan.to_json()

@@ -72,6 +72,10 @@ def _sample(key: str) -> tuple[str, object]:
         return "/a, /b", ("/a", "/b")
     if key == "log_level":
         return "debug", "DEBUG"
+    if key == "log_format":
+        return "JSON", "json"
+    if key == "access_log":
+        return "off", "off"
     if key == "operator_token_sha256":
         return "A" * 64, "a" * 64
     if isinstance(default, bool):

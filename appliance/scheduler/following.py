@@ -221,7 +221,8 @@ class Following(Starting):
             log.warning("job %s: could not record step %d (no longer ours)", held.job_id, index)
             self.held.pop(held.job_id, None)
             return
-        log.info("job %s: step %d of %d started", held.job_id, index + 1, len(held.plan.steps))
+        log.info("job %s: step %d of %d started", held.job_id, index + 1, len(held.plan.steps),
+                 extra=held.log_fields)  # fmt: skip
         self._wake_monitor(held.runner)
 
     async def _finish(self, held: Held, state: JobState, code: int | None, message: str,
@@ -258,7 +259,8 @@ class Following(Starting):
             log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
         self.held.pop(held.job_id, None)
         await self.store.forget_leases(held.job_id)
-        log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "")
+        log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "",
+                 extra=held.log_fields)  # fmt: skip
 
 
 def _with_stderr(message: str, held: Held, outputs: list[OutputRecord]) -> str:

@@ -29,6 +29,13 @@ class Held:
     timed_out: bool = False
     unreachable_since: float | None = None
     next_step_failing_since: float | None = None  # the next step could not be submitted
+    request_id: str = ""  # the submission's (appliance.logs)
+
+    @property
+    def log_fields(self) -> dict[str, str | None]:
+        """What a log line about this job carries as fields (JSON logs)."""
+        return {"job_id": self.job_id, "service": self.service or None, "runner": self.runner,
+                "request_id": self.request_id or None}  # fmt: skip
 
     @property
     def time_limit(self) -> float | None:

@@ -121,7 +121,8 @@ class Starting(Base):
         ):
             self.held[job_id] = Held(job_id, plan, runner, handle, JobState.QUEUED,
                                      str(job.get("service", "")), step,
-                                     submitted_at=run.submitted_at)  # fmt: skip
+                                     submitted_at=run.submitted_at,
+                                     request_id=str(job.get("request_id") or ""))  # fmt: skip
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
@@ -172,7 +173,8 @@ class Starting(Base):
         held = Held(job_id, plan, runner, str(handle), JobState(job["state"]),
                     str(job.get("service", "")), int(job.get("step") or 0),
                     list(job.get("steps") or []), started_at=job.get("started_at"),
-                    submitted_at=submitted_timestamp(job))  # fmt: skip
+                    submitted_at=submitted_timestamp(job),
+                    request_id=str(job.get("request_id") or ""))  # fmt: skip
         if held.state is JobState.CANCELLING:
             self._spawn(self._send_cancel(held))  # the earlier scheduler may not have sent it
             held.cancel_first = held.cancel_sent = time.monotonic()

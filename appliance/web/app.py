@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -22,6 +23,7 @@ from appliance.store import Store
 from appliance.tes.setup import tes_state
 from appliance.web import files, jobs, meta, origins, tes
 from appliance.web.errors import HANDLERS
+from appliance.web.requests_log import RequestIds
 from appliance.web.state import WebState
 
 log = logging.getLogger(__name__)
@@ -126,5 +128,7 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/api", routes=api_routes()),
         *page_routes(),
     ]
+    middleware = [Middleware(RequestIds, access_log=settings.access_log),
+                  *origins.middleware(settings.allowed_origins)]  # fmt: skip
     return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan,
-                     middleware=origins.middleware(settings.allowed_origins))  # fmt: skip
+                     middleware=middleware)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
+from appliance.logs import REQUEST_ID, job_fields
 from appliance.mediatypes import sniff_media_type
 from appliance.model import ParamType, Service
 from appliance.plan import UPLOADS, Location
@@ -27,6 +29,7 @@ from appliance.web.formdata import FormData, read_form
 from appliance.web.representations import TIME_FORMAT, job_json, output_json
 from appliance.web.state import WebState, state_of
 
+log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 MAX_SKIP = 10**12  # MongoDB takes 8-byte numbers; a larger skip made a 500
 JOB_ID_LENGTH = 16
@@ -96,8 +99,10 @@ async def _accept(
         await state.store.insert_file(upload_record(f.id, f.label, f.size,
                                                     f.media_type or sniffed[f.id]))  # fmt: skip
         recorded.append(f.id)
-    return await record_job(state.store, state.planner, service, values, with_entry=False,
-                            client=client)  # fmt: skip
+    job = await record_job(state.store, state.planner, service, values, with_entry=False,
+                           client=client, request_id=REQUEST_ID.get() or "")  # fmt: skip
+    log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
+    return job
 
 
 def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:

@@ -104,7 +104,8 @@ def running_stack(
     prefix.mkdir(parents=True)
     config = subprocess.run(
         [sys.executable, "-m", "appliance", "proxy-config", "--listen", f"127.0.0.1:{proxy_port}",
-         "--upstream", f"127.0.0.1:{web_port}", "--user", "root", "--pid", str(prefix / "nginx.pid")],
+         "--upstream", f"127.0.0.1:{web_port}", "--user", "root", "--pid", str(prefix / "nginx.pid"),
+         "--access-log", str(prefix / "access.log")],
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     (prefix / "nginx.conf").write_text(config)

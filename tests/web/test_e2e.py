@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pymongo import MongoClient
 from slivka_client import SlivkaClient
 
 from tests.web.stack import FASTA, Stack
@@ -213,3 +214,21 @@ def test_a_page_submission_through_the_proxy_runs_and_shows_its_result(stack: St
     cross = httpx.post(stack.proxy + "/services/upper", data={"input.text": FASTA},
                        headers={"Origin": "https://elsewhere.example"})  # fmt: skip
     assert cross.status_code == 403
+
+
+def test_the_proxys_request_id_reaches_the_job_and_its_access_log(stack: Stack) -> None:
+    sent = httpx.post(f"{stack.proxy}/api/services/upper/jobs",
+                      files={"input": ("in.fa", FASTA.encode())})  # fmt: skip
+    assert sent.status_code == 202
+    rid = sent.headers["x-request-id"]
+    assert len(rid) == 32  # nginx's $request_id, passed on by the app
+    client: MongoClient[dict[str, object]] = MongoClient(stack.settings.mongodb_uri)
+    job = client[stack.settings.mongodb_database]["jobs"].find_one({"_id": sent.json()["id"]})
+    client.close()
+    assert job is not None and job["request_id"] == rid
+    log = stack.settings.jobs_dir.parent / "nginx" / "access.log"
+    deadline = time.monotonic() + 10
+    while f"rid={rid}" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(x for x in log.read_text().splitlines() if f"rid={rid}" in x)
+    assert '"POST /api/services/upper/jobs HTTP/1.1" 202' in line

@@ -1,0 +1,70 @@
+"""Request ids and the web process's access log.
+
+Every request gets an id: the proxy's (``X-Request-Id``, nginx's ``$request_id``) when it
+is a plausible one, else one made here. It is answered in ``X-Request-Id``, put on every
+log line written while the request is served (``appliance.logs.REQUEST_ID``), stored with
+a job the request submits, and written with one access-log line per request (logger
+``appliance.access``; setting ``access_log``: common, json, or off; health checks and the
+proxy's internal sub-requests only at DEBUG).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.logs import REQUEST_ID
+
+access = logging.getLogger("appliance.access")
+PLAUSIBLE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+QUIET = ("/healthz", "/readyz", "/_internal/")
+
+
+class RequestIds:
+    def __init__(self, app: ASGIApp, access_log: str = "common") -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
+        request_id = given if PLAUSIBLE.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]  # fmt: skip
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log != "off":
+                self._log(scope, headers, status, time.perf_counter() - started, request_id)
+            REQUEST_ID.reset(token)
+
+    def _log(self, scope: Scope, headers: Headers, status: int, seconds: float,
+             request_id: str) -> None:  # fmt: skip
+        path = str(scope.get("path", ""))
+        level = logging.DEBUG if path.startswith(QUIET) else logging.INFO
+        if not access.isEnabledFor(level):
+            return
+        client = headers.get("x-real-ip") or (scope.get("client") or ("-",))[0]
+        method = str(scope.get("method", ""))
+        milliseconds = round(seconds * 1000, 2)
+        access.log(level, '%s "%s %s" %d %.2f ms', client, method, path, status, milliseconds,
+                   extra={"method": method, "path": path, "status": status, "client": client,
+                          "duration_ms": milliseconds, "request_id": request_id})  # fmt: skip
