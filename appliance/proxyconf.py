@@ -225,6 +225,8 @@ http {{
             add_header X-Content-Type-Options nosniff always;
             location ~ /\\. {{ return 404; }}
         }}
+        location = /metrics {{  # the operator's token, or the setting metrics_public{upstream}
+        }}
         location = /healthz {{ proxy_pass http://appliance_web; }}
         location = /readyz {{ proxy_pass http://appliance_web; }}
         location {uploads_path} {{

@@ -60,6 +60,14 @@ def _count(value: object) -> int:
     return 0 if value in (0, "0") else _positive_int(value)
 
 
+def _bind_or_off(value: object) -> str:
+    """HOST:PORT, or empty (off)."""
+    text = "" if value is None else str(value).strip()
+    if text and not text.rpartition(":")[2].isdigit():
+        raise ValueError(f"expected HOST:PORT or nothing, got {value!r}")
+    return text
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = _str(value).lower()
@@ -190,6 +198,12 @@ class Settings:
         "start and every test's interval; each service's status (OK, WARNING, DOWN) comes from them",
     )  # fmt: skip
     log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    metrics_public: bool = _setting(
+        False, _bool, "let anyone read the web process's /metrics (else the operator's token)"
+    )
+    scheduler_metrics_bind: str = _setting(
+        "", _bind_or_off, "HOST:PORT where the scheduler serves its Prometheus metrics (empty: off)"
+    )
     log_format: str = _setting(
         "text", _one_of("text", "json"), "the processes' logs as text lines or JSON lines (with "
         "request id, job, service and runner as fields)",

@@ -24,6 +24,7 @@ OWNERS = {
     "zmq": {"messaging.py"},
     "starlette": {"web", "pages"},
     "jinja2": {"pages/render.py"},
+    "prometheus_client": {"metrics.py"},
     "hypercorn": {"web"},
 }
 # package area -> areas it must never import

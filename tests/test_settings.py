@@ -72,6 +72,8 @@ def _sample(key: str) -> tuple[str, object]:
         return "/a, /b", ("/a", "/b")
     if key == "log_level":
         return "debug", "DEBUG"
+    if key == "scheduler_metrics_bind":
+        return "127.0.0.1:9101", "127.0.0.1:9101"
     if key == "log_format":
         return "JSON", "json"
     if key == "access_log":

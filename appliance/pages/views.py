@@ -21,7 +21,7 @@ from appliance.pages.submission import as_api_form, page_fields
 from appliance.states import JobState
 from appliance.web import quotas
 from appliance.web.errors import ApiError
-from appliance.web.jobs import accept_form, cancel, job_of, read_service_form
+from appliance.web.jobs import accept_form, cancel, counted_submission, job_of, read_service_form
 from appliance.web.origins import own_origin
 from appliance.web.representations import job_json, service_json
 from appliance.web.state import state_of
@@ -99,15 +99,17 @@ async def submit(request: Request) -> Response:
     state = state_of(request)
     service = state.service(request.path_params["service_id"])
     try:
-        client = await quotas.admit_job(request, state.settings, state.store)
-        form = await read_service_form(request, state, service, page_fields(service))
+        with counted_submission(service.id):
+            client = await quotas.admit_job(request, state.settings, state.store)
+            form = await read_service_form(request, state, service, page_fields(service))
     except ApiError as exc:
         return _service_page(request, service, exc.status, problem=exc.message)
     sent = {name: list(values) for name, values in form.fields.items()}
     try:
-        form = as_api_form(service, form, state.settings.uploads_dir,
-                           state.settings.upload_max_bytes)  # fmt: skip
-        job = await accept_form(state, service, form, client)
+        with counted_submission(service.id):
+            form = as_api_form(service, form, state.settings.uploads_dir,
+                               state.settings.upload_max_bytes)  # fmt: skip
+            job = await accept_form(state, service, form, client)
     except FormErrors as exc:
         errors = {e.parameter: e.message for e in exc.errors}
         return _service_page(request, service, 422, sent, errors,

@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from appliance import metrics
 from appliance.catalogue import Catalogue
 from appliance.jobrecord import JobRecord
 from appliance.runners.base import Backend
@@ -114,4 +115,5 @@ class Base:
                              "lease_owner": None, "lease_expires": None}  # fmt: skip
         await self.store.move_job(job_id, list(sources), state, fields, owner=self.owner)
         await self.store.forget_leases(job_id)
+        metrics.JOBS_ENDED.labels("", "", state.value).inc()  # it never reached a runner
         log.info("job %s %s: %s", job_id, state, message)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
+from appliance import metrics
 from appliance.aio import cancel_all, wait_event
 from appliance.errors import StoreError
 from appliance.messaging import WakeReceiver
@@ -57,12 +59,21 @@ class Scheduler(Following):
               for name, backend in self.backends.items() if isinstance(backend, Notifying)),
         ]  # fmt: skip
         log.info("scheduler %s started with runners: %s", self.owner, ", ".join(self.backends))
+        server = (metrics.serve(self.settings.scheduler_metrics_bind, self.held_counts)
+                  if self.settings.scheduler_metrics_bind else None)  # fmt: skip
         try:
             await stop.wait()
         finally:
+            if server is not None:
+                await asyncio.to_thread(server.shutdown)
             await self._stop(takers, followers)
             if receiver is not None:
                 receiver.close()
+
+    def held_counts(self) -> list[tuple[str, str, int]]:
+        """The jobs this scheduler follows, by runner and state (a gauge of its metrics)."""
+        counts = Counter((h.runner, h.state.value) for h in list(self.held.values()))
+        return [(runner, state, n) for (runner, state), n in counts.items()]
 
     async def _stop(
         self, takers: list[asyncio.Task[None]], followers: list[asyncio.Task[None]]
@@ -125,7 +136,8 @@ class Scheduler(Following):
             ids = [*self.held, *self.claimed]
             try:
                 await self.store.announce(self.owner, self.runners)
-                kept = await self.store.renew_leases(self.owner, ids, lease)
+                with metrics.RENEW_SECONDS.time():
+                    kept = await self.store.renew_leases(self.owner, ids, lease)
             except StoreError as exc:
                 log.warning("cannot renew leases: %s", exc)
                 continue

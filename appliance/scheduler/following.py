@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Any
 
+from appliance import metrics
 from appliance.aio import wait_event
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import ExitRecord, job_end, read_exit_record
@@ -67,6 +68,7 @@ class Following(Starting):
             try:
                 statuses = await self.backends[runner].status([h.handle for h in group])
             except RunnerError as exc:
+                metrics.RUNNER_ERRORS.labels(runner).inc()
                 await self._unreachable(group, exc)
                 continue
             for held in group:
@@ -259,6 +261,10 @@ class Following(Starting):
             log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
         self.held.pop(held.job_id, None)
         await self.store.forget_leases(held.job_id)
+        metrics.JOBS_ENDED.labels(held.service, held.runner, state.value).inc()
+        if held.started_at is not None:
+            metrics.RUN_SECONDS.labels(held.service).observe(
+                max(0.0, (now - held.started_at).total_seconds()))  # fmt: skip
         log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "",
                  extra=held.log_fields)  # fmt: skip
 

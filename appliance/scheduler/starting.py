@@ -8,6 +8,7 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
+from appliance import metrics
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
@@ -43,8 +44,9 @@ class Starting(Base):
         lease = self.settings.lease_seconds
         while True:
             await self.starting.acquire()
-            job = await self.store.claim_job(self.owner, [JobState.ACCEPTED], lease,
-                                             runners=self.runners)  # fmt: skip
+            with metrics.CLAIM_SECONDS.time():
+                job = await self.store.claim_job(self.owner, [JobState.ACCEPTED], lease,
+                                                 runners=self.runners)  # fmt: skip
             if job is None:
                 self.starting.release()
                 break
@@ -108,9 +110,11 @@ class Starting(Base):
         try:
             handle = await backend.submit(run)
         except RunnerUnavailableError as exc:
+            metrics.RUNNER_ERRORS.labels(runner).inc()
             await self._retry_later(job, runner, exc)
             return
         except RunnerError as exc:
+            metrics.RUNNER_ERRORS.labels(runner).inc()
             await self._end(job_id, JobState.ERROR, str(exc))
             return
         fields: JobRecord = {"backend": self.catalogue.runners[runner].backend
@@ -119,6 +123,9 @@ class Starting(Base):
         if await self.store.move_job(
             job_id, [JobState.ACCEPTED], JobState.QUEUED, fields, owner=self.owner
         ):
+            service = str(job.get("service", ""))
+            metrics.JOBS_STARTED.labels(service, runner).inc()
+            metrics.WAIT_SECONDS.labels(service).observe(max(0.0, time.time() - run.submitted_at))
             self.held[job_id] = Held(job_id, plan, runner, handle, JobState.QUEUED,
                                      str(job.get("service", "")), step,
                                      submitted_at=run.submitted_at,

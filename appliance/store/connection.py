@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from appliance.errors import StoreError, StoreUnavailableError
+from appliance.metrics import DATABASE_ERRORS
 from appliance.store.coalesce import Coalescer
 
 T = TypeVar("T")
@@ -144,11 +145,14 @@ class Connection:
             except PyMongoError as exc:
                 # A timeout (the server took longer than timeoutMS) counts as an outage.
                 if not isinstance(exc, ConnectionFailure) and not exc.timeout:
+                    DATABASE_ERRORS.labels("refused").inc()
                     raise StoreError(f"MongoDB refused {what}: {exc}") from None
                 if time.monotonic() + delay > deadline:
+                    DATABASE_ERRORS.labels("unavailable").inc()
                     raise StoreUnavailableError(
                         f"MongoDB is unreachable or does not answer ({what}): {exc}"
                     ) from None
+                DATABASE_ERRORS.labels("retried").inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -122,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         route("/healthz", GET=meta.healthz),
         route("/readyz", GET=meta.readyz),
+        route("/metrics", GET=meta.metrics),
         route("/_internal/served", GET=jobs.served),  # the proxy's only: see proxyconf
         Mount("/ga4gh/tes/v1", routes=tes_routes()),
         Mount("/api/v1.1", routes=api_routes()),

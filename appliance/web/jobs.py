@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -12,10 +13,12 @@ from urllib.parse import unquote, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from appliance.errors import FormErrors
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
 from appliance.logs import REQUEST_ID, job_fields
 from appliance.mediatypes import sniff_media_type
+from appliance.metrics import SUBMISSIONS
 from appliance.model import ParamType, Service
 from appliance.plan import UPLOADS, Location
 from appliance.settings import Settings
@@ -38,12 +41,27 @@ JOB_ID_LENGTH = 16
 async def submit_job(request: Request) -> Response:
     state = state_of(request)
     service = state.service(request.path_params["service_id"])
-    client = await quotas.admit_job(request, state.settings, state.store)
-    form = await read_service_form(request, state, service)
-    job = await accept_form(state, service, form, client)
+    with counted_submission(service.id):
+        client = await quotas.admit_job(request, state.settings, state.store)
+        form = await read_service_form(request, state, service)
+        job = await accept_form(state, service, form, client)
     return JSONResponse(
         job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job['_id']}"}
     )
+
+
+@contextlib.contextmanager
+def counted_submission(service_id: str) -> Iterator[None]:
+    """Counts a submission's outcome (metrics): accepted or rejected (its job's state at
+    once), invalid (its values), refused (anything else: size, quotas, the database)."""
+    try:
+        yield
+    except FormErrors:
+        SUBMISSIONS.labels(service_id, "invalid").inc()
+        raise
+    except BaseException:
+        SUBMISSIONS.labels(service_id, "refused").inc()
+        raise
 
 
 async def read_service_form(
@@ -102,6 +120,8 @@ async def _accept(
     job = await record_job(state.store, state.planner, service, values, with_entry=False,
                            client=client, request_id=REQUEST_ID.get() or "")  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
+    outcome = "rejected" if JobState(job["state"]).finished else "accepted"
+    SUBMISSIONS.labels(service.id, outcome).inc()
     return job
 
 
@@ -207,19 +227,20 @@ async def served(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def operator_only(request: Request, settings: Settings) -> None:
+def operator_only(request: Request, settings: Settings, what: str = "listing jobs") -> None:
     """Lists of everyone's jobs are for the operator (a job's id is the capability to see
-    it): the operator's bearer token, unless ``public_job_lists`` opens them."""
-    if settings.public_job_lists:
+    it): the operator's bearer token, unless ``public_job_lists`` opens them (for the
+    lists; other callers check their own setting first)."""
+    if settings.public_job_lists and what == "listing jobs":
         return
     token = bearer(request.headers.get("authorization"))
     if not settings.operator_token_sha256:
-        raise ApiError(403, "job lists are not public here (a job is seen by its id)")
+        raise ApiError(403, f"{what} is the operator's, and no operator token is set here")
     if token is None:
-        raise ApiError(401, "listing jobs needs the operator's token (Authorization: Bearer ...)",
+        raise ApiError(401, f"{what} needs the operator's token (Authorization: Bearer ...)",
                        {"WWW-Authenticate": 'Bearer realm="appliance"'})  # fmt: skip
     if known(token, [settings.operator_token_sha256]) is None:
-        raise ApiError(403, "this token may not list jobs")
+        raise ApiError(403, f"this token may not do this ({what})")
 
 
 async def list_jobs(request: Request) -> Response:

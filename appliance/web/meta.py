@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.requests import Request
@@ -9,6 +10,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from appliance import __version__
 from appliance.errors import StoreError
+from appliance.metrics import CONTENT_TYPE, scrape
+from appliance.web.jobs import operator_only
 from appliance.web.openapi import openapi_document
 from appliance.web.representations import service_json
 from appliance.web.state import state_of
@@ -51,6 +54,16 @@ async def show_service(request: Request) -> Response:
     statuses = await _statuses(request)
     body = service_json(service, statuses.get(service.id))
     return JSONResponse(body, headers={"Location": body["@url"]})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of the web processes (all workers'): the operator's, unless the
+    setting ``metrics_public`` opens them."""
+    state = state_of(request)
+    if not state.settings.metrics_public:
+        operator_only(request, state.settings, "reading the metrics")
+    body = await asyncio.to_thread(scrape)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 async def healthz(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Request ids and the web process's access log.
+"""Request ids, the web process's access log and its HTTP metrics.
 
 Every request gets an id: the proxy's (``X-Request-Id``, nginx's ``$request_id``) when it
 is a plausible one, else one made here. It is answered in ``X-Request-Id``, put on every
@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.logs import REQUEST_ID
+from appliance.metrics import HTTP_REQUESTS, HTTP_SECONDS, route_of
 
 access = logging.getLogger("appliance.access")
 PLAUSIBLE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -52,8 +53,13 @@ class RequestIds:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            # a route the app knows, its ids replaced; anything else is one label
+            route = route_of(str(scope.get("path", ""))) if "endpoint" in scope else "(unmatched)"
+            HTTP_REQUESTS.labels(route, str(scope.get("method", "")), str(status)).inc()
+            HTTP_SECONDS.labels(route).observe(seconds)
             if self.access_log != "off":
-                self._log(scope, headers, status, time.perf_counter() - started, request_id)
+                self._log(scope, headers, status, seconds, request_id)
             REQUEST_ID.reset(token)
 
     def _log(self, scope: Scope, headers: Headers, status: int, seconds: float,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Coroutine
@@ -24,6 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.middleware import ProxyFixMiddleware
 
+from appliance.metrics import MULTIPROCESS_ENV
 from appliance.settings import Settings
 from appliance.web.app import create_app
 
@@ -78,8 +81,9 @@ async def _serve_one(settings: Settings) -> None:
     await serve(app, config, shutdown_trigger=stop.wait)
 
 
-def _start_worker() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "appliance", "web", "--worker"])
+def _start_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, MULTIPROCESS_ENV: metrics_dir}  # the workers' metrics, summed
+    return subprocess.Popen([sys.executable, "-m", "appliance", "web", "--worker"], env=env)
 
 
 def _supervise(count: int) -> int:
@@ -91,14 +95,21 @@ def _supervise(count: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    workers = [_start_worker() for _ in range(count)]
+    with tempfile.TemporaryDirectory(prefix="appliance-metrics-") as metrics_dir:
+        return _watch(count, metrics_dir, lambda: stopping)
+
+
+def _watch(count: int, metrics_dir: str, stopping_now: Callable[[], bool]) -> int:
+    """Keeps ``count`` workers running until told to stop (or they keep dying)."""
+    workers = [_start_worker(metrics_dir) for _ in range(count)]
     restarts: list[float] = []
     status = 0
-    while not stopping:
+    stopping = False
+    while not stopping and not stopping_now():
         time.sleep(0.2)
         for index, process in enumerate(workers):
             code = process.poll()
-            if code is None or stopping:
+            if code is None or stopping or stopping_now():
                 continue
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
@@ -107,7 +118,7 @@ def _supervise(count: int) -> int:
                 stopping, status = True, 1
                 break
             log.warning("web worker %d exited with code %s; starting another", process.pid, code)
-            workers[index] = _start_worker()
+            workers[index] = _start_worker(metrics_dir)
     for process in workers:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
