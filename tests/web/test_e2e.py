@@ -232,3 +232,8 @@ def test_the_proxys_request_id_reaches_the_job_and_its_access_log(stack: Stack) 
         time.sleep(0.1)
     line = next(x for x in log.read_text().splitlines() if f"rid={rid}" in x)
     assert '"POST /api/services/upper/jobs HTTP/1.1" 202' in line
+
+
+def test_the_metrics_pass_the_proxy_only_for_the_operator(stack: Stack) -> None:
+    answer = httpx.get(f"{stack.proxy}/metrics")
+    assert answer.status_code == 403 and "operator" in answer.json()["message"]
