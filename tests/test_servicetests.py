@@ -128,3 +128,23 @@ async def test_two_schedulers_test_a_service_once(settings: Settings, store: Sto
         await status_of(store, "checked", {"OK"})
     _, jobs = await store.find_jobs(services=["checked"], limit=10)
     assert len(jobs) == 1
+
+
+async def test_of_two_claims_at_once_exactly_one_wins(
+    store: Store, mongodb_uri: str, database_name: str
+) -> None:
+    other = Store(mongodb_uri, database_name)
+    try:
+        for index in range(30):
+            service = f"race{index}"
+            won = await asyncio.gather(
+                store.claim_service_test(service, "a", 60, 3600, due_only=False),
+                other.claim_service_test(service, "b", 60, 3600, due_only=False),
+            )
+            assert sorted(won) == [False, True], (service, won)
+            assert not await store.claim_service_test(service, "c", 60, 3600, due_only=False)
+            await store.end_service_test(service, "OK", "")
+            assert not await store.claim_service_test(service, "c", 60, 3600, due_only=True)
+            assert await store.claim_service_test(service, "c", 60, 3600, due_only=False)
+    finally:
+        await other.close()

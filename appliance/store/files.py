@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import cast
 
 from pymongo import ReturnDocument
 
 from appliance.errors import StoreError
-from appliance.store.connection import Connection, Doc
+from appliance.store.connection import Connection, Doc, new_id
 
 
 class Files(Connection):
@@ -79,26 +79,46 @@ class Files(Connection):
     async def claim_service_test(self, service_id: str, owner: str, timeout: float,
                                  interval: float, *, due_only: bool) -> bool:  # fmt: skip
         """Take the next test of a service (one scheduler tests it at a time): when no test
-        of it is going and (``due_only``) its next test is due. True if this one took it."""
+        of it is going and (``due_only``) its next test is due. True if this one took it.
+
+        Two schedulers can never both take one: each must insert the mark of the service's
+        next test generation, and only one insert of an ``_id`` succeeds (a conditional
+        update would not do: MongoDB-protocol servers like FerretDB apply two at once)."""
         at = await self.now()
-        free: list[dict[str, Any]] = [{"testing_until": {"$exists": False}},
-                                      {"testing_until": {"$lt": at}}]  # fmt: skip
-        query: dict[str, Any] = {"_id": service_id, "$or": free}
-        if due_only:
-            query = {"$and": [query, {"$or": [{"next_test_at": {"$exists": False}},
-                                               {"next_test_at": {"$lte": at}}]}]}  # fmt: skip
-
-        def run() -> Any:
-            return self.services.update_one(
-                query, {"$set": {"testing_until": at + timedelta(seconds=timeout),
-                                 "tested_by": owner,
-                                 "next_test_at": at + timedelta(seconds=interval)}})  # fmt: skip
-
-        await self._call("mark a service known", lambda: self.services.update_one(
-            {"_id": service_id}, {"$setOnInsert": {"status": "UNKNOWN", "message": ""}},
-            upsert=True))  # fmt: skip
-        result = await self._call("claim a service test", run)
-        return bool(result.modified_count)
+        await self._insert_unique(
+            "mark a service known",
+            self.services,
+            {
+                "_id": service_id,
+                "status": "UNKNOWN",
+                "message": "",
+                "epoch": new_id(),
+                "test_gen": 0,
+            },
+        )  # fmt: skip (there already: nothing to do)
+        doc = await self._call("read a service's tests",
+                               lambda: self.services.find_one({"_id": service_id}))  # fmt: skip
+        if doc is None:
+            return False
+        going, due = doc.get("testing_until"), doc.get("next_test_at")
+        if going is not None and going > at:
+            return False
+        if due_only and due is not None and due > at:
+            return False
+        generation = int(doc.get("test_gen") or 0) + 1
+        mark = f"service-test|{service_id}|{doc.get('epoch', '')}|"
+        if not await self._insert_unique("claim a service test", self.marks,
+                                         {"_id": f"{mark}{generation}", "kind": "service-test",
+                                          "at": at}):  # fmt: skip
+            return False
+        await self._call("claim a service test", lambda: self.services.update_one(
+            {"_id": service_id},
+            {"$set": {"test_gen": generation, "tested_by": owner,
+                      "testing_until": at + timedelta(seconds=timeout),
+                      "next_test_at": at + timedelta(seconds=interval)}}))  # fmt: skip
+        await self._call("forget an old test's mark",
+                         lambda: self.marks.delete_one({"_id": f"{mark}{generation - 1}"}))  # fmt: skip
+        return True
 
     async def end_service_test(self, service_id: str, status: str, message: str) -> None:
         """A test's outcome: the service's status, and no test of it going."""
