@@ -220,16 +220,18 @@ async def test_a_running_jobs_output_appears_in_its_directory_as_it_comes(
 ) -> None:
     job_id = await submit(store, catalogue, "talker", {})
     stdout = settings.jobs_dir / job_id / "stdout"
-    seen = ""
-    for _ in range(100):  # the job sleeps 5 s after its first line
+    stderr = settings.jobs_dir / job_id / "stderr"
+    seen, said = "", ""
+    for _ in range(100):  # the job sleeps 5 s after its first lines
         seen = stdout.read_text() if stdout.exists() else ""
-        if seen:
+        said = stderr.read_text() if stderr.exists() else ""
+        if seen and said:  # the two streams arrive separately: wait for both
             break
         await asyncio.sleep(0.1)
     job = await store.get_job(job_id)
     assert job is not None and job["state"] == "RUNNING"  # seen while it still runs
     assert seen == "first\n"
-    assert (settings.jobs_dir / job_id / "stderr").read_text() == "oops\n"
+    assert said == "oops\n"
     done = await wait_final(store, job_id, timeout=60)
     assert done["state"] == "COMPLETED"
     assert stdout.read_text() == "first\nsecond\n"  # the whole, once: nothing doubled
