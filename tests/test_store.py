@@ -372,3 +372,27 @@ async def test_a_slow_claimant_cannot_overwrite_a_later_claim(store: Store) -> N
     assert late is None
     final = await store.get_job(jid)
     assert final is not None and final["lease_owner"] == "fast" and final["lease_gen"] == 2
+
+
+async def test_counters_made_by_two_clients_at_once_count_both(
+    store: Store, mongodb_uri: str, database_name: str
+) -> None:
+    # Two web workers counting the first upload of a period (or the first submission of a
+    # month) at once both upsert a new _id: FerretDB refuses one with a duplicate key
+    # error, which once reached the client as a 500 (seen in a benchmark's batch).
+    other = Store(mongodb_uri, database_name)
+    try:
+        for index in range(20):
+            client = f"10.0.0.{index}"
+            await asyncio.gather(store.add_upload_usage(client, 7, 100),
+                                 other.add_upload_usage(client, 7, 100))  # fmt: skip
+            assert await store.upload_usage(client, 7) == 200, client
+            service = f"svc{index}"
+            await asyncio.gather(store.count_submission(service, "2026-11"),
+                                 other.count_submission(service, "2026-11"))  # fmt: skip
+            counted = {s["service"]: s["count"] for s in await store.usage_stats()}
+            assert counted[service] == 2, service
+            await asyncio.gather(store.set_service_status(service, "OK"),
+                                 other.set_service_status(service, "OK"))  # fmt: skip
+    finally:
+        await other.close()

@@ -280,7 +280,7 @@ class Claims(Jobs):
         now = await self.now()
         doc: dict[str, Any] = {"runners": list(runners), "seen_at": now}
         await self._call("announce scheduler", lambda: self.schedulers.update_one(
-            {"_id": owner}, {"$set": doc}, upsert=True))  # fmt: skip
+            {"_id": owner}, {"$set": doc}, upsert=True), upsert=True)  # fmt: skip
 
     async def withdraw(self, owner: str) -> None:
         await self._call("withdraw scheduler", lambda: self.schedulers.delete_one({"_id": owner}))

@@ -136,12 +136,27 @@ class Connection:
     async def close(self) -> None:
         await self.client.close()
 
-    async def _call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, what: str, operation: Callable[[], Awaitable[T]], *, upsert: bool = False
+    ) -> T:
+        """Run ``operation``, again while the server is unreachable (up to the retry time).
+
+        ``upsert``: the operation is an upsert, which two clients may send at once for a
+        new ``_id``. MongoDB retries the loser itself; FerretDB answers it with a duplicate
+        key error. Then the document exists, and sending it again updates it.
+        """
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
+        raced = False
         while True:
             try:
                 return await operation()
+            except DuplicateKeyError as exc:
+                if not upsert or raced:
+                    DATABASE_ERRORS.labels("refused").inc()
+                    raise StoreError(f"MongoDB refused {what}: {exc}") from None
+                raced = True
+                DATABASE_ERRORS.labels("retried").inc()
             except PyMongoError as exc:
                 # A timeout (the server took longer than timeoutMS) counts as an outage.
                 if not isinstance(exc, ConnectionFailure) and not exc.timeout:

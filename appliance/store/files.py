@@ -43,7 +43,8 @@ class Files(Connection):
     async def add_upload_usage(self, client: str, window: int, size: int) -> None:
         result = await self._call("count an upload", lambda: self.usage.update_one(
             {"_id": f"{client}|{window}"},
-            {"$inc": {"bytes": size}, "$setOnInsert": {"window": window}}, upsert=True))  # fmt: skip
+            {"$inc": {"bytes": size}, "$setOnInsert": {"window": window}}, upsert=True),
+            upsert=True)  # fmt: skip
         if result.upserted_id is not None:  # a new period: the older ones are done with
             await self._call("forget old upload usage",
                              lambda: self.usage.delete_many({"window": {"$lt": window}}))  # fmt: skip
@@ -55,7 +56,7 @@ class Files(Connection):
         await self._call("count a submission", lambda: self.stats.update_one(
             {"_id": f"{month}|{service}"},
             {"$inc": {"count": 1}, "$setOnInsert": {"month": month, "service": service}},
-            upsert=True))  # fmt: skip
+            upsert=True), upsert=True)  # fmt: skip
 
     async def usage_stats(self) -> list[Doc]:
         """Submissions per month and service, oldest month first."""
@@ -74,6 +75,7 @@ class Files(Connection):
                 {"$set": {"status": status, "message": message, "timestamp": at}},
                 upsert=True,
             ),
+            upsert=True,
         )
 
     async def claim_service_test(self, service_id: str, owner: str, timeout: float,

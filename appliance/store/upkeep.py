@@ -58,7 +58,7 @@ class Upkeep(Claims, Files):
                     await self.marks.replace_one(m, {**m, "kind": kind, "record": i, "at": at},
                                                  upsert=True)  # fmt: skip
 
-            await self._call(f"mark {kind}", change)
+            await self._call(f"mark {kind}", change, upsert=True)
 
     async def expiring(self, kind: str, before: datetime, limit: int = 500) -> list[str]:
         """Ids of records marked before ``before``."""
