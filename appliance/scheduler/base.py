@@ -78,6 +78,7 @@ class Base:
         self.kick = asyncio.Event()  # dispatch: look for work now
         self.poke = asyncio.Event()  # monitor: ask runners for statuses now
         self.due: dict[str, float] = {}  # runner -> when its next status round is due
+        self.cancels_due = 0.0  # when the monitor looks for cancel requests next
         self.starting = asyncio.Semaphore(concurrency)
         self.next_adoption = 0.0  # when dispatch looks for jobs to adopt next
         self.start_tasks: dict[asyncio.Task[None], str] = {}  # -> the job being started

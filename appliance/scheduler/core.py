@@ -110,6 +110,7 @@ class Scheduler(Following):
                     self.kick.set()
                 continue
             if kind == "cancel" and job_id in self.held:
+                self.cancels_due = 0.0
                 self._wake_monitor(self.held[job_id].runner)
             self.kick.set()
 
