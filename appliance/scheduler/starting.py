@@ -86,26 +86,35 @@ class Starting(Base):
 
     async def _start(self, job: JobRecord) -> None:
         job_id = str(job["_id"])
-        if job_id in await self.store.cancel_requested([job_id]):
-            await self._end(job_id, JobState.INTERRUPTED, "cancelled before it started")
-            return
         plan = stored_plan(job)
         runner = str(job.get("runner"))
         backend = self.backends.get(runner)
-        if isinstance(plan, str) or backend is None:
+        step = int(job.get("step") or 0)
+        workdir = None if isinstance(plan, str) or backend is None else self.volumes.path(plan.work)
+
+        async def prepare() -> OSError | None:
+            if workdir is None or isinstance(plan, str):
+                return None
+            try:
+                await asyncio.to_thread(make_step_dir, workdir, plan, step)
+            except OSError as exc:
+                return exc
+            return None
+
+        # At once: the directory is harmless if the job was cancelled meanwhile.
+        requested, failed = await asyncio.gather(self.store.cancel_requested([job_id]), prepare())
+        if job_id in requested:
+            await self._end(job_id, JobState.INTERRUPTED, "cancelled before it started")
+            return
+        if isinstance(plan, str) or backend is None or workdir is None:
             reason = plan if isinstance(plan, str) else f"runner {runner!r} is not running here"
             await self._end(job_id, JobState.ERROR, reason)
             return
-        workdir = self.volumes.path(plan.work)
-        try:
-            await asyncio.to_thread(make_job_dir, workdir)
-            await asyncio.to_thread(prepare_step, workdir, plan, int(job.get("step") or 0))
-        except OSError as exc:
-            await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {exc}")
+        if failed is not None:
+            await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {failed}")
             return
         if plan.stage_in and not await self._stage_in(job_id, plan, workdir):
             return
-        step = int(job.get("step") or 0)
         run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
         try:
             handle = await backend.submit(run)
@@ -194,3 +203,9 @@ class Starting(Base):
             await self.backends[held.runner].cancel(held.handle)
         except RunnerError as exc:
             log.warning("cancelling job %s failed (will try again): %s", held.job_id, exc)
+
+
+def make_step_dir(workdir: Path, plan: Plan, step: int) -> None:
+    """The job's directory, with what the step needs staged in it (one trip to a thread)."""
+    make_job_dir(workdir)
+    prepare_step(workdir, plan, step)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 import requests.exceptions
+from docker.models.containers import _create_container_args
 
 from appliance import safefs
 from appliance.errors import RunnerError, RunnerUnavailableError
@@ -190,7 +191,7 @@ class DockerBackend:
         options = dict(options)
         image = options.pop("image")
         try:
-            return client.containers.create(image, **options)
+            return self._created(client, image, options)
         except docker.errors.ImageNotFound:
             raise RunnerError(
                 f"image {image} is not available to the Docker engine: build or pull it"
@@ -201,7 +202,23 @@ class DockerBackend:
             try:  # submitted before: the same job, the same container
                 return client.containers.get(options["name"])
             except docker.errors.NotFound:  # unless it is just gone
-                return client.containers.create(image, **options)
+                return self._created(client, image, options)
+
+    @staticmethod
+    def _created(client: docker.DockerClient, image: str, options: dict[str, Any]) -> Any:
+        """Create the container; its model without asking the engine about it again.
+
+        docker-py's ``containers.create`` inspects each container it has just created
+        (a request to an engine that is the bottleneck when jobs start): what it would
+        learn (the id, the name, "created", our labels) is known here.
+        """
+        arguments = {"command": None, **options, "image": image,
+                     "version": client.api._version}  # fmt: skip
+        made = client.api.create_container(**_create_container_args(arguments))
+        return client.containers.prepare_model({
+            "Id": made["Id"], "Name": f"/{options['name']}", "State": {"Status": "created"},
+            "Config": {"Labels": dict(options.get("labels") or {})},
+        })  # fmt: skip
 
     def _list(self, client: docker.DockerClient, **options: Any) -> list[Any]:
         """Containers as the engine's list gives them: sparse, for without it docker-py
@@ -287,8 +304,11 @@ class DockerBackend:
 
     def _finish(self, container: Any) -> RunStatus:
         """Keep the logs and the exit code in the job directory, then remove the container."""
-        if not str(container.attrs.get("Status", "")).startswith("Exited (0)"):
-            container.reload()  # the list says too little: why did it fail (OOM, ...)?
+        state = container.attrs.get("State")
+        if not isinstance(state, dict) and not str(container.attrs.get("Status", "")).startswith(
+            "Exited (0)"
+        ):  # from the list, which says too little: why did it fail (OOM, ...)?
+            container.reload()
         state = container.attrs.get("State")
         if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
             state = {"ExitCode": 0}
@@ -353,13 +373,18 @@ class DockerBackend:
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         client = self._docker()
-        listed = self._list(
-            client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
-        )
-        by_name = {c.name: c for c in listed}
-        self._forget_gone(by_name)
-        with self._slots_lock:  # what runs now: the list, less what died since it was made
-            self._live = {c.name for c in listed if c.status in RUNNING} - self._died
+        with self._slots_lock:
+            ended = all(h in self._died or h in self._removing for h in handles)
+        if ended:  # all said dead (the usual round after a die event): inspect just them
+            by_name = self._inspect(client, [h for h in handles if h not in self._removing])
+        else:
+            listed = self._list(
+                client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
+            )
+            by_name = {c.name: c for c in listed}
+            self._forget_gone(by_name)
+            with self._slots_lock:  # what runs now: the list, less what died since it was made
+                self._live = {c.name for c in listed if c.status in RUNNING} - self._died
         result: dict[str, RunStatus] = {}
         running: list[Running] = []
         for handle in handles:
@@ -380,9 +405,18 @@ class DockerBackend:
                                        labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
             else:
                 result[handle] = RunStatus(RunState.QUEUED)
-        self.live.update(running)
+        if not ended:  # the live copies follow the list's running containers
+            self.live.update(running)
         self._fill_slots()
         return result
+
+    @staticmethod
+    def _inspect(client: docker.DockerClient, names: Sequence[str]) -> dict[str, Any]:
+        found = {}
+        for name in names:
+            with contextlib.suppress(docker.errors.NotFound):
+                found[name] = client.containers.get(name)
+        return found
 
     def _forget_gone(self, listed: dict[str, Any]) -> None:
         """Forget started and dead containers the engine no longer lists: these sets
