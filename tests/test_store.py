@@ -383,16 +383,39 @@ async def test_counters_made_by_two_clients_at_once_count_both(
     other = Store(mongodb_uri, database_name)
     try:
         for index in range(20):
-            client = f"10.0.0.{index}"
-            await asyncio.gather(store.add_upload_usage(client, 7, 100),
-                                 other.add_upload_usage(client, 7, 100))  # fmt: skip
+            client, service = f"10.0.0.{index}", f"svc{index}"
+            for one in (store, other):
+                await one.add_upload_usage(client, 7, 100)
+                await one.count_submission(service, "2026-11")
+            await asyncio.gather(store.flush_counts(), other.flush_counts())  # at once
             assert await store.upload_usage(client, 7) == 200, client
-            service = f"svc{index}"
-            await asyncio.gather(store.count_submission(service, "2026-11"),
-                                 other.count_submission(service, "2026-11"))  # fmt: skip
             counted = {s["service"]: s["count"] for s in await store.usage_stats()}
             assert counted[service] == 2, service
             await asyncio.gather(store.set_service_status(service, "OK"),
                                  other.set_service_status(service, "OK"))  # fmt: skip
     finally:
         await other.close()
+
+
+async def test_counts_are_sent_together_soon_and_at_the_stop(
+    mongodb_uri: str, database_name: str
+) -> None:
+    one, reader = Store(mongodb_uri, database_name), Store(mongodb_uri, database_name)
+    try:
+        for _ in range(50):
+            await one.count_submission("many", "2026-12")
+        await one.add_upload_usage("10.1.1.1", 9, 5)
+        deadline = time.monotonic() + 5
+        while True:  # another process sees them within about half a second
+            counted = {s["service"]: s["count"] for s in await reader.usage_stats()}
+            if counted.get("many") == 50:
+                break
+            assert time.monotonic() < deadline, counted
+            await asyncio.sleep(0.05)
+        await one.count_submission("late", "2026-12")
+        await one.close()  # a stop sends what is left
+        counted = {s["service"]: s["count"] for s in await reader.usage_stats()}
+        assert counted.get("late") == 1 and counted["many"] == 50
+        assert await reader.upload_usage("10.1.1.1", 9) == 5
+    finally:
+        await reader.close()

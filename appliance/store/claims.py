@@ -49,17 +49,30 @@ class Claims(Jobs):
         await self.add_entry(job)
         return True
 
-    async def count_active(self, *, client: str | None = None,
-                           states: Sequence[str] = ()) -> int:  # fmt: skip
+    async def count_active(self, *, client: str | None = None, states: Sequence[str] = (),
+                           max_age: float = 0.0) -> int:  # fmt: skip
         """Jobs not yet final (from the small ``active`` collection): of one client
-        address, and/or in these states."""
+        address, and/or in these states. ``max_age``: a count this process made at most
+        that many seconds ago will do, with the jobs it accepted since (the quotas,
+        checked on every submission; ``appliance.store.recent``)."""
         query: dict[str, Any] = {}
         if client is not None:
             query["client"] = client
         if states:
-            query["state"] = {"$in": list(states)}
-        return int(await self._call("count active jobs",
-                                    lambda: self.active.count_documents(query)))  # fmt: skip
+            query["state"] = {"$in": sorted(states)}
+        key = ("active", client, tuple(sorted(states)))
+        recent = self._recent.get(key, max_age)
+        if recent is not None:
+            return recent
+        count = int(await self._call("count active jobs",
+                                     lambda: self.active.count_documents(query)))  # fmt: skip
+        self._recent.put(key, count)
+        return count
+
+    def accepted_job(self, client: str, states: Sequence[str]) -> None:
+        """A job was just recorded for ``client`` (in one of ``states``): recent counts
+        of active jobs include it."""
+        self._recent.add(1, ("active", client, ()), ("active", None, tuple(sorted(states))))
 
     async def active_entries(self) -> list[ActiveEntry]:
         async def run() -> list[Doc]:

@@ -25,6 +25,8 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from appliance.errors import StoreError, StoreUnavailableError
 from appliance.metrics import DATABASE_ERRORS
 from appliance.store.coalesce import Coalescer
+from appliance.store.counters import Count, Counters
+from appliance.store.recent import RecentCounts
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -125,6 +127,7 @@ class Connection:
         self._offset: timedelta | None = None
         self._offset_read = 0.0
         self.locks = KeyedLocks()
+        self._recent = RecentCounts()  # counts for the quotas, read a moment ago
         # New jobs and upload records from concurrent requests go out together.
         self._job_inserts: Coalescer[Doc, bool] = Coalescer(
             lambda docs: self._insert_many(self.jobs, docs)
@@ -132,9 +135,22 @@ class Connection:
         self._file_inserts: Coalescer[Doc, bool] = Coalescer(
             lambda docs: self._insert_many(self.files, docs)
         )
+        # Additions to counters (usage statistics, upload quotas), sent twice a second.
+        self._counters = Counters(self.db, self._counter_made)
 
     async def close(self) -> None:
+        await self._counters.close()
         await self.client.close()
+
+    async def flush_counts(self) -> None:
+        """Send this process's additions to counters now (they go every half second)."""
+        await self._call("send counts", self._counters.flush)
+
+    async def _counter_made(self, count: Count) -> None:
+        """A counter's document was just made: for the upload quota, a new period."""
+        if count.collection == "usage":
+            window = dict(count.made_with).get("window")
+            await self.usage.delete_many({"window": {"$lt": window}})
 
     async def _call(
         self, what: str, operation: Callable[[], Awaitable[T]], *, upsert: bool = False

@@ -9,6 +9,7 @@ from pymongo import ReturnDocument
 
 from appliance.errors import StoreError
 from appliance.store.connection import Connection, Doc, new_id
+from appliance.store.counters import Count
 
 
 class Files(Connection):
@@ -34,32 +35,37 @@ class Files(Connection):
 
     # -- uploads per client (appliance.web.quotas) -------------------------------------
 
-    async def upload_usage(self, client: str, window: int) -> int:
-        """Bytes ``client`` uploaded in the period numbered ``window``."""
+    async def upload_usage(self, client: str, window: int, *, max_age: float = 0.0) -> int:
+        """Bytes ``client`` uploaded in the period numbered ``window`` (``max_age``: as
+        ``count_active``'s)."""
+        key = ("usage", client, window)
+        recent = self._recent.get(key, max_age)
+        if recent is not None:
+            return recent
+        await self.flush_counts()  # this process's, first
         found = await self._call("read upload usage",
                                  lambda: self.usage.find_one({"_id": f"{client}|{window}"}))  # fmt: skip
-        return int(found["bytes"]) if found else 0
+        count = int(found["bytes"]) if found else 0
+        self._recent.put(key, count)
+        return count
 
     async def add_upload_usage(self, client: str, window: int, size: int) -> None:
-        result = await self._call("count an upload", lambda: self.usage.update_one(
-            {"_id": f"{client}|{window}"},
-            {"$inc": {"bytes": size}, "$setOnInsert": {"window": window}}, upsert=True),
-            upsert=True)  # fmt: skip
-        if result.upserted_id is not None:  # a new period: the older ones are done with
-            await self._call("forget old upload usage",
-                             lambda: self.usage.delete_many({"window": {"$lt": window}}))  # fmt: skip
+        """Sent with other additions within half a second (``appliance.store.counters``)."""
+        self._counters.add(
+            Count("usage", f"{client}|{window}", "bytes", size, (("window", window),))
+        )
+        self._recent.add(size, ("usage", client, window))
 
     # -- usage statistics (GET /api/stats) ----------------------------------------------
 
     async def count_submission(self, service: str, month: str) -> None:
         """One more job of ``service`` submitted in ``month`` (``YYYY-MM``)."""
-        await self._call("count a submission", lambda: self.stats.update_one(
-            {"_id": f"{month}|{service}"},
-            {"$inc": {"count": 1}, "$setOnInsert": {"month": month, "service": service}},
-            upsert=True), upsert=True)  # fmt: skip
+        self._counters.add(Count("stats", f"{month}|{service}", "count", 1,
+                                 (("month", month), ("service", service))))  # fmt: skip
 
     async def usage_stats(self) -> list[Doc]:
         """Submissions per month and service, oldest month first."""
+        await self.flush_counts()  # this process's, first
         found = await self._call("read usage statistics",
                                  lambda: self.stats.find({}).to_list(None))  # fmt: skip
         return sorted(found, key=lambda d: (str(d.get("month")), str(d.get("service"))))

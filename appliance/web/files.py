@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance.mediatypes import sniff_media_type
 from appliance.web import quotas
 from appliance.web.errors import ApiError
-from appliance.web.formdata import read_form
+from appliance.web.formdata import read_form, sniff_all
 from appliance.web.jobs import resource, upload_record
 from appliance.web.representations import upload_json
 from appliance.web.state import state_of
@@ -34,7 +31,7 @@ async def upload_file(request: Request) -> Response:
             )
         saved = parts[0]
         # the client's media type, if it said one
-        media_type = saved.media_type or await asyncio.to_thread(sniff_media_type, saved.path)
+        media_type = saved.media_type or (await sniff_all([saved.path], saved.size))[0]
         record = upload_record(saved.id, saved.label, saved.size, media_type)
         await state.store.insert_file(record)
     except BaseException:  # a refusal or any failure: nothing stays behind

@@ -25,6 +25,7 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
+from appliance.mediatypes import sniff_media_type
 from appliance.store import new_id
 from appliance.web.errors import ApiError
 from appliance.web_limits import MAX_FIELD_BYTES, request_limit
@@ -33,6 +34,7 @@ MAX_PARTS = 1000
 DEFAULT_MAX_FILES = 50
 PARSE_BATCH = 1024 * 1024  # bytes handed to the parser's thread at a time
 INLINE_PARSE = 64 * 1024  # a body this small is parsed on the event loop
+MADE: set[Path] = set()  # upload folders made by this process
 DRAIN_MARGIN = 1024 * 1024
 MAX_LABEL = 255
 
@@ -219,7 +221,9 @@ async def _read_multipart(
 ) -> FormData:
     if not boundary:
         raise ApiError(400, "the multipart content type has no boundary")
-    await asyncio.to_thread(reader.uploads_dir.mkdir, parents=True, exist_ok=True)
+    if reader.uploads_dir not in MADE:  # once per process (it is not removed)
+        await asyncio.to_thread(reader.uploads_dir.mkdir, parents=True, exist_ok=True)
+        MADE.add(reader.uploads_dir)
     parser = reader.parser_for(boundary)
     received = 0
     stream = request.stream()
@@ -307,3 +311,12 @@ def _part_media_type(header: bytes) -> str:
     value, _ = parse_options_header(header)
     text = value.decode("latin-1", errors="replace").strip().lower()
     return text if MEDIA_TYPE.match(text) and text not in GENERIC_TYPES else ""
+
+
+async def sniff_all(paths: list[Path], size: int) -> list[str]:
+    """The media types of saved uploads (``size`` bytes in all): on the event loop when
+    they are small (handing them to a thread costs more than reading a few kilobytes,
+    and under load the hand-offs contended for the interpreter lock), else in a thread."""
+    if size <= INLINE_PARSE:
+        return [sniff_media_type(p) for p in paths]
+    return await asyncio.to_thread(lambda: [sniff_media_type(p) for p in paths])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from appliance.errors import FormErrors
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
 from appliance.logs import REQUEST_ID, job_fields
-from appliance.mediatypes import sniff_media_type
 from appliance.metrics import SUBMISSIONS
 from appliance.model import ParamType, Service
 from appliance.plan import UPLOADS, Location
@@ -28,7 +26,7 @@ from appliance.submission import is_active, record_job
 from appliance.tokens import bearer, known
 from appliance.web import quotas
 from appliance.web.errors import ApiError
-from appliance.web.formdata import FormData, read_form
+from appliance.web.formdata import FormData, read_form, sniff_all
 from appliance.web.representations import TIME_FORMAT, job_json, output_json
 from appliance.web.state import WebState, state_of
 
@@ -92,6 +90,7 @@ async def accept_form(state: WebState, service: Service, form: FormData, client:
     # The scheduler makes the job's active entry when this wake-up reaches it; if the
     # message cannot even be queued, we make it ourselves.
     if is_active(job):
+        state.store.accepted_job(client, quotas.WAITING)
         submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
         if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
                                         runner=str(job.get("runner")), client=client):  # fmt: skip
@@ -106,7 +105,7 @@ async def _accept(
     the file records made (so that a failure after them can take them back)."""
     raw: dict[str, list[RawValue]] = {name: list(values) for name, values in form.fields.items()}
     saved = form.saved()
-    kinds = await asyncio.to_thread(lambda: [sniff_media_type(f.path) for f in saved])
+    kinds = await sniff_all([f.path for f in saved], sum(f.size for f in saved))
     sniffed = {f.id: kind for f, kind in zip(saved, kinds, strict=True)}
     for name, files in form.files.items():
         raw.setdefault(name, []).extend(

@@ -24,7 +24,7 @@ def boom(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("/secret/path went wrong")
 
 
-@pytest.mark.parametrize("where", ["sniff_media_type", "validate", "record_job"])
+@pytest.mark.parametrize("where", ["sniff_all", "validate", "record_job"])
 def test_an_unexpected_error_after_the_files_are_saved_leaves_nothing(
     client: TestClient, web_settings: Settings, db: Database[dict[str, object]],
     monkeypatch: pytest.MonkeyPatch, where: str,
