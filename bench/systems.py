@@ -165,6 +165,9 @@ class Appliance(System):
             # one address sends everything: quotas high enough never to refuse, still checked
             "APPLIANCE_CLIENT_MAX_ACTIVE_JOBS": "1000000000",
             "APPLIANCE_MAX_QUEUED_JOBS": "1000000000",
+            # the filtered list at 100,000 jobs on FerretDB takes longer than the default
+            # 20 s limit of one database call; the previous system has no limit
+            "APPLIANCE_DATABASE_TIMEOUT": "120",
         })  # fmt: skip
         return env
 

@@ -128,6 +128,7 @@ class Connection:
         self._offset_read = 0.0
         self.locks = KeyedLocks()
         self._recent = RecentCounts()  # counts for the quotas, read a moment ago
+        self._indexed: bool | None = None  # does the server use secondary indexes?
         # New jobs and upload records from concurrent requests go out together.
         self._job_inserts: Coalescer[Doc, bool] = Coalescer(
             lambda docs: self._insert_many(self.jobs, docs)
@@ -141,6 +142,14 @@ class Connection:
     async def close(self) -> None:
         await self._counters.close()
         await self.client.close()
+
+    async def uses_indexes(self) -> bool:
+        """False on FerretDB, whose SQLite backend looks documents up by ``_id`` only
+        (asked once: ``buildInfo`` names it)."""
+        if self._indexed is None:
+            info = await self._call("build info", lambda: self.client.admin.command("buildInfo"))
+            self._indexed = "ferretdbVersion" not in info
+        return self._indexed
 
     async def flush_counts(self) -> None:
         """Send this process's additions to counters now (they go every half second)."""

@@ -41,8 +41,7 @@ FILE_INDEXES: Indexes = [
 async def secondary_indexes_help(store: Connection) -> bool:
     """False on FerretDB: its SQLite backend looks documents up by ``_id`` only, so
     other indexes never speed a query and only slow every write."""
-    info = await store._call("build info", lambda: store.client.admin.command("buildInfo"))
-    return "ferretdbVersion" not in info
+    return await store.uses_indexes()
 
 
 async def ensure_indexes(store: Connection) -> None:
