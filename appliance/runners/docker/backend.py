@@ -82,10 +82,6 @@ class DockerBackend:
         self.slots = int(options.get("slots", 0))
         self._slots_lock = threading.Lock()
         self._starting: set[str] = set()  # containers being started (holding a slot)
-        # Containers running now, as far as we know: started by us or seen in a list, and
-        # not dead since (the event stream). None until the first list of ours: after a
-        # restart some may run that we did not start.
-        self._live: set[str] | None = None
         self._started: set[str] = set()  # every container started, until it is removed
         self._waiting = WaitingJobs()  # jobs without a container yet, waiting for a slot
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
@@ -244,9 +240,6 @@ class DockerBackend:
     def _start(self, container: Any) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             container.start()
-            with self._slots_lock:
-                if self._live is not None and container.name not in self._died:
-                    self._live.add(container.name)
 
     def _fill_slots(self) -> None:
         """Create and start the oldest waiting jobs while slots are free (on a
@@ -254,13 +247,11 @@ class DockerBackend:
         with self._slots_lock:
             if not self._waiting:
                 return
-            if self._live is None:
-                running = self._list(
-                    self._docker(),
-                    filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"},
-                )
-                self._live = {c.name for c in running} - self._died
-            busy = self._live | self._starting
+            running = self._list(
+                self._docker(),
+                filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"},
+            )
+            busy = {c.name for c in running} | self._starting
             ready = self._waiting.take(max(0, self.slots - len(busy)))
             self._starting.update(job.name for job in ready)
         for job in ready:
@@ -373,18 +364,11 @@ class DockerBackend:
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         client = self._docker()
-        with self._slots_lock:
-            ended = all(h in self._died or h in self._removing for h in handles)
-        if ended:  # all said dead (the usual round after a die event): inspect just them
-            by_name = self._inspect(client, [h for h in handles if h not in self._removing])
-        else:
-            listed = self._list(
-                client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
-            )
-            by_name = {c.name: c for c in listed}
-            self._forget_gone(by_name)
-            with self._slots_lock:  # what runs now: the list, less what died since it was made
-                self._live = {c.name for c in listed if c.status in RUNNING} - self._died
+        listed = self._list(
+            client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
+        )
+        by_name = {c.name: c for c in listed}
+        self._forget_gone(by_name)
         result: dict[str, RunStatus] = {}
         running: list[Running] = []
         for handle in handles:
@@ -405,18 +389,9 @@ class DockerBackend:
                                        labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
             else:
                 result[handle] = RunStatus(RunState.QUEUED)
-        if not ended:  # the live copies follow the list's running containers
-            self.live.update(running)
+        self.live.update(running)
         self._fill_slots()
         return result
-
-    @staticmethod
-    def _inspect(client: docker.DockerClient, names: Sequence[str]) -> dict[str, Any]:
-        found = {}
-        for name in names:
-            with contextlib.suppress(docker.errors.NotFound):
-                found[name] = client.containers.get(name)
-        return found
 
     def _forget_gone(self, listed: dict[str, Any]) -> None:
         """Forget started and dead containers the engine no longer lists: these sets
@@ -460,8 +435,6 @@ class DockerBackend:
         """The event stream saw one of our containers die."""
         with self._slots_lock:
             self._died.add(name)
-            if self._live is not None:
-                self._live.discard(name)
         if self.slots > 0:  # a slot is free: fill it now
             self._starter.submit(self._fill_slots_quietly)
 
