@@ -446,12 +446,11 @@ class DockerBackend:
 
     def _stop(self, handle: str) -> None:
         workdir, step = self.parse(handle)
-        with self._slots_lock:
-            waited = self._waiting.drop(handle, workdir, step)
-        if waited:  # it never ran
-            with contextlib.suppress(OSError):
-                if workdir.is_dir():
-                    write_exit_record(workdir, 143, "cancelled before it started", step=step)
+        with self._slots_lock:  # its end recorded before a status round can miss it
+            if self._waiting.drop(handle, workdir, step):  # it never ran
+                with contextlib.suppress(OSError):
+                    if workdir.is_dir():
+                        write_exit_record(workdir, 143, "cancelled before it started", step=step)
         try:
             container = self._docker().containers.get(handle)
         except docker.errors.NotFound:
