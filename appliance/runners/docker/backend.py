@@ -6,7 +6,8 @@ no network, no capabilities, cannot gain privileges, has a read-only root with a
 writable ``/tmp``, runs as a non-root user, and has memory, CPU and process limits (the
 wall-time limit is enforced by the scheduler). A service loosens these only explicitly,
 through its ``resources``. Containers carry labels (instance, job, step, service) so that
-they can be found again after any restart. The only module that imports ``docker``.
+they can be found again after any restart. With engineapi, the only modules that
+import ``docker``.
 
 When the appliance itself runs in a container, the Docker engine sees other paths than
 we do: the runner option ``host_paths`` says where the jobs and uploads volumes are on
@@ -19,9 +20,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import _create_container_args
 
 from appliance import safefs
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
 from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
+from appliance.runners.docker import engineapi
 from appliance.runners.docker.containers import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -60,8 +60,6 @@ log = logging.getLogger(__name__)
 
 RUNNING = {"running", "restarting", "paused", "removing"}
 ENDED = {"exited", "dead"}
-FRAME_HEADER = 8  # each chunk of a container's logs: stream (1 out, 2 err), 3 zeros, length
-STDERR = 2
 UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
@@ -187,7 +185,7 @@ class DockerBackend:
         options = dict(options)
         image = options.pop("image")
         try:
-            return self._created(client, image, options)
+            return engineapi.create(client, image, options)
         except docker.errors.ImageNotFound:
             raise RunnerError(
                 f"image {image} is not available to the Docker engine: build or pull it"
@@ -198,23 +196,7 @@ class DockerBackend:
             try:  # submitted before: the same job, the same container
                 return client.containers.get(options["name"])
             except docker.errors.NotFound:  # unless it is just gone
-                return self._created(client, image, options)
-
-    @staticmethod
-    def _created(client: docker.DockerClient, image: str, options: dict[str, Any]) -> Any:
-        """Create the container; its model without asking the engine about it again.
-
-        docker-py's ``containers.create`` inspects each container it has just created
-        (a request to an engine that is the bottleneck when jobs start): what it would
-        learn (the id, the name, "created", our labels) is known here.
-        """
-        arguments = {"command": None, **options, "image": image,
-                     "version": client.api._version}  # fmt: skip
-        made = client.api.create_container(**_create_container_args(arguments))
-        return client.containers.prepare_model({
-            "Id": made["Id"], "Name": f"/{options['name']}", "State": {"Status": "created"},
-            "Config": {"Labels": dict(options.get("labels") or {})},
-        })  # fmt: skip
+                return engineapi.create(client, image, options)
 
     def _list(self, client: docker.DockerClient, **options: Any) -> list[Any]:
         """Containers as the engine's list gives them: sparse, for without it docker-py
@@ -295,19 +277,7 @@ class DockerBackend:
 
     def _finish(self, container: Any) -> RunStatus:
         """Keep the logs and the exit code in the job directory, then remove the container."""
-        state = container.attrs.get("State")
-        if not isinstance(state, dict) and not str(container.attrs.get("Status", "")).startswith(
-            "Exited (0)"
-        ):  # from the list, which says too little: why did it fail (OOM, ...)?
-            container.reload()
-        state = container.attrs.get("State")
-        if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
-            state = {"ExitCode": 0}
-        code = int(state.get("ExitCode", -1))
-        oom = bool(state.get("OOMKilled"))
-        message = (
-            "the job ran out of memory and was killed" if oom else str(state.get("Error") or "")
-        )
+        code, oom, message = engineapi.exit_of(container)
         workdir, step = self._workdir_of(container)
         labels = container.labels
         streams = {"stdout": labels.get(LABEL_STDOUT) or "stdout",
@@ -318,8 +288,8 @@ class DockerBackend:
                 # never through what the job left there
                 with safefs.create(workdir, streams["stdout"]) as out, \
                         safefs.create(workdir, streams["stderr"]) as err:  # fmt: skip
-                    for stream, chunk in self._logs(container):
-                        (err if stream == STDERR else out).write(chunk)
+                    for stream, chunk in engineapi.logs(self._docker(), container.id):
+                        (err if stream == engineapi.STDERR else out).write(chunk)
                 write_exit_record(workdir, code, message, step=step, oom=oom)
         except UNREACHABLE:  # the engine went away (these are OSErrors too): ask again later
             raise
@@ -331,23 +301,6 @@ class DockerBackend:
         self._removing[container.name] = RunStatus(RunState.FINISHED, code, message, oom)
         self._remover.submit(self._remove, container)
         return self._removing[container.name]
-
-    def _logs(self, container: Any) -> Iterator[tuple[int, bytes]]:
-        """Both output streams in one request, each chunk with its stream's number.
-
-        docker-py's ``logs`` gives one stream per request and inspects the container
-        before each, to learn whether it has a terminal (ours never have): four requests
-        per job where this makes one, on an engine that is the bottleneck of a batch.
-        """
-        api = self._docker().api
-        response = api._get(api._url("/containers/{0}/logs", container.id),
-                            params={"stdout": 1, "stderr": 1}, stream=True)  # fmt: skip
-        with contextlib.closing(response):
-            api._raise_for_status(response)
-            while header := response.raw.read(FRAME_HEADER):
-                stream, length = struct.unpack(">BxxxL", header)
-                if length:
-                    yield stream, response.raw.read(length)
 
     def _remove(self, container: Any) -> None:
         try:
