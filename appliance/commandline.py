@@ -44,10 +44,22 @@ class CommandPlan:
         }
 
 
+PREVIOUS_HOME = "/srv/slivka"  # the previous system's SLIVKA_HOME, inside a tool's image
+
+
+def given_env(service: Service, environ: Mapping[str, str]) -> dict[str, str]:
+    """What the previous system gave each command of its files: SLIVKA_HOME, its project
+    folder. Here that is where the tool's image keeps the service folder's files (its
+    Dockerfile copies them there), unless this process's environment names another."""
+    if service.format != "slivka":
+        return {}
+    return {"SLIVKA_HOME": environ.get("SLIVKA_HOME", PREVIOUS_HOME)}
+
+
 def _job_env(
     service: Service, runner: RunnerChoice | None, environ: Mapping[str, str]
 ) -> dict[str, str]:
-    env: dict[str, str] = {}
+    env = given_env(service, environ)
     declared = dict(service.env)
     if runner is not None:
         declared.update(runner.env)

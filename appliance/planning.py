@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from appliance.commandline import build_command
@@ -88,7 +89,9 @@ class Planner:
             return None
         if service.id not in self._selectors:
             try:
-                self._selectors[service.id] = load_selector(service.selector)
+                self._selectors[service.id] = load_selector(
+                    service.selector, Path(service.source).parent
+                )
             except ConfigError as exc:
                 self._selectors[service.id] = exc
         found = self._selectors[service.id]

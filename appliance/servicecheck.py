@@ -14,9 +14,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from appliance.commandline import given_env
 from appliance.errors import ConfigError
 from appliance.mediatypes import CHECKERS, base_type
 from appliance.model import ParamType, Service
+from appliance.selection import load_selector
 from appliance.templates import ArgTemplate, Env
 
 # Docker's reference grammar (distribution/reference), without upper case anywhere.
@@ -54,7 +56,7 @@ def service_mistakes(
     """Every mistake found in ``service`` (an empty list: none)."""
     environ = os.environ if environ is None else environ
     found: list[ConfigError] = []
-    defined = set(environ) | set(service.env)
+    defined = set(environ) | set(service.env) | set(given_env(service, environ))
     for choice in service.runners.values():
         defined |= set(choice.env)
     consts = {name for choice in service.runners.values() for name in choice.consts}
@@ -94,6 +96,11 @@ def service_mistakes(
         if output.media_type and base_type(output.media_type) not in KNOWN_MEDIA_TYPES:
             found.append(_problem(service, f"outputs.{output.id}.media-type",
                                   f"unknown media type {base_type(output.media_type)!r}"))  # fmt: skip
+    if service.selector:
+        try:
+            load_selector(service.selector, Path(service.source).parent)
+        except ConfigError as exc:
+            found.append(_problem(service, "execution.selector", exc.reason))
     if service.image is not None and not IMAGE_REFERENCE.match(service.image):
         found.append(_problem(service, "image", f"{service.image!r} is not a valid image reference "
                               "(lower case, no spaces: registry/name:tag)"))  # fmt: skip

@@ -164,7 +164,7 @@ def test_command_for_the_previous_systems_example(fasta: Path) -> None:
         "clustalo", "--infile=input.fa", "--iter=3", "--dealign", "--outfile=alignment.aln",
     ]  # fmt: skip
     assert plan["files"] == [{"parameter": "input", "source": str(fasta), "path": "input.fa"}]
-    assert plan["env"] == {}
+    assert plan["env"] == {"SLIVKA_HOME": "/srv/slivka"}  # the previous system gave it
 
 
 def test_command_by_service_id(fasta: Path) -> None:

@@ -46,7 +46,10 @@ async def test_the_previous_systems_example_gives_exactly_its_argv(tmp_path: Pat
     )  # fmt: skip
     assert [(f.parameter, f.path) for f in plan.files] == [("input", "input.fa")]
     assert plan.files[0].source.path == tmp_path / "abc"
-    assert plan.env == {}
+    # what the previous system gave each command: its project folder, here in the image
+    assert plan.env == {"SLIVKA_HOME": "/srv/slivka"}
+    assert build_command(LEGACY, values, {**ENV, "SLIVKA_HOME": "/p"}).env == {"SLIVKA_HOME": "/p"}
+    assert "SLIVKA_HOME" not in build_command(ECHO, await validate(ECHO, {}), ENV).env  # native
 
 
 async def test_defaults_constants_flags_and_absent_values(tmp_path: Path) -> None:
@@ -84,7 +87,8 @@ async def test_every_feature(tmp_path: Path) -> None:
         "seq0.fa", "seq1.fa",  # symlink with %d
         "--home=/home/u/data",  # environment substituted in a constant argument
     )  # fmt: skip
-    assert plan.env == {"TOOL_HOME": "/home/u/tool", "GREETING": "hello", "EXTRA": "1"}
+    assert plan.env == {"SLIVKA_HOME": "/srv/slivka", "TOOL_HOME": "/home/u/tool",
+                        "GREETING": "hello", "EXTRA": "1"}  # fmt: skip
     assert [f.path for f in plan.files] == ["seq0.fa", "seq1.fa"]
 
 

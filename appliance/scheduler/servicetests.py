@@ -12,7 +12,8 @@ where the previous system does:
 
 Several schedulers may share a database: a test is claimed in the database first
 (``Store.claim_service_test``), so one runs at a time per service. A test's files are paths
-relative to its service file, uploaded like a user's (and removed with old uploads).
+relative to its service file (in a file of the previous system, ``${SLIVKA_HOME}/`` names
+that folder too), uploaded like a user's (and removed with old uploads).
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class ServiceTests:
 
     async def upload(self, service: Service, relative: str) -> FileRef:
         folder = Path(service.source).resolve().parent
+        for home in ("${SLIVKA_HOME}/", "$SLIVKA_HOME/"):  # the previous system's project
+            if service.format == "slivka" and relative.startswith(home):  # folder: this one
+                relative = relative.removeprefix(home)
         source = (folder / relative).resolve()
         if not source.is_relative_to(folder) or not source.is_file():
             raise ApplianceError(
