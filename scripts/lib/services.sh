@@ -149,6 +149,23 @@ ensure_browser() {
   export APPLIANCE_TEST_CHROMIUM=$(command -v chromium) APPLIANCE_TEST_AXE="$axe_dir/axe.min.js"
 }
 
+SLIVKA_VERSION=0.8.5b7  # the previous system, for the tests that compare with it
+
+ensure_previous_system() {
+  # The previous system (slivka) in a venv of its own, cached by version: its own example
+  # service files run through the bundle, and its server answers the API parity tests.
+  # Exports APPLIANCE_TEST_SLIVKA (its venv).
+  local venv="$APPLIANCE_CACHE/slivka-$SLIVKA_VERSION"
+  if [ ! -x "$venv/bin/slivka" ]; then
+    say "installing the previous system (slivka $SLIVKA_VERSION) in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" \
+      && "$venv/bin/pip" install -q --disable-pip-version-check "slivka[gunicorn]==$SLIVKA_VERSION" \
+      || { rm -rf "$venv"; die "could not install slivka $SLIVKA_VERSION from PyPI"; }
+  fi
+  export APPLIANCE_TEST_SLIVKA=$venv
+}
+
 stop_started() {
   local pid
   if [ -n "${DOCKERD_STARTED:-}" ] && [ -f /var/run/docker.pid ]; then

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -54,20 +55,23 @@ def assert_alignment_of_the_input(rows: dict[str, str]) -> None:
         assert row.replace("-", "") == INPUT[name]
 
 
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
+def compose(*args: str, project: str = PROJECT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["docker", "compose", "-p", PROJECT, "-f", str(ROOT / "compose" / "compose.yaml"),
-         "--env-file", str(ROOT / "compose" / ".state" / f"{PROJECT}.env"), *args],
+        ["docker", "compose", "-p", project, "-f", str(ROOT / "compose" / "compose.yaml"),
+         "--env-file", str(ROOT / "compose" / ".state" / f"{project}.env"), *args],
         capture_output=True, text=True,
     )  # fmt: skip
 
 
-def start_bundle() -> Iterator[str]:
+def start_bundle(project: str = PROJECT, services: Path | None = None) -> Iterator[str]:
+    """``scripts/up`` as a group runs it (the shipped services, or the folder ``services``),
+    then ``scripts/down --volumes``: the proxy's base URL meanwhile."""
     port = free_port()
-    env = {**os.environ, "APPLIANCE_PROJECT": PROJECT, "APPLIANCE_PORT": str(port),
-           "APPLIANCE_BUILD": "--airgapped"}  # fmt: skip
-    env = {k: v for k, v in env.items() if not k.startswith("APPLIANCE_") or k in
-           ("APPLIANCE_PROJECT", "APPLIANCE_PORT", "APPLIANCE_BUILD")}  # fmt: skip
+    given = {"APPLIANCE_PROJECT": project, "APPLIANCE_PORT": str(port),
+             "APPLIANCE_BUILD": "--airgapped"}  # fmt: skip
+    if services is not None:
+        given["APPLIANCE_SERVICES"] = str(services)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")} | given
     up = subprocess.run(
         [str(ROOT / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=1800
     )
@@ -85,4 +89,4 @@ def start_bundle() -> Iterator[str]:
         volumes = subprocess.run(
             ["docker", "volume", "ls", "-q"], capture_output=True, text=True
         ).stdout
-        assert f"{PROJECT}-jobs" not in volumes
+        assert f"{project}-jobs" not in volumes

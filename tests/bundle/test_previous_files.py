@@ -1,0 +1,146 @@
+"""The previous system's service files in the bundle, unchanged: its own example project
+(``slivka init``'s template: a Python script, a selector module, test data under
+``${SLIVKA_HOME}``) and a file of its form for a real tool (Clustal Omega), each in a
+folder beside a Dockerfile. A bundle of their own is started with ``scripts/up`` (the
+folder given as APPLIANCE_SERVICES), and jobs run through the proxy with the previous
+system's client."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from slivka_client import SlivkaClient
+
+from tests.bundle.compose import (
+    PROTEINS,
+    assert_alignment_of_the_input,
+    read_clustal,
+    start_bundle,
+)  # fmt: skip
+from tests.conftest import ROOT
+
+PROJECT = "appliance-test-previous"
+# The previous system's example needs `python` and its files where SLIVKA_HOME says.
+EXAMPLE_DOCKERFILE = """\
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
+RUN command -v python3 >/dev/null || (apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \\
+    && rm -rf /var/lib/apt/lists/*); ln -sf "$(command -v python3)" /usr/local/bin/python
+COPY scripts /srv/slivka/scripts
+WORKDIR /job
+"""
+
+
+def previous_template() -> Path:
+    """``slivka init``'s project template, from the previous system's own package."""
+    venv = os.environ.get("APPLIANCE_TEST_SLIVKA")
+    if not venv:
+        pytest.fail("no previous system: run the tests with scripts/test (it installs one)")
+    [template] = Path(venv).glob("lib/python3*/site-packages/slivka/project_template")
+    return template
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("services")
+    template = previous_template()
+    example = root / "example"
+    example.mkdir()
+    shutil.copy(template / "services" / "example.service.yaml", example)
+    shutil.copytree(template / "scripts", example / "scripts",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(template / "testdata", example / "testdata")
+    (example / "Dockerfile").write_text(EXAMPLE_DOCKERFILE)
+    clustalo = root / "clustalo-previous"
+    shutil.copytree(ROOT / "tests" / "data" / "previous" / "clustalo", clustalo)
+    shutil.copy(ROOT / "services" / "clustalo" / "Dockerfile", clustalo)
+    shutil.copy(ROOT / "services" / "clustalo" / "test.fa", clustalo)
+    for path in [root, *root.rglob("*")]:  # the containers read them as uid 1000
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(services: Path) -> Iterator[str]:
+    yield from start_bundle(PROJECT, services)
+
+
+def wait(job: Any) -> None:
+    deadline = time.monotonic() + 300
+    while job.status not in ("COMPLETED", "FAILED", "ERROR") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job.reload()
+
+
+def test_the_previous_systems_own_example_runs_unchanged(
+    bundle: str, services: Path, tmp_path: Path
+) -> None:
+    client = SlivkaClient(bundle + "/")
+    service = client["example"]
+    source = tmp_path / "in.txt"
+    source.write_text("first line\nsecond line\n")
+    job = service.submit_job(data={
+        "input-file": client.upload_file(str(source), "in.txt"), "opt": "hello",
+        "rep": ["0", "1", "2"], "letter": "bravo", "flag": "true", "arg": "foobar",
+    })  # fmt: skip
+    wait(job)
+    assert job.status == "COMPLETED", job.status
+    files = {f.path: f for f in job.files}
+    assert set(files) >= {"stdout", "stderr", "output.txt", "rep.0.txt", "rep.1.txt", "rep.2.txt"}
+
+    def text(path: str) -> str:
+        return httpx.get(files[path].content_url, timeout=30).text
+
+    assert text("output.txt") == "first line\n"  # through the symlink input.txt
+    assert [text(f"rep.{i}.txt") for i in range(3)] == ["0\n", "1\n", "2\n"]  # join: ","
+    out = text("stdout")
+    for line in ("reading from file input.txt", "opt is hello", "rep is repeated 3 times.",
+                 "letter is B", "flag is present", "last argument is foobar"):  # fmt: skip
+        assert line in out, out
+    # the selector in the folder (scripts/selectors.py) chose local-queue, whose constant
+    # cpucount is 1: the argument "--threads 1" came from it
+    assert "Pretending to run using 1 threads" in text("stderr")
+    template = previous_template()
+    assert digest(services / "example" / "example.service.yaml") == digest(
+        template / "services" / "example.service.yaml"
+    )  # not a byte changed
+
+
+def test_a_previous_form_file_for_a_real_tool(bundle: str) -> None:
+    client = SlivkaClient(bundle + "/")
+    job = client["clustalo"].submit_job(data={
+        "input": client.upload_file(str(PROTEINS), "proteins.fa"), "iterations": "1",
+    })  # fmt: skip
+    wait(job)
+    assert job.status == "COMPLETED", job.status
+    [alignment] = [f for f in job.files if f.path == "alignment.out"]
+    assert_alignment_of_the_input(
+        read_clustal(httpx.get(alignment.content_url, timeout=30).text)
+    )
+
+
+def test_their_own_tests_run_with_their_own_test_data(bundle: str) -> None:
+    """The example's test names ``${SLIVKA_HOME}/testdata/example-input.txt``: the file
+    beside it in its folder. Both services test themselves and are OK."""
+    deadline = time.monotonic() + 300
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{bundle}/api/services", timeout=30).json()["services"]
+        statuses = {s["id"]: s["status"]["status"] for s in listed}
+        if set(statuses.values()) <= {"OK", "DOWN", "WARNING"}:
+            break
+        time.sleep(2)
+    assert statuses == {"example": "OK", "clustalo": "OK"}
