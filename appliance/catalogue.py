@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from appliance.classifiers import classifier_warnings
 from appliance.errors import ConfigError
-from appliance.model import Service
+from appliance.model import RunnerChoice, Service
 from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
 from appliance.servicecheck import ignored_files, service_mistakes
 from appliance.servicefolder import load_services
@@ -98,14 +98,18 @@ def alias_runners(service: Service, aliases: dict[str, str]) -> Service:
 
 
 def map_previous_runners(service: Service, mapping: dict[str, str]) -> Service:
-    """A previous-system file's runner classes, on the runners the site maps them to."""
+    """A previous-system file's runner classes, on the runners the site maps them to: a
+    file beside a Dockerfile (it has an image) on ``Dockerfile``'s runner if that is
+    given, else its class's, else ``*``'s."""
     if not mapping or service.format != "slivka":
         return service
-    runners = {
-        rid: replace(choice, runner=mapping.get(choice.previous, mapping.get("*", choice.runner)))
-        if choice.previous else choice
-        for rid, choice in service.runners.items()
-    }  # fmt: skip
+    imaged = mapping.get("Dockerfile") if service.image is not None else None
+
+    def runner(choice: RunnerChoice) -> str:
+        return imaged or mapping.get(choice.previous, mapping.get("*", choice.runner))
+
+    runners = {rid: replace(choice, runner=runner(choice)) if choice.previous else choice
+               for rid, choice in service.runners.items()}  # fmt: skip
     return replace(service, runners=runners)
 
 

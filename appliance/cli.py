@@ -176,7 +176,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         await run_worker(
             settings,
             stop,
-            slots=args.slots,
+            slots=args.slots or settings.worker_slots or os.cpu_count() or 1,
             state_dir=args.state_dir,
             keys=args.keys,
             allow=args.allow or [],
@@ -329,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--slots",
         type=int,
-        default=os.cpu_count() or 1,
-        help="jobs run at once (default: the number of CPUs)",
+        default=None,
+        help="jobs run at once (default: the worker_slots setting, else one per CPU)",
     )
     worker.add_argument(
         "--state-dir",

@@ -70,6 +70,18 @@ class CurveKeys:
         except (OSError, KeyError) as exc:
             raise ConfigError(f"cannot read CURVE keys: {exc}", source=str(path)) from None
 
+    @staticmethod
+    def load_public(path: Path) -> bytes:
+        """The public key of a key file, or of a file with its ``public:`` line only."""
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name.strip() == "public" and value.strip():
+                    return value.strip().encode()
+        except OSError as exc:
+            raise ConfigError(f"cannot read CURVE keys: {exc}", source=str(path)) from None
+        raise ConfigError("no 'public:' line", source=str(path))
+
     def save(self, path: Path) -> None:
         path.write_text(f"public: {self.public.decode()}\nsecret: {self.secret.decode()}\n")
         path.chmod(0o600)

@@ -80,7 +80,7 @@ async def run_worker(
     server = RpcServer(
         settings.worker_address,
         keys=CurveKeys.load(keys) if keys else None,
-        allowed_clients=[CurveKeys.load(path).public for path in allow],
+        allowed_clients=[CurveKeys.load_public(path) for path in allow],
     )
     pool.recover()
     serving = asyncio.create_task(server.serve(pool.handle))

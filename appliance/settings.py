@@ -173,6 +173,10 @@ class Settings:
     worker_address: str = _setting(
         "tcp://127.0.0.1:5571", _str, "ZeroMQ address of the local worker pool"
     )
+    worker_slots: int = _setting(
+        0, _count, "jobs the local worker pool runs at once (0: one per CPU); in the compose "
+        "bundle, a number turns the pool on"
+    )  # fmt: skip
     web_bind: str = _setting("127.0.0.1:8000", _str, "host:port the web process listens on")
     web_workers: int = _setting(1, _positive_int, "number of web worker processes")
     instance: str = _setting(

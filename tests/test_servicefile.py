@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.catalogue import map_previous_runners
 from appliance.errors import ConfigError
 from appliance.model import ParamType
 from appliance.servicefolder import load_service_file, load_services
@@ -146,3 +147,41 @@ def test_missing_services_folder(tmp_path: Path) -> None:
     services, errors = load_services(tmp_path / "nope")
     assert services == {}
     assert "not found" in errors[0].reason
+
+
+PREVIOUS_TWO_RUNNERS = """\
+slivka-version: 0.8.3
+name: Sort
+parameters:
+  input: {name: Text, type: file}
+command: sort
+args:
+  input: {arg: "$(value)"}
+outputs:
+  out: {path: stdout, name: Out}
+execution:
+  runners:
+    default: {type: SlivkaQueueRunner}
+    cluster: {type: SlurmRunner}
+"""
+
+
+@pytest.mark.parametrize(("dockerfile", "setting", "expected"), [
+    (False, {"*": "docker"}, {"default": "docker", "cluster": "docker"}),
+    (False, {"SlurmRunner": "slurm", "*": "local"}, {"default": "local", "cluster": "slurm"}),
+    (True, {"Dockerfile": "docker", "*": "local"}, {"default": "docker", "cluster": "docker"}),
+    (False, {"Dockerfile": "docker", "*": "local"}, {"default": "local", "cluster": "local"}),
+    (True, {"SlurmRunner": "slurm"}, {"default": "local", "cluster": "slurm"}),
+])  # fmt: skip
+def test_previous_runner_classes_are_mapped_by_the_setting(
+    tmp_path: Path, dockerfile: bool, setting: dict[str, str], expected: dict[str, str]
+) -> None:
+    """``Dockerfile=R`` sends a file beside a Dockerfile (it has an image) to R whatever
+    its classes; otherwise its class's runner, else ``*``'s, else the built-in one."""
+    (tmp_path / "sort").mkdir()
+    path = tmp_path / "sort" / "sort.service.yaml"
+    path.write_text(PREVIOUS_TWO_RUNNERS)
+    if dockerfile:
+        (tmp_path / "sort" / "Dockerfile").write_text("FROM scratch\n")
+    service = map_previous_runners(load_service_file(path), setting)
+    assert {rid: c.runner for rid, c in service.runners.items()} == expected

@@ -63,12 +63,15 @@ def compose(*args: str, project: str = PROJECT) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-def start_bundle(project: str = PROJECT, services: Path | None = None) -> Iterator[str]:
-    """``scripts/up`` as a group runs it (the shipped services, or the folder ``services``),
-    then ``scripts/down --volumes``: the proxy's base URL meanwhile."""
+def start_bundle(
+    project: str = PROJECT, services: Path | None = None, **settings: str
+) -> Iterator[str]:
+    """``scripts/up`` as a group runs it (the shipped services, or the folder ``services``;
+    ``settings`` for its environment, e.g. APPLIANCE_WORKER_SLOTS), then ``scripts/down
+    --volumes``: the proxy's base URL meanwhile."""
     port = free_port()
     given = {"APPLIANCE_PROJECT": project, "APPLIANCE_PORT": str(port),
-             "APPLIANCE_BUILD": "--airgapped"}  # fmt: skip
+             "APPLIANCE_BUILD": "--airgapped", **settings}  # fmt: skip
     if services is not None:
         given["APPLIANCE_SERVICES"] = str(services)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")} | given

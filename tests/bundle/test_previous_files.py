@@ -1,9 +1,10 @@
 """The previous system's service files in the bundle, unchanged: its own example project
 (``slivka init``'s template: a Python script, a selector module, test data under
 ``${SLIVKA_HOME}``) and a file of its form for a real tool (Clustal Omega), each in a
-folder beside a Dockerfile. A bundle of their own is started with ``scripts/up`` (the
-folder given as APPLIANCE_SERVICES), and jobs run through the proxy with the previous
-system's client."""
+folder beside a Dockerfile, and one without a Dockerfile, which runs on the bundle's
+local worker pool. A bundle of their own is started with ``scripts/up`` (the folder given
+as APPLIANCE_SERVICES, the pool turned on by APPLIANCE_WORKER_SLOTS alone), and jobs run
+through the proxy with the previous system's client."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from slivka_client import SlivkaClient
 from tests.bundle.compose import (
     PROTEINS,
     assert_alignment_of_the_input,
+    compose,
     read_clustal,
     start_bundle,
 )  # fmt: skip
@@ -68,6 +70,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "tests" / "data" / "previous" / "clustalo", clustalo)
     shutil.copy(ROOT / "services" / "clustalo" / "Dockerfile", clustalo)
     shutil.copy(ROOT / "services" / "clustalo" / "test.fa", clustalo)
+    sort = root / "sort"  # no Dockerfile: it runs on the worker pool
+    sort.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "previous" / "sort.service.yaml", sort)
     for path in [root, *root.rglob("*")]:  # the containers read them as uid 1000
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
@@ -75,7 +80,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(services: Path) -> Iterator[str]:
-    yield from start_bundle(PROJECT, services)
+    yield from start_bundle(PROJECT, services, APPLIANCE_WORKER_SLOTS="2")
 
 
 def wait(job: Any) -> None:
@@ -127,9 +132,7 @@ def test_a_previous_form_file_for_a_real_tool(bundle: str) -> None:
     wait(job)
     assert job.status == "COMPLETED", job.status
     [alignment] = [f for f in job.files if f.path == "alignment.out"]
-    assert_alignment_of_the_input(
-        read_clustal(httpx.get(alignment.content_url, timeout=30).text)
-    )
+    assert_alignment_of_the_input(read_clustal(httpx.get(alignment.content_url, timeout=30).text))
 
 
 def test_their_own_tests_run_with_their_own_test_data(bundle: str) -> None:
@@ -140,7 +143,26 @@ def test_their_own_tests_run_with_their_own_test_data(bundle: str) -> None:
     while time.monotonic() < deadline:
         listed = httpx.get(f"{bundle}/api/services", timeout=30).json()["services"]
         statuses = {s["id"]: s["status"]["status"] for s in listed}
-        if set(statuses.values()) <= {"OK", "DOWN", "WARNING"}:
+        if {statuses.get("example"), statuses.get("clustalo")} <= {"OK", "DOWN", "WARNING"}:
             break
         time.sleep(2)
-    assert statuses == {"example": "OK", "clustalo": "OK"}
+    assert statuses == {"example": "OK", "clustalo": "OK", "sort": "UNKNOWN"}  # sort: no tests
+
+
+def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(bundle: str, tmp_path: Path) -> None:
+    """One setting (APPLIANCE_WORKER_SLOTS) starts the pool and sends such files to it;
+    its jobs reach the scheduler only: not the database, not the internet."""
+    client = SlivkaClient(bundle + "/")
+    source = tmp_path / "lines.txt"
+    source.write_text("banana\napple\ncherry\n")
+    job = client["sort"].submit_job(data={
+        "input": client.upload_file(str(source), "lines.txt"), "reverse": "true",
+    })  # fmt: skip
+    wait(job)
+    assert job.status == "COMPLETED", job.status
+    [sorted_file] = [f for f in job.files if f.path == "sorted.txt"]
+    assert httpx.get(sorted_file.content_url, timeout=30).text == "cherry\nbanana\napple\n"
+    probe = compose("exec", "-T", "worker", "python3", "-c",
+                    "import socket; socket.create_connection(('mongo', 27017), timeout=3)",
+                    project=PROJECT)  # fmt: skip
+    assert probe.returncode == 1 and "socket.gaierror" in probe.stderr, probe  # no such name
