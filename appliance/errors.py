@@ -74,6 +74,8 @@ ERROR_CODES = (
     "media_type",
     "not_found",
     "condition",
+    "unexpected",  # a value for no parameter of the service
+    "file_id",  # a file parameter's value that is no id of an upload or a job's file
 )
 
 

@@ -7,15 +7,12 @@ that job's directory: ``..``, absolute paths and symlinks that lead out are refu
 
 from __future__ import annotations
 
-import re
 from pathlib import Path, PurePosixPath
 
-from appliance.forms import FileRef
+from appliance.forms import ID, FileRef
 from appliance.plan import JOBS, UPLOADS, Location, PlanError
 from appliance.safefs import is_plain
 from appliance.store import Store
-
-_ID = re.compile(r"^[a-z2-7]{16}$")
 
 
 def inside(base: Path, relative: str) -> Path | None:
@@ -41,7 +38,7 @@ class StoreFileLookup:
         if "/" in file_id:
             job_id, _, relative = file_id.partition("/")
             return await self._output(job_id, relative)
-        if not _ID.match(file_id):
+        if not ID.match(file_id):
             return None
         record = await self.store.get_file(file_id)
         if record is None or record.get("expiring_at") is not None:  # about to be deleted
@@ -58,7 +55,7 @@ class StoreFileLookup:
                        str(record.get("media_type", "")), location)  # fmt: skip
 
     async def _output(self, job_id: str, relative: str) -> FileRef | None:
-        if not _ID.match(job_id):
+        if not ID.match(job_id):
             return None
         job = await self.store.get_job(job_id)
         if job is None or job.get("expiring_at") is not None:  # about to be deleted

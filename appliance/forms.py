@@ -39,6 +39,7 @@ RawValue = str | FileRef
 FileLookup = Callable[[str], Awaitable[FileRef | None]]
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
+ID = re.compile(r"^[a-z2-7]{16}$")  # an upload's or a job's id (Store's new_id)
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
 
@@ -153,6 +154,9 @@ async def _coerce(
         if isinstance(raw, FileRef):
             return check_file_value(param, raw)
         ref = await lookup(raw) if lookup is not None else None
+        if ref is None and not (isinstance(raw, str) and ID.match(raw.split("/", 1)[0])):
+            raise ValidationError(param.id, "file_id", f"{_show(raw)} is not a file id (an "
+                                  "upload's id, or a job's id / the path of its file)")  # fmt: skip
         if ref is None:
             raise ValidationError(param.id, "not_found", f"no file with id {_show(raw)}")
         return check_file_value(param, ref)
@@ -173,7 +177,7 @@ async def validate(
     for name in raw:
         if name not in service.parameters:
             errors[name] = ValidationError(
-                name, "invalid", f"{service.id} has no parameter {name!r}"
+                name, "unexpected", f"{service.id} has no parameter {name!r}"
             )
     bare = _bare_value_params(service)
     provided: dict[str, Any] = {}

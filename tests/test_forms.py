@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ async def test_each_type_converts(name: str, raw: str, expected: Any) -> None:
         ("mode", "--fast", "invalid"),  # the displayed key is the value, not the flag
         ("mode", "Medium", "invalid"),
         ("scores", "101", "max_value"),
-        ("nosuch", "1", "invalid"),
+        ("nosuch", "1", "unexpected"),
     ],
 )
 async def test_each_constraint_rejects(name: str, raw: str, code: str) -> None:
@@ -173,7 +174,8 @@ async def test_file_on_disk(tmp_path: Path) -> None:
     assert await errors_of(svc, {"f": [FileRef("b", bad, "bad.fa")]}) == {"f": "media_type"}
     missing = FileRef("m", tmp_path / "missing", "m")
     assert await errors_of(svc, {"f": [missing]}) == {"f": "not_found"}
-    assert await errors_of(svc, {"f": ["someid"]}) == {"f": "not_found"}  # no lookup
+    assert await errors_of(svc, {"f": ["someid"]}) == {"f": "file_id"}  # not an id of ours
+    assert await errors_of(svc, {"f": [new_id()]}) == {"f": "not_found"}  # no lookup
 
 
 async def test_file_ids_through_real_mongodb_records(store: Store, tmp_path: Path) -> None:
@@ -226,8 +228,9 @@ async def test_file_ids_through_real_mongodb_records(store: Store, tmp_path: Pat
     ]:
         if hostile == "":
             assert await errors_of(svc, {"f": [hostile]}, lookup) == {"f": "required"}
-        else:
-            assert await errors_of(svc, {"f": [hostile]}, lookup) == {"f": "not_found"}, hostile
+        else:  # an id of ours that names nothing, or no id at all (the old codes)
+            expected = "not_found" if re.match(r"^[a-z2-7]{16}(/|$)", hostile) else "file_id"
+            assert await errors_of(svc, {"f": [hostile]}, lookup) == {"f": expected}, hostile
 
 
 async def test_symlinked_upload_that_leaves_the_folder_is_refused(

@@ -17,7 +17,7 @@ from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
 from appliance.logs import REQUEST_ID, job_fields
 from appliance.metrics import SUBMISSIONS
-from appliance.model import ParamType, Service
+from appliance.model import Service
 from appliance.plan import UPLOADS, Location
 from appliance.settings import Settings
 from appliance.states import JobState
@@ -65,10 +65,11 @@ def counted_submission(service_id: str) -> Iterator[None]:
 async def read_service_form(
     request: Request, state: WebState, service: Service, extra: frozenset[str] = frozenset()
 ) -> FormData:
-    """The submitted form, its files saved; ``extra`` names more file fields allowed."""
-    file_params = frozenset(p.id for p in service.parameters.values() if p.type is ParamType.FILE)
+    """The submitted form, its files saved; ``extra`` names more file fields allowed. A
+    part without a file name is a value: for a file parameter, a file's id (clients send
+    uploaded ids beside new files in one form, as to the previous system)."""
     return await read_form(
-        request, state.settings.uploads_dir, state.settings.upload_max_bytes, file_params,
+        request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset(),
         known=frozenset(service.parameters) | extra, max_files=state.settings.upload_max_files,
     )  # fmt: skip
 

@@ -8,79 +8,15 @@ through the proxy with the previous system's client."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from slivka_client import SlivkaClient
 
-from tests.bundle.compose import (
-    PROTEINS,
-    assert_alignment_of_the_input,
-    compose,
-    read_clustal,
-    start_bundle,
-)  # fmt: skip
-from tests.conftest import ROOT
-
-PROJECT = "appliance-test-previous"
-# The previous system's example needs `python` and its files where SLIVKA_HOME says.
-EXAMPLE_DOCKERFILE = """\
-ARG BASE=debian:bookworm-slim
-FROM ${BASE}
-RUN command -v python3 >/dev/null || (apt-get update \\
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \\
-    && rm -rf /var/lib/apt/lists/*); ln -sf "$(command -v python3)" /usr/local/bin/python
-COPY scripts /srv/slivka/scripts
-WORKDIR /job
-"""
-
-
-def previous_template() -> Path:
-    """``slivka init``'s project template, from the previous system's own package."""
-    venv = os.environ.get("APPLIANCE_TEST_SLIVKA")
-    if not venv:
-        pytest.fail("no previous system: run the tests with scripts/test (it installs one)")
-    [template] = Path(venv).glob("lib/python3*/site-packages/slivka/project_template")
-    return template
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("services")
-    template = previous_template()
-    example = root / "example"
-    example.mkdir()
-    shutil.copy(template / "services" / "example.service.yaml", example)
-    shutil.copytree(template / "scripts", example / "scripts",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    shutil.copytree(template / "testdata", example / "testdata")
-    (example / "Dockerfile").write_text(EXAMPLE_DOCKERFILE)
-    clustalo = root / "clustalo-previous"
-    shutil.copytree(ROOT / "tests" / "data" / "previous" / "clustalo", clustalo)
-    shutil.copy(ROOT / "services" / "clustalo" / "Dockerfile", clustalo)
-    shutil.copy(ROOT / "services" / "clustalo" / "test.fa", clustalo)
-    sort = root / "sort"  # no Dockerfile: it runs on the worker pool
-    sort.mkdir()
-    shutil.copy(ROOT / "tests" / "data" / "previous" / "sort.service.yaml", sort)
-    for path in [root, *root.rglob("*")]:  # the containers read them as uid 1000
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
-
-
-@pytest.fixture(scope="module")
-def bundle(services: Path) -> Iterator[str]:
-    yield from start_bundle(PROJECT, services, APPLIANCE_WORKER_SLOTS="2")
+from tests.bundle.compose import PROTEINS, assert_alignment_of_the_input, compose, read_clustal
+from tests.bundle.previous import PROJECT, digest, previous_template
 
 
 def wait(job: Any) -> None:
@@ -91,9 +27,9 @@ def wait(job: Any) -> None:
 
 
 def test_the_previous_systems_own_example_runs_unchanged(
-    bundle: str, services: Path, tmp_path: Path
+    previous_bundle: str, previous_services: Path, tmp_path: Path
 ) -> None:
-    client = SlivkaClient(bundle + "/")
+    client = SlivkaClient(previous_bundle + "/")
     service = client["example"]
     source = tmp_path / "in.txt"
     source.write_text("first line\nsecond line\n")
@@ -119,13 +55,13 @@ def test_the_previous_systems_own_example_runs_unchanged(
     # cpucount is 1: the argument "--threads 1" came from it
     assert "Pretending to run using 1 threads" in text("stderr")
     template = previous_template()
-    assert digest(services / "example" / "example.service.yaml") == digest(
+    assert digest(previous_services / "example" / "example.service.yaml") == digest(
         template / "services" / "example.service.yaml"
     )  # not a byte changed
 
 
-def test_a_previous_form_file_for_a_real_tool(bundle: str) -> None:
-    client = SlivkaClient(bundle + "/")
+def test_a_previous_form_file_for_a_real_tool(previous_bundle: str) -> None:
+    client = SlivkaClient(previous_bundle + "/")
     job = client["clustalo"].submit_job(data={
         "input": client.upload_file(str(PROTEINS), "proteins.fa"), "iterations": "1",
     })  # fmt: skip
@@ -135,24 +71,31 @@ def test_a_previous_form_file_for_a_real_tool(bundle: str) -> None:
     assert_alignment_of_the_input(read_clustal(httpx.get(alignment.content_url, timeout=30).text))
 
 
-def test_their_own_tests_run_with_their_own_test_data(bundle: str) -> None:
+def test_their_own_tests_run_with_their_own_test_data(previous_bundle: str) -> None:
     """The example's test names ``${SLIVKA_HOME}/testdata/example-input.txt``: the file
     beside it in its folder. Both services test themselves and are OK."""
     deadline = time.monotonic() + 300
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
-        listed = httpx.get(f"{bundle}/api/services", timeout=30).json()["services"]
+        listed = httpx.get(f"{previous_bundle}/api/services", timeout=30).json()["services"]
         statuses = {s["id"]: s["status"]["status"] for s in listed}
         if {statuses.get("example"), statuses.get("clustalo")} <= {"OK", "DOWN", "WARNING"}:
             break
         time.sleep(2)
-    assert statuses == {"example": "OK", "clustalo": "OK", "sort": "UNKNOWN"}  # sort: no tests
+    assert statuses == {
+        "example": "OK",
+        "clustalo": "OK",
+        "sort": "UNKNOWN",
+        "fake": "UNKNOWN",
+    }  # sort: no tests
 
 
-def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(bundle: str, tmp_path: Path) -> None:
+def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(
+    previous_bundle: str, tmp_path: Path
+) -> None:
     """One setting (APPLIANCE_WORKER_SLOTS) starts the pool and sends such files to it;
     its jobs reach the scheduler only: not the database, not the internet."""
-    client = SlivkaClient(bundle + "/")
+    client = SlivkaClient(previous_bundle + "/")
     source = tmp_path / "lines.txt"
     source.write_text("banana\napple\ncherry\n")
     job = client["sort"].submit_job(data={
