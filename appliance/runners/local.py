@@ -1,7 +1,8 @@
 """The local backend: steps run in an ``appliance worker`` pool, reached over ZeroMQ.
 
 Options (runners/local.yaml): ``address`` (default: the ``worker_address`` setting),
-``server_key`` (the pool's CURVE public key, needed on a network address),
+``server_key`` (the pool's CURVE public key, or a key file holding it, needed on a
+network address),
 ``client_keys`` (a key file for this end), ``timeout`` (seconds, default 5), ``roots``
 (where the pool sees the jobs and uploads volumes; default the settings' folders).
 """
@@ -82,11 +83,15 @@ class LocalBackend:
 
 def create(config: RunnerConfig, settings: Settings) -> LocalBackend:
     options = config.options
-    server_key = options.get("server_key")
+    server_key = str(options.get("server_key") or "")
     client_keys = options.get("client_keys")
+    if server_key.startswith("/"):  # a key file: its public part
+        server_public: bytes | None = CurveKeys.load_public(Path(server_key))
+    else:
+        server_public = server_key.encode() or None
     client = RpcClient(
         str(options.get("address") or settings.worker_address),
-        server_public=str(server_key).encode() if server_key else None,
+        server_public=server_public,
         keys=CurveKeys.load(Path(str(client_keys))) if client_keys else None,
         timeout=float(options.get("timeout", 5.0)),
     )

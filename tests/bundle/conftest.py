@@ -50,9 +50,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if differences is None or callspec is None:
             continue
-        why = differences.get((item.originalname, callspec.params.get("system")))  # type: ignore[attr-defined]
+        system = callspec.params.get("system")
+        why = differences.get((item.originalname, system))  # type: ignore[attr-defined]
         if why:
-            item.add_marker(pytest.mark.xfail(reason=f"deliberate: {why}", strict=True))
+            label = "deliberate" if system == "appliance" else "the previous system"
+            item.add_marker(pytest.mark.xfail(reason=f"{label}: {why}", strict=True))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -67,7 +69,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         outcome = "holds" if report.passed else "failed"
         if hasattr(report, "wasxfail"):
-            outcome = "differs (deliberate)"
+            outcome = "differs (deliberate)" if system == "appliance" else "fails (known)"
         PARITY.setdefault(key, {})[system] = outcome
 
 
