@@ -26,6 +26,18 @@ def wait(job: Any) -> None:
         job.reload()
 
 
+def output(bundle: str, service: str, source: Path, data: dict[str, Any], path: str) -> str:
+    """Upload ``source`` as the service's ``input``, run the job, and read its file ``path``."""
+    client = SlivkaClient(bundle + "/")
+    job = client[service].submit_job(
+        data={"input": client.upload_file(str(source), source.name), **data}
+    )
+    wait(job)
+    assert job.status == "COMPLETED", job.status
+    [found] = [f for f in job.files if f.path == path]
+    return httpx.get(found.content_url, timeout=30).text
+
+
 def test_the_previous_systems_own_example_runs_unchanged(
     previous_bundle: str, previous_services: Path, tmp_path: Path
 ) -> None:
@@ -61,14 +73,8 @@ def test_the_previous_systems_own_example_runs_unchanged(
 
 
 def test_a_previous_form_file_for_a_real_tool(previous_bundle: str) -> None:
-    client = SlivkaClient(previous_bundle + "/")
-    job = client["clustalo"].submit_job(data={
-        "input": client.upload_file(str(PROTEINS), "proteins.fa"), "iterations": "1",
-    })  # fmt: skip
-    wait(job)
-    assert job.status == "COMPLETED", job.status
-    [alignment] = [f for f in job.files if f.path == "alignment.out"]
-    assert_alignment_of_the_input(read_clustal(httpx.get(alignment.content_url, timeout=30).text))
+    text = output(previous_bundle, "clustalo", PROTEINS, {"iterations": "1"}, "alignment.out")
+    assert_alignment_of_the_input(read_clustal(text))
 
 
 def test_their_own_tests_run_with_their_own_test_data(previous_bundle: str) -> None:
@@ -95,16 +101,10 @@ def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(
 ) -> None:
     """One setting (APPLIANCE_WORKER_SLOTS) starts the pool and sends such files to it;
     its jobs reach the scheduler only: not the database, not the internet."""
-    client = SlivkaClient(previous_bundle + "/")
     source = tmp_path / "lines.txt"
     source.write_text("banana\napple\ncherry\n")
-    job = client["sort"].submit_job(data={
-        "input": client.upload_file(str(source), "lines.txt"), "reverse": "true",
-    })  # fmt: skip
-    wait(job)
-    assert job.status == "COMPLETED", job.status
-    [sorted_file] = [f for f in job.files if f.path == "sorted.txt"]
-    assert httpx.get(sorted_file.content_url, timeout=30).text == "cherry\nbanana\napple\n"
+    text = output(previous_bundle, "sort", source, {"reverse": "true"}, "sorted.txt")
+    assert text == "cherry\nbanana\napple\n"
     probe = compose("exec", "-T", "worker", "python3", "-c",
                     "import socket; socket.create_connection(('mongo', 27017), timeout=3)",
                     project=PROJECT)  # fmt: skip
