@@ -183,7 +183,7 @@ def test_command_with_invalid_values_exits_nonzero_with_error_codes(tmp_path: Pa
                  "--set", "nope=1")  # fmt: skip
     assert result.returncode == 1
     errors = {e["parameter"]: e["errorCode"] for e in json.loads(result.stdout)["errors"]}
-    assert errors == {"input": "media_type", "iterations": "max_value", "nope": "invalid"}
+    assert errors == {"input": "media_type", "iterations": "max_value", "nope": "unexpected"}
     result = run("command", "clustalo")
     assert json.loads(result.stdout)["errors"][0]["errorCode"] == "required"
 
