@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
@@ -440,3 +441,32 @@ async def test_the_backends_memory_of_containers_stays_bounded(
 async def _empty(backend: DockerBackend) -> bool:
     await backend.status([f"{backend.instance}-nosuchjob0000000"])
     return not backend._died and not backend._started and not backend._removing
+
+
+async def test_a_start_the_engine_never_took_is_made_again(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    """The engine goes away between creating a job's container and starting it (a
+    restart, as in test_faults): the start fails, the scheduler submits the job again,
+    finds the container created, and must start it then. A claim kept from the failed
+    start once left such a job QUEUED for good. The failed start is made by a real client
+    whose engine is gone (its socket does not exist), exactly what a restart looks like."""
+    backend = scheduler.backends["docker"]
+    assert isinstance(backend, DockerBackend)
+    start = backend._start
+    failed: list[str] = []
+
+    def start_once_the_engine_is_gone(container: Any) -> None:
+        if not failed:
+            failed.append(container.name)
+            gone = docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock",
+                                       version="1.41")  # fmt: skip
+            container = gone.containers.prepare_model(container.attrs)
+        start(container)
+
+    backend._start = start_once_the_engine_is_gone  # type: ignore[method-assign]
+    job_id = await submit(store, catalogue, "once", {})
+    job = await wait_final(store, job_id, timeout=60)
+    assert failed, "the start never failed: the test did not test anything"
+    assert job["state"] == "COMPLETED"
+    assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"  # once

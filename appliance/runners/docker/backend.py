@@ -220,8 +220,17 @@ class DockerBackend:
             return True
 
     def _start(self, container: Any) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        """Start a container claimed with ``_claim_start``. If the engine did not take the
+        request (it went away, or refused), the claim is given back: the container stays
+        created, and a later round starts it (else it would wait, QUEUED, for ever)."""
+        try:
             container.start()
+        except docker.errors.NotFound:
+            pass
+        except Exception:
+            with self._slots_lock:
+                self._started.discard(container.name)
+            raise
 
     def _fill_slots(self) -> None:
         """Create and start the oldest waiting jobs while slots are free (on a
