@@ -201,7 +201,10 @@ http {{
     send_timeout 60s;
     keepalive_timeout 30s;
     reset_timedout_connection on;
-    upstream appliance_web {{ server {options.upstream}; keepalive 32; }}{other_hosts}
+    # Idle connections to the web process are closed here before hypercorn closes them
+    # (its keep-alive timeout is 30 s): else a request sent on one just as hypercorn
+    # closes it fails (502/503, "upstream prematurely closed"), and a POST is not retried.
+    upstream appliance_web {{ server {options.upstream}; keepalive 32; keepalive_timeout 20s; }}{other_hosts}
     server {{
         listen {options.listen}{default};
         server_name {names};

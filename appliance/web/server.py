@@ -43,7 +43,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.errorlog = "-"
     config.graceful_timeout = 10
-    config.keep_alive_timeout = 30
+    config.keep_alive_timeout = 30  # longer than the proxy's upstream keepalive_timeout (20 s)
     config.backlog = 1024
     # Uploads are limited by the app itself while streaming; hypercorn need not buffer.
     config.h11_max_incomplete_size = 64 * 1024

@@ -12,9 +12,11 @@ import pytest
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
+from appliance.proxyconf import ProxyOptions, nginx_config
 from appliance.settings import Settings
 from appliance.store import new_id
 from appliance.web.app import create_app
+from appliance.web.server import hypercorn_config
 from tests.web.conftest import AS_OPERATOR
 
 FASTA = b">a\nMKVLA\n>b\nMKV-A\n"
@@ -392,3 +394,15 @@ def test_usage_statistics_and_the_reference_page_as_before(client: TestClient, d
         "usageStatictics": [{"month": month, "service": "echo", "count": 3}]}  # fmt: skip
     page = client.get("/api/reference")
     assert page.status_code == 200 and "/services/{service_id}/jobs" in page.text
+
+
+def test_the_proxy_drops_idle_upstream_connections_before_the_web_process_does(
+    web_settings: Settings,
+) -> None:
+    """A request nginx sends on a kept-alive connection just as hypercorn closes it for
+    being idle fails ("upstream prematurely closed connection": a 503 seen once in CI),
+    and a POST is not retried. nginx must give such connections up first."""
+    conf = nginx_config(web_settings, ProxyOptions())
+    found = re.search(r"upstream appliance_web \{[^}]*keepalive_timeout (\d+)s;", conf)
+    assert found is not None, conf
+    assert int(found.group(1)) < hypercorn_config(web_settings).keep_alive_timeout
