@@ -65,7 +65,7 @@ class Claims(Jobs):
         if recent is not None:
             return recent
         count = int(await self._call("count active jobs",
-                                     lambda: self.active.count_documents(query)))  # fmt: skip
+                                     lambda: self.count(self.active, query)))  # fmt: skip
         self._recent.put(key, count)
         return count
 

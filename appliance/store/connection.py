@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from appliance.errors import StoreError, StoreUnavailableError
@@ -128,7 +129,7 @@ class Connection:
         self._offset_read = 0.0
         self.locks = KeyedLocks()
         self._recent = RecentCounts()  # counts for the quotas, read a moment ago
-        self._indexed: bool | None = None  # does the server use secondary indexes?
+        self._server: dict[str, Any] | None = None  # its buildInfo, asked once
         # New jobs and upload records from concurrent requests go out together.
         self._job_inserts: Coalescer[Doc, bool] = Coalescer(
             lambda docs: self._insert_many(self.jobs, docs)
@@ -143,13 +144,31 @@ class Connection:
         await self._counters.close()
         await self.client.close()
 
-    async def uses_indexes(self) -> bool:
-        """False on FerretDB, whose SQLite backend looks documents up by ``_id`` only
-        (asked once: ``buildInfo`` names it)."""
-        if self._indexed is None:
+    async def _build_info(self) -> dict[str, Any]:
+        if self._server is None:
             info = await self._call("build info", lambda: self.client.admin.command("buildInfo"))
-            self._indexed = "ferretdbVersion" not in info
-        return self._indexed
+            self._server = dict(info)
+        return self._server
+
+    async def is_ferretdb(self) -> bool:
+        return "ferretdbVersion" in await self._build_info()
+
+    async def uses_indexes(self) -> bool:
+        """Whether the server serves queries from secondary indexes: MongoDB does, and so
+        does the FerretDB build of ``tools/ferretdb-server`` (``appliancePushdown`` in its
+        ``buildInfo``) for string comparisons, one sort key and counts. FerretDB itself
+        looks documents up by ``_id`` only (asked once)."""
+        info = await self._build_info()
+        return "ferretdbVersion" not in info or int(info.get("appliancePushdown", 0)) >= 1
+
+    async def count(self, collection: AsyncCollection[Doc], query: Doc) -> int:
+        """How many documents of ``collection`` match ``query``. On FerretDB with the
+        ``count`` command, which its build answers from an index; ``count_documents``
+        runs an aggregation, which every FerretDB build answers by reading each match."""
+        if await self.is_ferretdb():
+            reply = await self.db.command("count", collection.name, query=query)
+            return int(reply["n"])
+        return await collection.count_documents(query)
 
     async def flush_counts(self) -> None:
         """Send this process's additions to counters now (they go every half second)."""

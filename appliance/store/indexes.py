@@ -2,11 +2,18 @@
 
 Each query of the store and the index that serves it on MongoDB:
 
-- jobs: list (``state``/``service`` + ``submitted_at``, newest first): by_state,
-  by_service, newest; retention (final + ``completed_at``): expiry; rebuild of active
-  entries (``state`` not final): claim; marks (``expiring_at``): expiring.
+- jobs: list (``state``/``service`` + ``submitted_at``, newest first, ``kind`` not a TES
+  task): list_service_state, list_service, list_state, list_all (``kind`` last, so that
+  a count is answered from the index alone); TES tasks (``kind`` + ``owner``, newest
+  first): tasks; retention (final + ``completed_at``): expiry; rebuild of active entries
+  (``state`` not final): claim; marks (``expiring_at``): expiring.
 - active: claims (``state`` + ``runner`` + ``submitted_at``): claim.
 - leases: ``job_id``: by_job. files: ``created_at``: by_creation. marks (small): none.
+
+The FerretDB build of ``tools/ferretdb-server`` serves string comparisons of top-level
+fields, one sort key and counts from an index (its ``patches/pushdown.go``), not ranges,
+``$nin`` or ``$or``: it gets only the indexes in ``FERRETDB``, the others would only
+slow its writes.
 """
 
 from __future__ import annotations
@@ -21,12 +28,17 @@ ASCENDING, DESCENDING = 1, -1
 Indexes = list[tuple[str, list[tuple[str, int]]]]
 JOB_INDEXES: Indexes = [
     ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
-    ("newest", [("submitted_at", DESCENDING)]),
-    ("by_service", [("service", ASCENDING), ("submitted_at", DESCENDING)]),
-    ("by_state", [("state", ASCENDING), ("submitted_at", DESCENDING)]),
+    ("list_service_state", [("service", ASCENDING), ("state", ASCENDING),
+                            ("submitted_at", DESCENDING), ("kind", ASCENDING)]),
+    ("list_service", [("service", ASCENDING), ("submitted_at", DESCENDING), ("kind", ASCENDING)]),
+    ("list_state", [("state", ASCENDING), ("submitted_at", DESCENDING), ("kind", ASCENDING)]),
+    ("list_all", [("submitted_at", DESCENDING), ("kind", ASCENDING)]),
     ("expiry", [("completed_at", ASCENDING)]),
     ("tasks", [("kind", ASCENDING), ("owner", ASCENDING), ("submitted_at", DESCENDING)]),
-]
+]  # fmt: skip
+# Replaced by the list_ indexes above (kind added); dropped where they exist.
+RETIRED_JOB_INDEXES = ("newest", "by_service", "by_state")
+FERRETDB = {"list_service_state", "list_service", "list_state", "list_all", "tasks"}
 ACTIVE_INDEXES: Indexes = [
     ("claim", [("state", ASCENDING), ("runner", ASCENDING), ("submitted_at", ASCENDING)]),
 ]
@@ -39,22 +51,33 @@ FILE_INDEXES: Indexes = [
 
 
 async def secondary_indexes_help(store: Connection) -> bool:
-    """False on FerretDB: its SQLite backend looks documents up by ``_id`` only, so
-    other indexes never speed a query and only slow every write."""
+    """False on FerretDB without the pushdown of ``tools/ferretdb-server``: its SQLite
+    backend looks documents up by ``_id`` only, so other indexes never speed a query and
+    only slow every write."""
     return await store.uses_indexes()
 
 
 async def ensure_indexes(store: Connection) -> None:
     if not await secondary_indexes_help(store):
         return
+    ferretdb = await store.is_ferretdb()
     pairs = (
         (store.jobs, JOB_INDEXES),
         (store.files, FILE_INDEXES),
         (store.leases, LEASE_INDEXES),
         (store.active, ACTIVE_INDEXES),
     )
+
+    async def names() -> set[str]:
+        return {index["name"] async for index in await store.jobs.list_indexes()}
+
+    existing = await store._call("list indexes", names)
+    for retired in existing.intersection(RETIRED_JOB_INDEXES):
+        await store._call(f"drop index {retired}", lambda n=retired: store.jobs.drop_index(n))  # type: ignore[misc]
     for collection, wanted in pairs:
         for name, keys in wanted:
+            if ferretdb and name not in FERRETDB:
+                continue
             await store._call(
                 f"index {name}",
                 lambda c=collection, k=keys, n=name: c.create_index(k, name=n),  # type: ignore[misc]
