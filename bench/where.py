@@ -11,6 +11,11 @@ die -> destroy of a container and the gap from a container's death to the next o
 creation; CPU-seconds by process (dockerd, containerd, the shims and runc, the database
 server, the appliance's processes). On a machine whose cores the batch saturates, wall
 time follows total CPU: what the control plane spends per job is what the batch loses.
+
+With ``--submissions SECONDS`` it measures the web tier instead, as ``bench/run`` does
+(web processes only, 2 workers each, wrk posting a 1 KB FASTA from 32 connections), for
+the appliance and for the previous system: submissions/s, and the CPU each process used
+per submission (the web workers, the database server, wrk).
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ from pymongo import MongoClient
 
 from bench import measure
 from bench.bench import TRIVIAL_IMAGE
-from bench.systems import Config, make
+from bench.systems import Config, System, make
 
 TICKS = os.sysconf("SC_CLK_TCK")
 NAMES = ("dockerd", "containerd-shim", "containerd", "ferretdb", "mongod ", "appliance web",
-         "appliance scheduler", "appliance worker", "docker run", "docker events",
-         "bench.where")  # fmt: skip  # the last: this client (and the docker CLIs it ran)
+         "appliance scheduler", "appliance worker", "docker run", "docker events", "wrk",
+         "gunicorn", "bench.where")  # fmt: skip  # the last: this client (and the docker CLIs it ran)
 
 
 def processes() -> dict[str, tuple[str, float]]:
@@ -114,12 +119,46 @@ def report(name: str, seen: dict[str, Any]) -> None:
     print(f"  CPU-seconds: {seen['busy']:.1f} busy of {seen['cores']:.1f}; {cpu}")
 
 
+def submissions(mongodb_uri: str, seconds: float) -> None:
+    """The web tier of each system under wrk's submissions: CPU by process."""
+    for name in ("appliance", "slivka"):
+        home = Path(tempfile.mkdtemp(prefix=f"appliance-where-{name}."))
+        database = f"bench_where_{name}"
+        MongoClient(mongodb_uri).drop_database(database)
+        system = make(name, Config(mongodb_uri), home, database)
+        system.start(roles=("web",))
+        try:
+            time.sleep(3)
+            result: dict[str, Any] = {}
+
+            def load(s: System = system, into: dict[str, Any] = result) -> None:
+                into.update(measure.submissions_per_s(
+                    s, "trivial", connections=32, seconds=seconds, sample=lambda: None))  # fmt: skip
+
+            seen = observe(load)
+        finally:
+            system.stop()
+            MongoClient(mongodb_uri).drop_database(database)
+        done = max(result.get("requests", 0), 1)
+        per = ", ".join(f"{k} {v / done * 1000:.2f}" for k, v in
+                        sorted(seen["cpu"].items(), key=lambda kv: -kv[1]) if v >= 0.05)  # fmt: skip
+        print(f"{name}: {result.get('requests_per_s', 0):.0f} submissions/s "
+              f"({done} in {seconds:.0f} s, {result.get('errors')} errors); "
+              f"CPU {seen['busy']:.1f} busy of {seen['cores']:.1f} s")  # fmt: skip
+        print(f"  CPU-ms per submission: {seen['busy'] / done * 1000:.2f} in all; {per}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--submissions", type=float, metavar="SECONDS",
+                        help="measure the web tier under submissions instead")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.submissions:
+        submissions(args.mongodb_uri, args.submissions)
+        return 0
     home = Path(tempfile.mkdtemp(prefix="appliance-where."))
     database = "bench_where"
     MongoClient(args.mongodb_uri).drop_database(database)
