@@ -383,6 +383,26 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
     assert containers_of(settings.instance) == []
 
 
+async def test_a_slot_is_freed_even_when_the_death_of_its_container_went_unheard(
+    settings: Settings, store: Store
+) -> None:
+    """The slots in use are counted without asking the engine; a container that vanished
+    while its death notice was lost must not hold its slot for ever: the next status
+    round's list of containers corrects the count."""
+    async with slotted_scheduler(settings, store, 1) as (catalogue, scheduler):
+        backend = scheduler.backends["docker"]
+        assert isinstance(backend, DockerBackend)
+        backend.events.on_death = lambda name: None  # every death notice lost
+        first = await submit(store, catalogue, "once", {"seconds": ["60"]})
+        await wait_state(store, first, "RUNNING", timeout=60)
+        [container] = containers_of(settings.instance)
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=True)
+        second = await submit(store, catalogue, "once", {"seconds": ["0"]})
+        job = await wait_final(store, second, timeout=60)
+        assert job["state"] == "COMPLETED"
+        assert (await wait_final(store, first, timeout=30))["state"] != "COMPLETED"
+
+
 def test_waiting_jobs_go_in_submission_order_and_survive_a_restart(tmp_path: Path) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     queue = WaitingJobs()

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,11 @@ class DockerBackend:
         self._slots_lock = threading.Lock()
         self._starting: set[str] = set()  # containers being started (holding a slot)
         self._started: set[str] = set()  # every container started, until it is removed
+        # Containers believed running, with when we started them: the slots in use are
+        # counted from this (a list of the engine's containers per submission and per
+        # death cost the engine more than the jobs did); each status round corrects it
+        # from the engine's list, so a missed event costs a round's delay, no more.
+        self._running: dict[str, float] = {}
         self._waiting = WaitingJobs()  # jobs without a container yet, waiting for a slot
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
         # The engine's event stream (our containers starting and dying), read by a thread.
@@ -198,18 +204,6 @@ class DockerBackend:
             except docker.errors.NotFound:  # unless it is just gone
                 return engineapi.create(client, image, options)
 
-    def _list(self, client: docker.DockerClient, **options: Any) -> list[Any]:
-        """Containers as the engine's list gives them: sparse, for without it docker-py
-        inspects every container listed (200 waiting containers made each status round
-        200 requests). Name and labels are put where docker-py's properties look."""
-        listed: list[Any] = client.containers.list(sparse=True, **options)
-        for container in listed:
-            attrs = container.attrs
-            if attrs.get("Name") is None and attrs.get("Names"):
-                attrs["Name"] = attrs["Names"][0]
-            attrs.setdefault("Config", {"Labels": attrs.get("Labels") or {}})
-        return listed
-
     def _claim_start(self, name: str) -> bool:
         """True once per container: a list taken a moment ago may still show one as
         created that has run and exited since (starting it again reruns the job)."""
@@ -226,11 +220,14 @@ class DockerBackend:
         try:
             container.start()
         except docker.errors.NotFound:
-            pass
+            return
         except Exception:
             with self._slots_lock:
                 self._started.discard(container.name)
             raise
+        with self._slots_lock:
+            if container.name not in self._died:  # it may have ended already
+                self._running[container.name] = time.monotonic()
 
     def _fill_slots(self) -> None:
         """Create and start the oldest waiting jobs while slots are free (on a
@@ -238,11 +235,7 @@ class DockerBackend:
         with self._slots_lock:
             if not self._waiting:
                 return
-            running = self._list(
-                self._docker(),
-                filters={"label": f"{LABEL_INSTANCE}={self.instance}", "status": "running"},
-            )
-            busy = {c.name for c in running} | self._starting
+            busy = (set(self._running) - self._died) | self._starting
             ready = self._waiting.take(max(0, self.slots - len(busy)))
             self._starting.update(job.name for job in ready)
         for job in ready:
@@ -323,14 +316,16 @@ class DockerBackend:
             with self._slots_lock:
                 self._started.discard(container.name)
                 self._died.discard(container.name)
+                self._running.pop(container.name, None)
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         client = self._docker()
-        listed = self._list(
+        listed_at = time.monotonic()
+        listed = engineapi.list_sparse(
             client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
         )
         by_name = {c.name: c for c in listed}
-        self._forget_gone(by_name)
+        self._forget_gone(by_name, listed_at)
         result: dict[str, RunStatus] = {}
         running: list[Running] = []
         for handle in handles:
@@ -355,13 +350,19 @@ class DockerBackend:
         self._fill_slots()
         return result
 
-    def _forget_gone(self, listed: dict[str, Any]) -> None:
+    def _forget_gone(self, listed: dict[str, Any], listed_at: float) -> None:
         """Forget started and dead containers the engine no longer lists: these sets
-        only guard containers that exist, so they never grow beyond the engine's list."""
+        only guard containers that exist, so they never grow beyond the engine's list.
+        The running ones are set from the list taken at ``listed_at``, keeping those
+        started since (the list could not show them)."""
         with self._slots_lock:
             keep = set(listed) | self._starting | set(self._removing)
             self._started &= keep
             self._died &= keep
+            running = {name: listed_at for name, c in listed.items() if c.status in RUNNING}
+            running.update((name, at) for name, at in self._running.items()
+                           if at >= listed_at or name in running)  # fmt: skip
+            self._running = running
         self.live.forget_except(set(listed))
 
     def _not_started(self, handle: str, workdir: Path, step: int, container: Any) -> RunStatus:
@@ -433,7 +434,7 @@ class DockerBackend:
 
     def _orphans(self, active_jobs: set[str]) -> list[str]:
         client = self._docker()
-        listed = self._list(
+        listed = engineapi.list_sparse(
             client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
         )
         removed = []
