@@ -53,7 +53,7 @@ class JobRecord(TypedDict, total=False):
     parameters: dict[str, Any]
     values: dict[str, Any]
     runner: str | None
-    plan: dict[str, Any]
+    plan: str | dict[str, Any]  # JSON text (a document in records made before 2026-12)
     client: str  # the address it came from (quotas per client, appliance.web.quotas)
     request_id: str  # the request that submitted it (the proxy's id; appliance.logs)
     # leases (appliance.store.claims)

@@ -22,10 +22,16 @@ systems); see ``appliance.volumes``.
 
 A step may also name its container working directory (``workdir``, default the work
 directory's own mount point) and a file of the work directory as its standard input.
+
+It is stored as JSON text (``Plan.stored``), one string field of the job's document:
+FerretDB decodes and re-encodes every field of a document at each read and write of it,
+and a job is written five times or more; as text the plan costs it a quarter to a third
+less per command. A plan stored as a nested document (before 2026-12) is read the same.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -307,10 +313,16 @@ class Plan:
             **({"stage_out": [t.to_json() for t in self.stage_out]} if self.stage_out else {}),
         }
 
+    def stored(self) -> str:
+        """The plan as the job's document keeps it: compact JSON text."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
     @classmethod
     def from_json(cls, data: Any) -> Plan:
-        """A stored plan; PlanError if it is damaged (it is checked again, in full)."""
-        if not isinstance(data, Mapping):
+        """A stored plan (its text or its mapping); PlanError if it is damaged (it is
+        checked again, in full)."""
+        data = plan_mapping(data)
+        if not data:
             raise PlanError("the stored plan is not a mapping")
         try:
             return cls(
@@ -325,3 +337,14 @@ class Plan:
             )
         except (KeyError, TypeError) as exc:
             raise PlanError(f"the stored plan is damaged: {exc!r}") from None
+
+
+def plan_mapping(stored: Any) -> dict[str, Any]:
+    """A stored plan as a mapping, whether kept as text or as a document; empty when it
+    is neither (or is damaged): for what only shows parts of it."""
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            return {}
+    return dict(stored) if isinstance(stored, Mapping) else {}

@@ -65,7 +65,7 @@ async def record_job(
         job["request_id"] = request_id
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
-        job["runner"], job["plan"] = planned.runner, planned.plan.to_json()
+        job["runner"], job["plan"] = planned.runner, planned.plan.stored()
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"] = now, None

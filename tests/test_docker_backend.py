@@ -19,7 +19,7 @@ import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
-from appliance.plan import UPLOADS, Location
+from appliance.plan import UPLOADS, Location, plan_mapping
 from appliance.planning import Planner
 from appliance.runners.config import create_backend
 from appliance.runners.docker import DockerBackend
@@ -210,8 +210,9 @@ async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
     assert job["values"]["input"] == {
         "file": {"id": "upload1", "label": "in.txt", "media_type": ""}
     }
-    assert job["plan"]["inputs"] == [{"source": {"volume": "uploads", "path": "upload1"},
-                                      "path": "inputs/input", "parameter": "input"}]  # fmt: skip
+    source = {"volume": "uploads", "path": "upload1"}
+    assert plan_mapping(job["plan"])["inputs"] == [{"source": source, "path": "inputs/input",
+                                                    "parameter": "input"}]  # fmt: skip
     assert str(settings.uploads_dir) not in str(job["plan"]) + str(job["values"])
     assert containers_of(settings.instance) == []  # removed once finished
 

@@ -17,7 +17,7 @@ from appliance.catalogue import load_catalogue
 from appliance.exits import record_dir
 from appliance.forms import validate
 from appliance.messaging import WakeSender
-from appliance.plan import Plan, Step, job_location
+from appliance.plan import Plan, PlanError, Step, job_location, plan_mapping
 from appliance.runners.memory import MemoryBackend
 from appliance.scheduler.core import Scheduler
 from appliance.scheduler.housekeeping import Housekeeping
@@ -89,8 +89,10 @@ async def test_a_job_runs_to_completion_with_outputs_recorded(
     assert job["state"] == "COMPLETED"
     assert job["exit_code"] == 0
     assert job["runner"] == "mem" and job["backend"] == "memory" and job["handle"] == job_id
-    assert job["plan"]["steps"][0]["argv"] == ["env", "touch", "made.txt"]
-    assert job["plan"]["work"] == {"volume": "jobs", "path": job_id}
+    assert isinstance(job["plan"], str)  # stored as JSON text (appliance.plan)
+    plan = plan_mapping(job["plan"])
+    assert plan["steps"][0]["argv"] == ["env", "touch", "made.txt"]
+    assert plan["work"] == {"volume": "jobs", "path": job_id}
     assert [s["exit_code"] for s in job["steps"]] == [0]
     assert job["started_at"] and job["completed_at"] and job["started_at"] <= job["completed_at"]
     paths = {o["path"]: o for o in job["outputs"]}
@@ -458,6 +460,36 @@ async def test_cancel_between_steps_stops_the_plan(settings: Settings, store: St
         await run.close()
     assert job["state"] == str(JobState.INTERRUPTED)
     assert not (settings.jobs_dir / job_id / "later.txt").exists()
+
+
+def test_a_plan_is_stored_as_text_and_read_from_text_or_a_document() -> None:
+    plan = Plan(job_location("abc"), (Step(("echo", "x y"), stdout="o.txt"),))
+    stored = plan.stored()
+    assert isinstance(stored, str) and " " not in stored.replace("x y", "")  # compact
+    assert Plan.from_json(stored) == plan == Plan.from_json(plan.to_json())  # and older records
+    assert plan_mapping(stored) == plan.to_json() == plan_mapping(plan.to_json())
+    for damaged in ("{not json", "[1, 2]", '"text"', "", None, 3):
+        assert plan_mapping(damaged) == {}
+        with pytest.raises(PlanError):
+            Plan.from_json(damaged)
+    with pytest.raises(PlanError):  # well-formed JSON, not a plan
+        Plan.from_json('{"work": {"volume": "jobs", "path": "abc"}}')
+
+
+@pytest.mark.parametrize("plan", ["{not json", '{"steps": []}'])
+async def test_a_job_whose_stored_plan_text_is_damaged_ends_in_error(
+    settings: Settings, store: Store, plan: str
+) -> None:
+    job_id = new_id()
+    await store.insert_job({"_id": job_id, "service": "probe", "state": "ACCEPTED", "plan": plan,
+                            "runner": "mem", "submitted_at": await store.now(),
+                            "parameters": {}})  # fmt: skip
+    run = Running(settings, store)
+    try:
+        job = await wait_final(store, job_id)
+    finally:
+        await run.close()
+    assert job["state"] == "ERROR" and "without a valid run plan" in str(job["error"])
 
 
 async def test_a_job_stored_without_a_plan_ends_in_error_with_the_reason(

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from appliance import safefs
 from appliance.jobrecord import JobRecord
+from appliance.plan import plan_mapping
 from appliance.units import format_size
 
 PREVIEW_BYTES = 32 * 1024
@@ -95,7 +96,7 @@ async def outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputV
 
 
 def _streams(job: JobRecord) -> tuple[str, str]:
-    steps: list[Any] = (job.get("plan") or {}).get("steps") or []
+    steps: list[Any] = plan_mapping(job.get("plan")).get("steps") or []
     step = job.get("step") or 0
     current = steps[step] if isinstance(step, int) and 0 <= step < len(steps) else {}
     if not isinstance(current, dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.jobrecord import JobRecord
+from appliance.plan import plan_mapping
 from appliance.publictext import public_text
 from appliance.safefs import open_regular
 from appliance.states import JobState
@@ -79,7 +80,7 @@ def executor_logs(job: JobRecord, workdir: Path | None, full: bool) -> list[dict
     """One log per executor that has started (the running one with exit code 0 so far)."""
     document = job.get("task") or {}
     executors = document.get("executors") or []
-    plan_steps = (job.get("plan") or {}).get("steps") or []
+    plan_steps = plan_mapping(job.get("plan")).get("steps") or []
     logs = []
     for index, step in enumerate(job.get("steps") or []):
         if index >= len(executors):

@@ -112,7 +112,7 @@ async def create_task(request: Request) -> Response:
     job: JobRecord = {"_id": job_id, "kind": "task", "service": "tes", "state": str(JobState.ACCEPTED),
                       "submitted_at": now, "parameters": {}, "values": {}, "owner": owner,
                       "task": accepted.document, "runner": accepted.runner,
-                      "plan": accepted.plan.to_json()}  # fmt: skip
+                      "plan": accepted.plan.stored()}  # fmt: skip
     await state.store.insert_job(job, with_entry=False)
     if not await state.waker.notify("submitted", job_id, submitted_at=now.isoformat(),
                                     runner=accepted.runner):  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
+from appliance.plan import plan_mapping
 from appliance.proxyconf import ProxyOptions, nginx_config
 from appliance.settings import Settings
 from appliance.store import new_id
@@ -91,7 +92,7 @@ def test_submit_form_encoded(client: TestClient, db: DB, wakeups: Any) -> None:
         "runner": "local",
         "client": "testclient",
     }  # its address, for the quotas
-    assert stored["runner"] == "local" and stored["plan"]["work"]["path"] == job["id"]
+    assert stored["runner"] == "local" and plan_mapping(stored["plan"])["work"]["path"] == job["id"]
     assert sent.tzinfo is not None  # stored to the millisecond, sent to the microsecond:
     assert abs(sent.replace(tzinfo=None) - stored["submitted_at"]) < timedelta(milliseconds=1)
 
