@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -75,3 +76,25 @@ async def test_concurrent_job_inserts_share_commands_and_keep_duplicates_apart(
     for record in records[:20] + records[21:]:
         assert await store.get_job(str(record["_id"])) is not None
     assert await store.jobs.count_documents({}) == 41
+
+
+async def test_concurrent_cancel_questions_share_reads_and_each_gets_its_own_answer(
+    store: Store,
+) -> None:
+    ids = [str(job()["_id"]) for _ in range(30)]
+    for job_id in ids[::3]:
+        await store.request_cancel(job_id)
+    reads: list[int] = []
+    send = store._cancel_reads.send
+
+    async def counted(asked: list[list[str]]) -> list[set[str]]:
+        reads.append(len(asked))
+        return await send(asked)
+
+    store._cancel_reads.send = counted
+    answers = await asyncio.gather(*(store.cancel_requested([a, b])
+                                     for a, b in itertools.pairwise(ids)))  # fmt: skip
+    for (a, b), answer in zip(itertools.pairwise(ids), answers, strict=True):
+        assert answer == {i for i in (a, b) if ids.index(i) % 3 == 0}
+    assert sum(reads) == len(ids) - 1 and len(reads) <= 3  # 29 questions, a few reads
+    assert await store.cancel_requested([ids[1]]) == set()

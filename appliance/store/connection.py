@@ -137,6 +137,8 @@ class Connection:
         self._file_inserts: Coalescer[Doc, bool] = Coalescer(
             lambda docs: self._insert_many(self.files, docs)
         )
+        # A scheduler starting a batch asks, for each job, whether it was cancelled.
+        self._cancel_reads: Coalescer[list[str], set[str]] = Coalescer(self._read_cancels)
         # Additions to counters (usage statistics, upload quotas), sent twice a second.
         self._counters = Counters(self.db, self._counter_made)
 
@@ -179,6 +181,13 @@ class Connection:
         if count.collection == "usage":
             window = dict(count.made_with).get("window")
             await self.usage.delete_many({"window": {"$lt": window}})
+
+    async def _read_cancels(self, asked: list[list[str]]) -> list[set[str]]:
+        """One read of the cancellation requests for every caller's jobs at once."""
+        wanted = sorted({job_id for ids in asked for job_id in ids})
+        cursor = self.cancels.find({"_id": {"$in": wanted}}, {"_id": 1})
+        found = {str(doc["_id"]) async for doc in cursor}
+        return [found.intersection(ids) for ids in asked]
 
     async def _call(
         self, what: str, operation: Callable[[], Awaitable[T]], *, upsert: bool = False
