@@ -330,18 +330,17 @@ class DockerBackend:
         running: list[Running] = []
         for handle in handles:
             container = by_name.get(handle)
-            workdir, step = self.parse(handle)
             if container is not None and container.status in RUNNING and handle in self._died:
                 container.reload()  # the list lags the die event by a moment; inspect does not
             if handle in self._removing:
                 result[handle] = self._removing[handle]
             elif container is None or container.status == "created":
-                result[handle] = self._not_started(handle, workdir, step, container)
+                result[handle] = self._not_started(handle, container)
             elif container.status in ENDED:
                 result[handle] = self._finish(container)
             elif container.status in RUNNING:
                 result[handle] = RunStatus(RunState.RUNNING)
-                labels = container.labels
+                labels, workdir = container.labels, self.parse(handle)[0]
                 running.append(Running(container, workdir, labels.get(LABEL_STDOUT) or "stdout",
                                        labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
             else:
@@ -365,11 +364,12 @@ class DockerBackend:
             self._running = running
         self.live.forget_except(set(listed))
 
-    def _not_started(self, handle: str, workdir: Path, step: int, container: Any) -> RunStatus:
+    def _not_started(self, handle: str, container: Any) -> RunStatus:
         """A job without a running container: waiting for a slot, being started, or gone."""
         with self._slots_lock:
             if handle in self._starting or handle in self._waiting:
-                return RunStatus(RunState.QUEUED)
+                return RunStatus(RunState.QUEUED)  # the most asked, in a batch: answered first
+            workdir, step = self.parse(handle)
             if container is None and self._waiting.recover(handle, workdir, step):
                 return RunStatus(RunState.QUEUED)  # queued by an earlier run of ours
             if container is not None and self.slots > 0:  # created, but nobody started it
