@@ -41,7 +41,7 @@ from bench.systems import Config, System, make
 TICKS = os.sysconf("SC_CLK_TCK")
 NAMES = ("dockerd", "containerd-shim", "containerd", "ferretdb", "mongod ", "appliance web",
          "appliance scheduler", "appliance worker", "docker run", "docker events", "wrk",
-         "gunicorn", "bench.where")  # fmt: skip  # the last: this client (and the docker CLIs it ran)
+         "gunicorn", "webfloor serve", "bench.where")  # fmt: skip  # the last: this client (and the docker CLIs it ran)
 
 
 def processes() -> dict[str, tuple[str, float]]:
