@@ -4,6 +4,7 @@ import asyncio
 import multiprocessing
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -420,3 +421,45 @@ async def test_counts_are_sent_together_soon_and_at_the_stop(
         assert await reader.upload_usage("10.1.1.1", 9) == 5
     finally:
         await reader.close()
+
+
+async def test_a_due_count_is_read_once_for_everyone_asking_meanwhile(store: Store) -> None:
+    for _ in range(3):
+        await store.insert_job(job())
+    reads: list[str] = []
+    count = store.count
+
+    async def counted(collection: Any, query: dict[str, Any]) -> int:
+        reads.append(collection.name)
+        await asyncio.sleep(0.02)  # a round trip: the others ask meanwhile
+        return await count(collection, query)
+
+    store.count = counted  # type: ignore[method-assign]
+    waiting = ["ACCEPTED", "QUEUED"]
+    answers = await asyncio.gather(
+        *(store.count_active(states=waiting, max_age=1.0) for _ in range(30))
+    )
+    assert answers == [3] * 30 and reads == ["active"]  # 30 asked, one read
+    store.accepted_job("10.0.0.1", waiting)  # this process's own additions count at once
+    assert await store.count_active(states=waiting, max_age=1.0) == 4 and len(reads) == 1
+    fresh = await asyncio.gather(*(store.count_active(states=waiting) for _ in range(3)))
+    assert fresh == [3] * 3 and len(reads) == 4  # max_age 0: a read of one's own each
+
+
+async def test_a_new_upload_period_clears_the_old_ones_once(store: Store) -> None:
+    await store.add_upload_usage("10.0.0.9", 1, 10)
+    await store.flush_counts()
+    deletes: list[object] = []
+    delete_many = store.usage.delete_many
+
+    async def counted(query: Any, *args: Any, **kwargs: Any) -> Any:
+        deletes.append(query)
+        return await delete_many(query, *args, **kwargs)
+
+    store.usage.delete_many = counted  # type: ignore[method-assign,assignment]
+    for _ in range(40):  # forty submissions within one send, in a new period
+        await store.add_upload_usage("10.0.0.9", 2, 10)
+    await store.flush_counts()
+    assert deletes == [{"window": {"$lt": 2}}]  # once, not once per submission
+    assert await store.upload_usage("10.0.0.9", 2) == 400
+    assert await store.usage.find_one({"_id": "10.0.0.9|1"}) is None  # period 1 is gone

@@ -61,13 +61,13 @@ class Claims(Jobs):
         if states:
             query["state"] = {"$in": sorted(states)}
         key = ("active", client, tuple(sorted(states)))
-        recent = self._recent.get(key, max_age)
-        if recent is not None:
-            return recent
-        count = int(await self._call("count active jobs",
-                                     lambda: self.count(self.active, query)))  # fmt: skip
-        self._recent.put(key, count)
-        return count
+
+        async def fetch() -> int:
+            return int(
+                await self._call("count active jobs", lambda: self.count(self.active, query))
+            )
+
+        return await self._recent.read(key, max_age, fetch)
 
     def accepted_job(self, client: str, states: Sequence[str]) -> None:
         """A job was just recorded for ``client`` (in one of ``states``): recent counts

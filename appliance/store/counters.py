@@ -116,8 +116,10 @@ class Counters:
             except BaseException:
                 self._pending[:0] = batch
                 raise
+            told: set[tuple[str, str]] = set()
             for count, new in zip(batch, made, strict=True):
-                if new:
+                if new and (count.collection, count.key) not in told:  # once a document
+                    told.add((count.collection, count.key))
                     await self.on_made(count)
 
     async def close(self) -> None:

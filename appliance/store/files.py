@@ -38,16 +38,14 @@ class Files(Connection):
     async def upload_usage(self, client: str, window: int, *, max_age: float = 0.0) -> int:
         """Bytes ``client`` uploaded in the period numbered ``window`` (``max_age``: as
         ``count_active``'s)."""
-        key = ("usage", client, window)
-        recent = self._recent.get(key, max_age)
-        if recent is not None:
-            return recent
-        await self.flush_counts()  # this process's, first
-        found = await self._call("read upload usage",
-                                 lambda: self.usage.find_one({"_id": f"{client}|{window}"}))  # fmt: skip
-        count = int(found["bytes"]) if found else 0
-        self._recent.put(key, count)
-        return count
+
+        async def fetch() -> int:
+            await self.flush_counts()  # this process's, first
+            found = await self._call("read upload usage",
+                                     lambda: self.usage.find_one({"_id": f"{client}|{window}"}))  # fmt: skip
+            return int(found["bytes"]) if found else 0
+
+        return await self._recent.read(("usage", client, window), max_age, fetch)
 
     async def add_upload_usage(self, client: str, window: int, size: int) -> None:
         """Sent with other additions within half a second (``appliance.store.counters``)."""

@@ -7,18 +7,47 @@ process read less than ``max_age`` seconds ago, plus the jobs and bytes it accep
 is as good within one process; other web workers' additions of the last ``max_age``
 seconds are missed, so a cap may be passed by what the other workers accept in that
 time, and jobs that ended meanwhile still count (a refusal comes a moment early, never
-late for this process's own submissions).
+late for this process's own submissions). When a count is due to be read again, the
+submissions asking for it meanwhile share that one read (under load dozens asked at
+once, and each read the server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 
 class RecentCounts:
     def __init__(self) -> None:
         self._seen: dict[Hashable, tuple[float, int]] = {}
+        self._reading: dict[Hashable, asyncio.Future[int]] = {}
+
+    async def read(self, key: Hashable, max_age: float, fetch: Callable[[], Awaitable[int]]) -> int:
+        """The count of ``key``: read at most ``max_age`` seconds ago, or read now with
+        ``fetch``, once for all who ask while that read is under way (with ``max_age``
+        0, always a read of one's own)."""
+        recent = self.get(key, max_age)
+        if recent is not None:
+            return recent
+        if max_age <= 0:
+            count = await fetch()
+            self.put(key, count)
+            return count
+        pending = self._reading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(key, fetch))
+            self._reading[key] = pending
+        return await asyncio.shield(pending)  # one caller gone does not stop the others'
+
+    async def _fetch(self, key: Hashable, fetch: Callable[[], Awaitable[int]]) -> int:
+        try:
+            count = await fetch()
+            self.put(key, count)
+            return count
+        finally:
+            self._reading.pop(key, None)
 
     def get(self, key: Hashable, max_age: float) -> int | None:
         """The count of ``key`` if it was read at most ``max_age`` seconds ago."""
