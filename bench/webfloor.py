@@ -36,7 +36,7 @@ from starlette.routing import Route
 from appliance.store.coalesce import Coalescer
 from bench import measure
 from bench.systems import ROOT, free_port
-from bench.where import observe, submissions
+from bench.where import observe, report_submissions, submissions
 
 FOLDER = Path(os.environ.get("FLOOR_FOLDER", "/tmp"))
 DATABASE = os.environ.get("FLOOR_MONGODB_URI", "")
@@ -159,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         MongoClient(args.mongodb_uri).drop_database("bench_floor")
         result, seen = Floor(database, together).run(args.seconds)
         MongoClient(args.mongodb_uri).drop_database("bench_floor")
-        done = max(result.get("requests", 0), 1)
-        per = ", ".join(f"{k} {v / done * 1000:.2f}" for k, v in
-                        sorted(seen["cpu"].items(), key=lambda kv: -kv[1]) if v >= 0.05)  # fmt: skip
-        print(f"{label}: {result.get('requests_per_s', 0):.0f} submissions/s "
-              f"({done} in {args.seconds:.0f} s, {result.get('errors')} errors); "
-              f"CPU {seen['busy']:.1f} busy of {seen['cores']:.1f} s")  # fmt: skip
-        print(f"  CPU-ms per submission: {seen['busy'] / done * 1000:.2f} in all; {per}")
+        report_submissions(label, result, seen, args.seconds)
     submissions(args.mongodb_uri, args.seconds)
     return 0
 

@@ -139,13 +139,19 @@ def submissions(mongodb_uri: str, seconds: float) -> None:
         finally:
             system.stop()
             MongoClient(mongodb_uri).drop_database(database)
-        done = max(result.get("requests", 0), 1)
-        per = ", ".join(f"{k} {v / done * 1000:.2f}" for k, v in
-                        sorted(seen["cpu"].items(), key=lambda kv: -kv[1]) if v >= 0.05)  # fmt: skip
-        print(f"{name}: {result.get('requests_per_s', 0):.0f} submissions/s "
-              f"({done} in {seconds:.0f} s, {result.get('errors')} errors); "
-              f"CPU {seen['busy']:.1f} busy of {seen['cores']:.1f} s")  # fmt: skip
-        print(f"  CPU-ms per submission: {seen['busy'] / done * 1000:.2f} in all; {per}")
+        report_submissions(name, result, seen, seconds)
+
+
+def report_submissions(name: str, result: dict[str, Any], seen: dict[str, Any],
+                       seconds: float) -> None:  # fmt: skip
+    """Submissions/s of one load, and the CPU each process spent per submission."""
+    done = max(result.get("requests", 0), 1)
+    per = ", ".join(f"{k} {v / done * 1000:.2f}" for k, v in
+                    sorted(seen["cpu"].items(), key=lambda kv: -kv[1]) if v >= 0.05)  # fmt: skip
+    print(f"{name}: {result.get('requests_per_s', 0):.0f} submissions/s "
+          f"({done} in {seconds:.0f} s, {result.get('errors')} errors); "
+          f"CPU {seen['busy']:.1f} busy of {seen['cores']:.1f} s")  # fmt: skip
+    print(f"  CPU-ms per submission: {seen['busy'] / done * 1000:.2f} in all; {per}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import pytest
 from appliance.catalogue import load_catalogue
 from appliance.exits import record_dir
 from appliance.forms import validate
+from appliance.jobrecord import JobRecord
 from appliance.messaging import WakeSender
 from appliance.plan import Plan, PlanError, Step, job_location, plan_mapping
 from appliance.runners.memory import MemoryBackend
@@ -476,28 +477,17 @@ def test_a_plan_is_stored_as_text_and_read_from_text_or_a_document() -> None:
         Plan.from_json('{"work": {"volume": "jobs", "path": "abc"}}')
 
 
-@pytest.mark.parametrize("plan", ["{not json", '{"steps": []}'])
-async def test_a_job_whose_stored_plan_text_is_damaged_ends_in_error(
-    settings: Settings, store: Store, plan: str
+@pytest.mark.parametrize("plan", [None, "{not json", '{"steps": []}'])
+async def test_a_job_stored_without_a_valid_plan_ends_in_error_with_the_reason(
+    settings: Settings, store: Store, plan: str | None
 ) -> None:
+    """No plan at all, or its text damaged: the job ends in ERROR and says why."""
     job_id = new_id()
-    await store.insert_job({"_id": job_id, "service": "probe", "state": "ACCEPTED", "plan": plan,
-                            "runner": "mem", "submitted_at": await store.now(),
-                            "parameters": {}})  # fmt: skip
-    run = Running(settings, store)
-    try:
-        job = await wait_final(store, job_id)
-    finally:
-        await run.close()
-    assert job["state"] == "ERROR" and "without a valid run plan" in str(job["error"])
-
-
-async def test_a_job_stored_without_a_plan_ends_in_error_with_the_reason(
-    settings: Settings, store: Store
-) -> None:
-    job_id = new_id()
-    await store.insert_job({"_id": job_id, "service": "probe", "state": "ACCEPTED",
-                            "submitted_at": await store.now(), "parameters": {}})  # fmt: skip
+    record: JobRecord = {"_id": job_id, "service": "probe", "state": "ACCEPTED",
+                         "runner": "mem", "submitted_at": await store.now(), "parameters": {}}  # fmt: skip
+    if plan is not None:
+        record["plan"] = plan
+    await store.insert_job(record)
     run = Running(settings, store)
     try:
         job = await wait_final(store, job_id)
