@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pymongo import AsyncMongoClient, MongoClient
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -105,10 +107,6 @@ class Floor:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def run(self, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        import subprocess
-
-        import httpx
-
         folder = tempfile.mkdtemp(prefix="appliance-floor.")
         env = dict(os.environ, FLOOR_FOLDER=folder, FLOOR_MONGODB_URI=self.database,
                    FLOOR_TOGETHER="1" if self.together else "", PYTHONPATH=str(ROOT))  # fmt: skip
