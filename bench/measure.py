@@ -6,6 +6,7 @@ timings from httpx. Nothing here decides pass or fail: it returns numbers.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -261,7 +262,8 @@ def batch(
             if current.get("finished"):
                 if current.get("status") != "COMPLETED":
                     raise RuntimeError(
-                        f"{system.name}: a {service} job ended {current.get('status')}"
+                        f"{system.name}: a {service} job ended {current.get('status')}: "
+                        f"{json.dumps(current)[:500]}"
                     )
                 waiting.pop(0)
                 continue  # the next one may be final already

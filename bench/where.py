@@ -37,6 +37,7 @@ from pymongo import MongoClient
 from bench import measure
 from bench.bench import TRIVIAL_IMAGE
 from bench.systems import Config, System, make
+from tests.helpers import TEST_IMAGE, build_test_image
 
 TICKS = os.sysconf("SC_CLK_TCK")
 NAMES = ("dockerd", "containerd-shim", "containerd", "ferretdb", "mongod ", "appliance web",
@@ -154,6 +155,14 @@ def report_submissions(name: str, result: dict[str, Any], seen: dict[str, Any],
     print(f"  CPU-ms per submission: {seen['busy'] / done * 1000:.2f} in all; {per}")
 
 
+def trivial_image(scratch: Path) -> None:
+    """The trivial jobs' image (bench/run builds it too): the tests' busybox image, tagged."""
+    found = subprocess.run(["docker", "image", "inspect", TRIVIAL_IMAGE], capture_output=True)
+    if found.returncode != 0:
+        build_test_image(scratch)
+        subprocess.run(["docker", "tag", TEST_IMAGE, TRIVIAL_IMAGE], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--mongodb-uri", required=True)
@@ -166,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         submissions(args.mongodb_uri, args.submissions)
         return 0
     home = Path(tempfile.mkdtemp(prefix="appliance-where."))
+    trivial_image(home)
     database = "bench_where"
     MongoClient(args.mongodb_uri).drop_database(database)
     system = make("appliance", Config(args.mongodb_uri, slots=args.slots), home, database)

@@ -22,6 +22,7 @@ instead of waiting for ever.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -36,6 +37,7 @@ from appliance.store.jobs import FINAL_NAMES, Jobs
 
 BULK_UPDATES = 50  # updates per bulk command (see renew_leases)
 CLAIM_TRIES = 8  # generations a claim may skip (claimants that died halfway)
+CANDIDATES_AGE = 1.0  # seconds the claimable entries found are used for the next claims
 
 
 class Claims(Jobs):
@@ -151,18 +153,34 @@ class Claims(Jobs):
             cursor = self.active.find(query).sort("submitted_at", ASCENDING).limit(batch)
             return await cursor.to_list(None)
 
-        for entry in await self._call("find claimable jobs", candidates):
+        # The entries found are kept for the next claims (a batch of submissions is
+        # claimed one job after another, and each search sorts every waiting entry), for
+        # CANDIDATES_AGE at most; each one's job is read again before it is claimed.
+        key = (tuple(wanted), None if runners is None else tuple(runners))
+        fetched_at, entries = self._candidates.get(key, (0.0, []))
+        fresh = False  # entries found by this call (else: kept from an earlier one)
+        while True:
+            if not entries or time.monotonic() - fetched_at > CANDIDATES_AGE:
+                if fresh:
+                    return None
+                entries = await self._call("find claimable jobs", candidates)
+                fetched_at, fresh = time.monotonic(), True
+                self._candidates[key] = (fetched_at, entries)
+                if not entries:
+                    return None
+            entry = entries.pop(0)
             job = await self.get_job(str(entry["_id"]))
-            if job is None or not _claimable(job, wanted, now):
-                await self._correct_entry(entry, job, now, lease_seconds)
-                continue
-            if runners is not None and job.get("runner") not in (*runners, None):
-                await self._correct_entry(entry, job, now, lease_seconds)  # its runner changed
+            if (
+                job is None
+                or not _claimable(job, wanted, now)
+                or (runners is not None and job.get("runner") not in (*runners, None))
+            ):
+                if fresh:  # the entry itself is out of date, not just our copy of it
+                    await self._correct_entry(entry, job, now, lease_seconds)
                 continue
             claimed = await self._claim_one(job, owner, wanted, now, lease_seconds)
             if claimed is not None:
                 return claimed
-        return None
 
     async def claim_by_id(
         self, owner: str, job_id: str, states: Iterable[JobState], lease_seconds: float

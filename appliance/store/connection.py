@@ -139,6 +139,8 @@ class Connection:
         )
         # A scheduler starting a batch asks, for each job, whether it was cancelled.
         self._cancel_reads: Coalescer[list[str], set[str]] = Coalescer(self._read_cancels)
+        # Claimable entries found by a claim, kept for the next ones (``claim_job``).
+        self._candidates: dict[tuple[Any, ...], tuple[float, list[Doc]]] = {}
         # Additions to counters (usage statistics, upload quotas), sent twice a second.
         self._counters = Counters(self.db, self._counter_made)
 

@@ -11,6 +11,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof-addr
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +25,22 @@ func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "host:port to listen on")
 	dataDir := flag.String("data-dir", "data", "folder for the SQLite databases")
 	logLevel := flag.String("log-level", "error", "debug, info, warn or error")
+	synchronous := flag.String("synchronous", "normal",
+		"SQLite's synchronous pragma: normal (the write-ahead log is synced at checkpoints) or full (at every commit)")
+	pprofAddr := flag.String("pprof-addr", "", "host:port to serve Go's profiler on (none if empty)")
 	flag.Parse()
+
+	if *synchronous != "normal" && *synchronous != "full" {
+		fmt.Fprintf(os.Stderr, "ferretdb-server: bad -synchronous %q: normal or full\n", *synchronous)
+		os.Exit(2)
+	}
+	if *pprofAddr != "" {
+		go func() {
+			if err := http.ListenAndServe(*pprofAddr, nil); err != nil {
+				fmt.Fprintf(os.Stderr, "ferretdb-server: profiler: %v\n", err)
+			}
+		}()
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -37,7 +55,7 @@ func main() {
 	server, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + *dataDir + "/",
+		SQLiteURL: "file:" + *dataDir + "/?" + url.Values{"_pragma": {"synchronous(" + *synchronous + ")"}}.Encode(),
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
