@@ -234,6 +234,33 @@ async def test_active_entries_follow_jobs_and_leave_when_final(store: Store) -> 
     assert (await store.get_job(job_id) or {})["state"] == "COMPLETED"
 
 
+async def test_a_batch_is_claimed_oldest_first_with_one_search_per_batch_of_entries(
+    store: Store,
+) -> None:
+    records = [job(age=100 - i) for i in range(20)]  # records[0] is the oldest
+    for record in records:
+        await store.insert_job(record)
+    searches: list[str] = []
+    call = store._call
+
+    async def counted(what: str, operation: Any, **options: Any) -> Any:
+        if what == "find claimable jobs":
+            searches.append(what)
+        return await call(what, operation, **options)
+
+    store._call = counted  # type: ignore[method-assign]
+    first = await store.claim_job("a", [JobState.ACCEPTED], 30)
+    assert first is not None and first["_id"] == records[0]["_id"]
+    # Another process takes the third oldest while "a" still has it among its candidates.
+    assert await store.claim_by_id("b", str(records[2]["_id"]), [JobState.ACCEPTED], 30)
+    claimed = [first["_id"]]
+    while (taken := await store.claim_job("a", [JobState.ACCEPTED], 30)) is not None:
+        claimed.append(taken["_id"])
+    assert claimed == [r["_id"] for r in records if r is not records[2]]  # each once, in order
+    # 19 claims and the last look: 3 searches (16 entries, the 4 left, none), not 20.
+    assert len(searches) == 3
+
+
 async def test_an_out_of_date_entry_is_corrected_not_trusted(store: Store) -> None:
     stale, fresh = job(age=20), job(age=10)
     for record in (stale, fresh):

@@ -25,7 +25,7 @@ func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "host:port to listen on")
 	dataDir := flag.String("data-dir", "data", "folder for the SQLite databases")
 	logLevel := flag.String("log-level", "error", "debug, info, warn or error")
-	synchronous := flag.String("synchronous", "normal",
+	synchronous := flag.String("synchronous", "full",
 		"SQLite's synchronous pragma: normal (the write-ahead log is synced at checkpoints) or full (at every commit)")
 	pprofAddr := flag.String("pprof-addr", "", "host:port to serve Go's profiler on (none if empty)")
 	flag.Parse()
