@@ -404,6 +404,31 @@ async def test_a_slot_is_freed_even_when_the_death_of_its_container_went_unheard
         assert (await wait_final(store, first, timeout=30))["state"] != "COMPLETED"
 
 
+async def test_a_container_started_after_the_list_was_taken_is_not_called_lost(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    """A status round lists the engine's containers, then reads each job's status from
+    that list: a container created and started after the list was taken is not in it,
+    and has left the backend's "being started" set by then. Such a job must not end
+    LOST; here every round's first list is one taken before any container existed."""
+    backend = scheduler.backends["docker"]
+    assert isinstance(backend, DockerBackend)
+    real, lists = backend._list, 0
+
+    def first_from_before() -> tuple[dict[str, Any], float]:
+        nonlocal lists
+        lists += 1
+        listed, at = real()
+        return ({}, at) if lists % 2 else (listed, at)  # odd: a round's first list
+
+    backend._list = first_from_before  # type: ignore[method-assign]
+    job_id = await submit(store, catalogue, "once", {"seconds": ["2"]})
+    job = await wait_final(store, job_id, timeout=60)
+    assert job["state"] == "COMPLETED", job.get("error")
+    assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+    assert lists >= 4  # rounds while it ran and when it ended each looked twice
+
+
 def test_waiting_jobs_go_in_submission_order_and_survive_a_restart(tmp_path: Path) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     queue = WaitingJobs()

@@ -318,36 +318,44 @@ class DockerBackend:
                 self._died.discard(container.name)
                 self._running.pop(container.name, None)
 
-    def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
-        client = self._docker()
+    def _list(self) -> tuple[dict[str, Any], float]:
+        """This instance's containers by name, and when the list was asked for."""
         listed_at = time.monotonic()
         listed = engineapi.list_sparse(
-            client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
+            self._docker(), all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
         )
-        by_name = {c.name: c for c in listed}
+        return {c.name: c for c in listed}, listed_at
+
+    def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
+        by_name, listed_at = self._list()
         self._forget_gone(by_name, listed_at)
-        result: dict[str, RunStatus] = {}
         running: list[Running] = []
-        for handle in handles:
-            container = by_name.get(handle)
-            if container is not None and container.status in RUNNING and handle in self._died:
-                container.reload()  # the list lags the die event by a moment; inspect does not
-            if handle in self._removing:
-                result[handle] = self._removing[handle]
-            elif container is None or container.status == "created":
-                result[handle] = self._not_started(handle, container)
-            elif container.status in ENDED:
-                result[handle] = self._finish(container)
-            elif container.status in RUNNING:
-                result[handle] = RunStatus(RunState.RUNNING)
-                labels, workdir = container.labels, self.parse(handle)[0]
-                running.append(Running(container, workdir, labels.get(LABEL_STDOUT) or "stdout",
-                                       labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
-            else:
-                result[handle] = RunStatus(RunState.QUEUED)
+        result = {handle: self._one(handle, by_name.get(handle), running) for handle in handles}
+        # A job is gone only if a list taken after it was seen gone does not show it either:
+        # its container may have been created and started since the first list was taken.
+        if lost := [h for h, status in result.items() if status.state is RunState.LOST]:
+            again = self._list()[0]
+            result.update((h, self._one(h, again[h], running)) for h in lost if h in again)
         self.live.update(running)
         self._fill_slots()
         return result
+
+    def _one(self, handle: str, container: Any, running: list[Running]) -> RunStatus:
+        """One job's status from its container in the list (None: not listed)."""
+        if container is not None and container.status in RUNNING and handle in self._died:
+            container.reload()  # the list lags the die event by a moment; inspect does not
+        if handle in self._removing:
+            return self._removing[handle]
+        if container is None or container.status == "created":
+            return self._not_started(handle, container)
+        if container.status in ENDED:
+            return self._finish(container)
+        if container.status in RUNNING:
+            labels, workdir = container.labels, self.parse(handle)[0]
+            running.append(Running(container, workdir, labels.get(LABEL_STDOUT) or "stdout",
+                                   labels.get(LABEL_STDERR) or "stderr"))  # fmt: skip
+            return RunStatus(RunState.RUNNING)
+        return RunStatus(RunState.QUEUED)
 
     def _forget_gone(self, listed: dict[str, Any], listed_at: float) -> None:
         """Forget started and dead containers the engine no longer lists: these sets
@@ -433,12 +441,8 @@ class DockerBackend:
         await self._call("stop container", self._stop, handle)
 
     def _orphans(self, active_jobs: set[str]) -> list[str]:
-        client = self._docker()
-        listed = engineapi.list_sparse(
-            client, all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
-        )
         removed = []
-        for container in listed:
+        for container in self._list()[0].values():
             if container.labels.get(LABEL_JOB) in active_jobs or container.name in self._removing:
                 continue
             try:
