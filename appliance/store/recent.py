@@ -32,22 +32,18 @@ class RecentCounts:
         if recent is not None:
             return recent
         if max_age <= 0:
-            count = await fetch()
-            self.put(key, count)
-            return count
+            return await self._fetch(key, fetch)
         pending = self._reading.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(key, fetch))
             self._reading[key] = pending
+            pending.add_done_callback(lambda _: self._reading.pop(key, None))
         return await asyncio.shield(pending)  # one caller gone does not stop the others'
 
     async def _fetch(self, key: Hashable, fetch: Callable[[], Awaitable[int]]) -> int:
-        try:
-            count = await fetch()
-            self.put(key, count)
-            return count
-        finally:
-            self._reading.pop(key, None)
+        count = await fetch()
+        self.put(key, count)
+        return count
 
     def get(self, key: Hashable, max_age: float) -> int | None:
         """The count of ``key`` if it was read at most ``max_age`` seconds ago."""
