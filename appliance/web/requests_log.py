@@ -41,17 +41,32 @@ class RequestIds:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
+        # An answer sent before the request's body was read (a quota's 429, say) closes the
+        # connection: the server cannot take another request on it, and the proxy, told
+        # so, does not send one there (else it fails as "upstream prematurely closed").
+        body_read = headers.get("content-length", "0") in ("", "0") and (
+            "chunked" not in headers.get("transfer-encoding", "").lower()
+        )
+
+        async def receive_body() -> Message:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]  # fmt: skip
+                extra = [(b"x-request-id", request_id.encode())]
+                if not body_read:
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_body, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             # a route the app knows, its ids replaced; anything else is one label

@@ -8,8 +8,10 @@ import logging
 import pytest
 from pymongo.database import Database
 from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from appliance.logs import JsonFormatter
+from appliance.web.requests_log import RequestIds
 
 
 def test_the_proxys_request_id_is_answered_logged_and_kept_with_the_job(
@@ -47,3 +49,24 @@ def test_health_checks_are_not_in_the_access_log_at_info(
         client.get("/api/version")
     paths = [r.path for r in caplog.records if r.name == "appliance.access"]  # type: ignore[attr-defined]
     assert paths == ["/api/version"]
+
+
+@pytest.mark.parametrize("reads_body", [True, False])
+def test_an_answer_sent_before_the_body_was_read_closes_the_connection(reads_body: bool) -> None:
+    """A refusal made before the upload was read (a quota's 429) leaves the body on the
+    connection: it must be closed, and the proxy told so, or the proxy sends the next
+    request on it just as the server closes it (seen as a 503 in a CI run)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if reads_body:
+            while (await receive()).get("more_body", False):
+                pass
+        await send({"type": "http.response.start", "status": 429, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    client = TestClient(RequestIds(app, access_log="off"))  # no lifespan: a bare app
+    sent = client.post("/api/files", content=b"x" * 600)
+    empty = client.get("/api/files")
+    assert sent.status_code == 429 and sent.headers["x-request-id"]
+    assert (sent.headers.get("connection") == "close") is not reads_body
+    assert "connection" not in empty.headers  # nothing sent, nothing left to read
