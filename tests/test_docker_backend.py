@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +103,15 @@ def containers_of(instance: str) -> list[str]:
     return result.stdout.split()
 
 
+async def containers_left(instance: str, within: float = 10.0) -> list[str]:
+    """This instance's containers once none is left, or after ``within`` seconds: a
+    finished job's container is removed just after its end is recorded, not before."""
+    deadline = time.monotonic() + within
+    while (left := containers_of(instance)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return left
+
+
 @pytest.fixture
 def settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Iterator[Settings]:
     build_test_image(tmp_path)
@@ -189,7 +199,7 @@ async def test_the_container_is_locked_down(
     await store.request_cancel(job_id)
     job = await wait_final(store, job_id, timeout=30)
     assert job["state"] == "INTERRUPTED"
-    assert containers_of(settings.instance) == []
+    assert await containers_left(settings.instance) == []
 
 
 async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
@@ -214,7 +224,7 @@ async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(
     assert plan_mapping(job["plan"])["inputs"] == [{"source": source, "path": "inputs/input",
                                                     "parameter": "input"}]  # fmt: skip
     assert str(settings.uploads_dir) not in str(job["plan"]) + str(job["values"])
-    assert containers_of(settings.instance) == []  # removed once finished
+    assert await containers_left(settings.instance) == []  # removed once finished
 
 
 async def test_a_running_jobs_output_appears_in_its_directory_as_it_comes(
@@ -305,7 +315,7 @@ async def test_kill_9_and_restart_every_job_finishes_exactly_once(
     for job_id in ids:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
     assert all(j["lease_gen"] == 2 for j in jobs)  # each was adopted once
-    assert containers_of(settings.instance) == []
+    assert await containers_left(settings.instance) == []
 
 
 async def test_two_scheduler_processes_never_run_a_job_twice(
@@ -323,7 +333,7 @@ async def test_two_scheduler_processes_never_run_a_job_twice(
     assert [j["state"] for j in jobs] == ["COMPLETED"] * 16
     for job_id in ids:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
-    assert containers_of(settings.instance) == []
+    assert await containers_left(settings.instance) == []
 
 
 async def test_leftover_containers_are_removed(
@@ -381,7 +391,7 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
     assert not (settings.jobs_dir / ids[4] / "runs.txt").exists()  # it never ran
     for job_id in ids[:4]:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
-    assert containers_of(settings.instance) == []
+    assert await containers_left(settings.instance) == []
 
 
 async def test_a_slot_is_freed_even_when_the_death_of_its_container_went_unheard(
@@ -465,7 +475,7 @@ async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
     for job_id in ids:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
         assert not (settings.jobs_dir / job_id / WAITING_FILE).exists()
-    assert containers_of(settings.instance) == []
+    assert await containers_left(settings.instance) == []
 
 
 async def test_the_backends_memory_of_containers_stays_bounded(

@@ -6,8 +6,8 @@ no network, no capabilities, cannot gain privileges, has a read-only root with a
 writable ``/tmp``, runs as a non-root user, and has memory, CPU and process limits (the
 wall-time limit is enforced by the scheduler). A service loosens these only explicitly,
 through its ``resources``. Containers carry labels (instance, job, step, service) so that
-they can be found again after any restart. With engineapi, the only modules that
-import ``docker``.
+they can be found again after any restart. The engine's API is spoken directly
+(engine.py), not through docker-py.
 
 When the appliance itself runs in a container, the Docker engine sees other paths than
 we do: the runner option ``host_paths`` says where the jobs and uploads volumes are on
@@ -27,10 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
-import requests.exceptions
-
 from appliance import safefs
 from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
@@ -47,6 +43,14 @@ from appliance.runners.docker.containers import (
     LABEL_WORK,
     container_options,
 )
+from appliance.runners.docker.engine import (
+    Conflict,
+    Engine,
+    EngineError,
+    ImageNotFound,
+    NotFound,
+    Unreachable,
+)
 from appliance.runners.docker.events import EngineEvents
 from appliance.runners.docker.liveoutput import LiveOutput, Running
 from appliance.runners.docker.waiting import Waiting, WaitingJobs, forget
@@ -61,7 +65,6 @@ log = logging.getLogger(__name__)
 
 RUNNING = {"running", "restarting", "paused", "removing"}
 ENDED = {"exited", "dead"}
-UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
 class DockerBackend:
@@ -101,43 +104,21 @@ class DockerBackend:
         self.local = Volumes.local(settings)  # where this process reads and writes them
         self.engine = Volumes.from_option(options.get("host_paths"), self.local,
                                           "options.host_paths")  # fmt: skip
-        self._client: docker.DockerClient | None = None
+        self._engine = Engine(self.base_url, timeout=60)
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _docker(self) -> docker.DockerClient:
-        if self._client is None:
-            try:
-                self._client = docker.DockerClient(
-                    base_url=self.base_url, version="auto", timeout=60
-                )
-            except docker.errors.DockerException as exc:
-                raise RunnerUnavailableError(
-                    f"the Docker engine at {self.base_url} is unreachable: {exc}"
-                ) from None
-        return self._client
 
     async def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
             return await asyncio.to_thread(function, *args)
-        except UNREACHABLE as exc:
-            self._client = None
+        except Unreachable as exc:
             raise RunnerUnavailableError(
                 f"the Docker engine is unreachable ({what}): {exc}"
             ) from None
-        except docker.errors.APIError as exc:
-            if (
-                exc.status_code is not None
-                and exc.status_code >= 500
-                and "No such image" not in str(exc)
-            ):
+        except EngineError as exc:
+            if exc.status >= 500 and "no such image" not in exc.explanation.lower():
                 raise RunnerUnavailableError(f"the Docker engine failed ({what}): {exc}") from None
             raise RunnerError(f"Docker refused {what}: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
-            self._client = None
-            raise RunnerUnavailableError(
-                f"the Docker engine is unreachable ({what}): {exc}"
-            ) from None
 
     def parse(self, handle: str) -> tuple[Path, int]:
         """The local work directory and the step of a run, from its handle alone
@@ -170,7 +151,7 @@ class DockerBackend:
         name = str(options["name"])
         if "nano_cpus" in options:  # the engine refuses more CPUs than it has: give it all
             if self._host_cpus is None:
-                self._host_cpus = int(self._docker().info().get("NCPU") or 0) or None
+                self._host_cpus = int(self._engine.info().get("NCPU") or 0) or None
             if self._host_cpus:
                 options["nano_cpus"] = min(options["nano_cpus"], self._host_cpus * 10**9)
         if self.slots > 0:  # created when a slot is free, oldest submission first
@@ -187,22 +168,20 @@ class DockerBackend:
 
     def _create_container(self, options: dict[str, Any]) -> Any:
         """Create the container (or find it: created before, by us or an earlier run)."""
-        client = self._docker()
+        engine = self._engine
         options = dict(options)
         image = options.pop("image")
         try:
-            return engineapi.create(client, image, options)
-        except docker.errors.ImageNotFound:
+            return engineapi.create(engine, image, options)
+        except ImageNotFound:
             raise RunnerError(
                 f"image {image} is not available to the Docker engine: build or pull it"
             ) from None
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
+        except Conflict:
             try:  # submitted before: the same job, the same container
-                return client.containers.get(options["name"])
-            except docker.errors.NotFound:  # unless it is just gone
-                return engineapi.create(client, image, options)
+                return engineapi.get(engine, options["name"])
+            except NotFound:  # unless it is just gone
+                return engineapi.create(engine, image, options)
 
     def _claim_start(self, name: str) -> bool:
         """True once per container: a list taken a moment ago may still show one as
@@ -219,7 +198,7 @@ class DockerBackend:
         created, and a later round starts it (else it would wait, QUEUED, for ever)."""
         try:
             container.start()
-        except docker.errors.NotFound:
+        except NotFound:
             return
         except Exception:
             with self._slots_lock:
@@ -253,7 +232,7 @@ class DockerBackend:
         waiting for ever."""
         try:
             if job.options is None:
-                container = self._docker().containers.get(job.name)
+                container = engineapi.get(self._engine, job.name)
             else:
                 container = self._create_container(job.options)
             if container.status == "created" and self._claim_start(job.name):
@@ -266,7 +245,7 @@ class DockerBackend:
                     write_exit_record(job.workdir, code, f"the container could not start: {exc}",
                                       step=job.step)  # fmt: skip
             with contextlib.suppress(Exception):
-                self._docker().containers.get(job.name).remove(force=True)
+                self._engine.remove(job.name)
         finally:
             forget(job.workdir, job.step)
             with self._slots_lock:
@@ -290,10 +269,10 @@ class DockerBackend:
                 # never through what the job left there
                 with safefs.create(workdir, streams["stdout"]) as out, \
                         safefs.create(workdir, streams["stderr"]) as err:  # fmt: skip
-                    for stream, chunk in engineapi.logs(self._docker(), container.id):
+                    for stream, chunk in self._engine.logs(container.id):
                         (err if stream == engineapi.STDERR else out).write(chunk)
                 write_exit_record(workdir, code, message, step=step, oom=oom)
-        except UNREACHABLE:  # the engine went away (these are OSErrors too): ask again later
+        except Unreachable:  # the engine went away (these are OSErrors too): ask again later
             raise
         except (OSError, PlanError) as exc:  # a full or broken job volume: the end still counts
             message = f"{message}; its output could not be kept: {exc}".lstrip("; ")
@@ -306,8 +285,8 @@ class DockerBackend:
 
     def _remove(self, container: Any) -> None:
         try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
+            container.remove()
+        except NotFound:
             pass
         except Exception as exc:  # the orphan sweep removes it later
             log.warning("could not remove container %s: %s", container.name, exc)
@@ -321,9 +300,7 @@ class DockerBackend:
     def _list(self) -> tuple[dict[str, Any], float]:
         """This instance's containers by name, and when the list was asked for."""
         listed_at = time.monotonic()
-        listed = engineapi.list_sparse(
-            self._docker(), all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}
-        )
+        listed = engineapi.listed(self._engine, f"{LABEL_INSTANCE}={self.instance}")
         return {c.name: c for c in listed}, listed_at
 
     def _status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
@@ -423,18 +400,18 @@ class DockerBackend:
                     if workdir.is_dir():
                         write_exit_record(workdir, 143, "cancelled before it started", step=step)
         try:
-            container = self._docker().containers.get(handle)
-        except docker.errors.NotFound:
+            container = engineapi.get(self._engine, handle)
+        except NotFound:
             return
         if container.status == "created":  # made but never started: it never ran
             with contextlib.suppress(OSError):
                 if workdir.is_dir():
                     write_exit_record(workdir, 143, "cancelled before it started", step=step)
-            container.remove(force=True)
+            container.remove()
             return
         try:
-            container.stop(timeout=int(self.stop_grace))
-        except docker.errors.NotFound:
+            container.stop(int(self.stop_grace))
+        except NotFound:
             return
 
     async def cancel(self, handle: str) -> None:
@@ -446,10 +423,10 @@ class DockerBackend:
             if container.labels.get(LABEL_JOB) in active_jobs or container.name in self._removing:
                 continue
             try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
+                container.remove()
+            except NotFound:
                 continue
-            except docker.errors.APIError as exc:  # e.g. its removal is under way already
+            except EngineError as exc:  # e.g. its removal is under way already
                 log.warning("could not remove container %s: %s", container.name, exc)
                 continue
             removed.append(container.name)
@@ -463,7 +440,7 @@ class DockerBackend:
     # -- checks ------------------------------------------------------------------------
 
     def _probe(self) -> str:
-        version = self._docker().version()
+        version = self._engine.version()
         return f"Docker engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
 
     async def probe(self) -> str:
@@ -471,14 +448,7 @@ class DockerBackend:
         return str(await self._call("ask the engine's version", self._probe))
 
     def _missing(self, images: Sequence[str]) -> list[str]:
-        client = self._docker()
-        missing = []
-        for image in images:
-            try:
-                client.images.get(image)
-            except docker.errors.ImageNotFound:
-                missing.append(image)
-        return missing
+        return [image for image in images if not self._engine.has_image(image)]
 
     async def missing_images(self, images: Sequence[str]) -> list[str]:
         missing: list[str] = await self._call("look for images", self._missing, images)
@@ -489,9 +459,7 @@ class DockerBackend:
         await asyncio.to_thread(self._starter.shutdown, wait=True)
         await asyncio.to_thread(self._remover.shutdown, wait=True)
         await asyncio.to_thread(self.live.close)
-        if self._client is not None:
-            await asyncio.to_thread(self._client.close)
-            self._client = None
+        await asyncio.to_thread(self._engine.close)
 
 
 def create(config: RunnerConfig, settings: Settings) -> DockerBackend:

@@ -1,69 +1,124 @@
-"""Requests to the Docker engine made leaner than docker-py makes them.
+"""Containers as the docker backend sees them, over ``engine.Engine``.
 
-The engine is the bottleneck when many jobs start and end: docker-py inspects each
-container it has just created, and each container before reading each of its log
-streams. What those inspections would tell is known here, so they are left out.
+A ``Container`` is what the engine said of it last (its list entry, or its inspection),
+with the few actions the backend takes on it. Nothing is asked again that is known:
+a created container's id, name and labels; a listed container's state.
 """
 
 from __future__ import annotations
 
-import contextlib
-import struct
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import docker
-from docker.models.containers import _create_container_args
+from appliance.runners.docker.engine import STDERR, Engine
+from appliance.units import parse_size
 
-FRAME_HEADER = 8  # each chunk of a container's logs: stream (1 out, 2 err), 3 zeros, length
-STDERR = 2
+__all__ = ["STDERR", "Container", "body", "create", "exit_of", "listed"]
 
 
-def create(client: docker.DockerClient, image: str, options: dict[str, Any]) -> Any:
-    """Create the container; its model without asking the engine about it again.
+@dataclass
+class Container:
+    engine: Engine
+    attrs: dict[str, Any]
 
-    What an inspection would learn (the id, the name, "created", our labels) is known.
-    """
-    arguments = {"command": None, **options, "image": image,
-                 "version": client.api._version}  # fmt: skip
-    made = client.api.create_container(**_create_container_args(arguments))
-    return client.containers.prepare_model({
-        "Id": made["Id"], "Name": f"/{options['name']}", "State": {"Status": "created"},
+    @property
+    def id(self) -> str:
+        return str(self.attrs["Id"])
+
+    @property
+    def name(self) -> str:
+        name = self.attrs.get("Name") or (self.attrs.get("Names") or [""])[0]
+        return str(name).lstrip("/")
+
+    @property
+    def status(self) -> str:
+        state = self.attrs.get("State")
+        return str(state.get("Status") if isinstance(state, dict) else state)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        config = self.attrs.get("Config")
+        labels = config.get("Labels") if isinstance(config, dict) else self.attrs.get("Labels")
+        return dict(labels or {})
+
+    def reload(self) -> None:
+        self.attrs = self.engine.inspect(self.id)
+
+    def start(self) -> None:
+        self.engine.start(self.id)
+
+    def stop(self, timeout: int) -> None:
+        self.engine.stop(self.id, timeout)
+
+    def remove(self) -> None:
+        self.engine.remove(self.id)
+
+    def output(self, **params: Any) -> bytes:
+        """Its output so far (both streams unless ``params`` say otherwise), joined."""
+        return b"".join(chunk for _, chunk in self.engine.logs(self.id, **params))
+
+
+def body(image: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The engine's create request for a job's container options (containers.py:
+    docker-py's names for them, which a waiting job keeps in its record)."""
+    host: dict[str, Any] = {
+        "Mounts": options.get("mounts") or [],
+        "NetworkMode": options.get("network_mode") or "none",
+        "CapDrop": options.get("cap_drop"),
+        "CapAdd": options.get("cap_add"),
+        "SecurityOpt": options.get("security_opt"),
+        "ReadonlyRootfs": bool(options.get("read_only")),
+        "Tmpfs": options.get("tmpfs") or None,
+        "Init": options.get("init"),
+        "CgroupnsMode": options.get("cgroupns"),
+    }
+    if log_config := options.get("log_config"):
+        host["LogConfig"] = {"Type": log_config.get("type"), "Config": log_config.get("config")}
+    for option, field in (("mem_limit", "Memory"), ("memswap_limit", "MemorySwap")):
+        if options.get(option) is not None:
+            host[field] = parse_size(options[option])
+    if options.get("nano_cpus") is not None:
+        host["NanoCpus"] = int(options["nano_cpus"])
+    if options.get("pids_limit") is not None:
+        host["PidsLimit"] = int(options["pids_limit"])
+    environment = options.get("environment") or {}
+    if isinstance(environment, dict):
+        environment = [f"{key}={value}" for key, value in environment.items()]
+    config: dict[str, Any] = {
+        "Image": image,
+        "Entrypoint": options.get("entrypoint"),
+        "Cmd": options.get("command"),
+        "WorkingDir": options.get("working_dir"),
+        "Env": environment,
+        "Labels": dict(options.get("labels") or {}),
+        "User": options.get("user") or "",
+        "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+        "Tty": False, "OpenStdin": False, "StdinOnce": False,
+        "HostConfig": {key: value for key, value in host.items() if value is not None},
+    }  # fmt: skip
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def create(engine: Engine, image: str, options: dict[str, Any]) -> Container:
+    """Create the container; its model without asking the engine about it again."""
+    name = str(options["name"])
+    made = engine.create(name, body(image, options))
+    return Container(engine, {
+        "Id": made, "Name": f"/{name}", "State": {"Status": "created"},
         "Config": {"Labels": dict(options.get("labels") or {})},
     })  # fmt: skip
 
 
-def list_sparse(client: docker.DockerClient, **options: Any) -> list[Any]:
-    """Containers as the engine's list gives them: sparse, for without it docker-py
-    inspects every container listed (200 waiting containers made each status round
-    200 requests). Name and labels are put where docker-py's properties look."""
-    listed: list[Any] = client.containers.list(sparse=True, **options)
-    for container in listed:
-        attrs = container.attrs
-        if attrs.get("Name") is None and attrs.get("Names"):
-            attrs["Name"] = attrs["Names"][0]
-        attrs.setdefault("Config", {"Labels": attrs.get("Labels") or {}})
-    return listed
+def get(engine: Engine, name: str) -> Container:
+    return Container(engine, engine.inspect(name))
 
 
-def logs(client: docker.DockerClient, container_id: str) -> Iterator[tuple[int, bytes]]:
-    """Both output streams in one request, each chunk with its stream's number.
-
-    docker-py's ``logs`` gives one stream per request and inspects the container
-    before each, to learn whether it has a terminal (ours never have).
-    """
-    api = client.api
-    response = api._get(api._url("/containers/{0}/logs", container_id),
-                        params={"stdout": 1, "stderr": 1}, stream=True)  # fmt: skip
-    with contextlib.closing(response):
-        api._raise_for_status(response)
-        while header := response.raw.read(FRAME_HEADER):
-            stream, length = struct.unpack(">BxxxL", header)
-            if length:
-                yield stream, response.raw.read(length)
+def listed(engine: Engine, label: str) -> list[Container]:
+    """The containers with this label, as the engine's list gives them."""
+    return [Container(engine, attrs) for attrs in engine.list(label)]
 
 
-def exit_of(container: Any) -> tuple[int, bool, str]:
+def exit_of(container: Container) -> tuple[int, bool, str]:
     """An ended container's exit code, whether it ran out of memory, and why it failed.
 
     A container from the engine's list says only "Exited (N)": unless N is 0, it is

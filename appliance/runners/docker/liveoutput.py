@@ -160,11 +160,11 @@ class LiveOutput:
             if stream.written >= self.limit:
                 continue
             since = stream.last / 1e9 - SINCE_MARGIN if stream.last else None
-            options: dict[str, Any] = {"stdout": name == "stdout", "stderr": name == "stderr",
-                                       "timestamps": True, "stream": False}  # fmt: skip
+            options: dict[str, Any] = {"stdout": int(name == "stdout"),
+                                       "stderr": int(name == "stderr"), "timestamps": 1}  # fmt: skip
             if since is not None:
-                options["since"] = since
-            data, stream.last = new_lines(container.logs(**options), stream.last)
+                options["since"] = f"{since:.9f}"
+            data, stream.last = new_lines(container.output(**options), stream.last)
             if not data:
                 continue
             with appending(copy.workdir, stream.path) as sink:
