@@ -177,7 +177,10 @@ class Engine:
     def close(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, []
-        for connection in connections:
+        for connection in connections:  # a thread reading from one wakes up at its end
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
             connection.close()
 
     # -- what the docker backend asks ----------------------------------------------------

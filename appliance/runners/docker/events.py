@@ -9,16 +9,14 @@ again a second later, with a notice, since something may have been missed meanwh
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-import docker
 
 from appliance.aio import wait_event
+from appliance.runners.docker.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +27,26 @@ class EngineEvents:
         self.label = label  # "appliance.instance=<instance>": only our containers
         self.on_death = on_death
         self.closing = False
-        self._stream: Any = None
+        self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._change: asyncio.Event | None = None
 
     def _read(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
-        filters = {"type": "container", "event": ["start", "die"], "label": [self.label]}
+        filters = {"type": ["container"], "event": ["start", "die"], "label": [self.label]}
         while not self.closing:
             try:
-                client = docker.DockerClient(base_url=self.base_url, version="auto", timeout=None)
+                self._engine = engine = Engine(self.base_url, timeout=None)
                 try:
-                    self._stream = client.events(decode=True, filters=filters)
-                    for event in self._stream:
+                    stream = engine.open("GET", "/events", {"filters": json.dumps(filters)},
+                                         what="follow the engine's events")  # fmt: skip
+                    while line := stream.readline():  # one JSON object a line
+                        event = json.loads(line)
                         if event.get("Action") == "die":
                             attributes = event.get("Actor", {}).get("Attributes", {})
                             self.on_death(str(attributes.get("name")))
                         self._notify(loop, change)
                 finally:
-                    client.close()
+                    engine.close()
             except Exception as exc:  # the engine went away: try again in a moment
                 if not self.closing:
                     log.debug("docker events: %s", exc)
@@ -75,6 +75,5 @@ class EngineEvents:
 
     def close(self) -> None:
         self.closing = True
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
+        if self._engine is not None:
+            self._engine.close()  # wakes the reader, which sees closing and stops
