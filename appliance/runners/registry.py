@@ -95,7 +95,8 @@ BACKENDS: dict[str, BackendInfo] = {
             "base_url": Option(
                 "str",
                 None,
-                "the engine's address (default DOCKER_HOST or unix:///var/run/docker.sock)",
+                "the engine's address, unix:///PATH or tcp://HOST:PORT "
+                "(default DOCKER_HOST or unix:///var/run/docker.sock)",
             ),
             "stop_grace": Option("float", 10.0, "seconds between SIGTERM and SIGKILL", 0, 3600),
             "tmp_size": Option("str", "64m", "size of each container's /tmp"),

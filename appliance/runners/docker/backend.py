@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance import safefs
-from appliance.errors import RunnerError, RunnerUnavailableError
+from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
 from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
@@ -104,7 +104,10 @@ class DockerBackend:
         self.local = Volumes.local(settings)  # where this process reads and writes them
         self.engine = Volumes.from_option(options.get("host_paths"), self.local,
                                           "options.host_paths")  # fmt: skip
-        self._engine = Engine(self.base_url, timeout=60)
+        try:
+            self._engine = Engine(self.base_url, timeout=60)
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=config.source, key="options.base_url") from None
 
     # -- helpers -----------------------------------------------------------------------
 
