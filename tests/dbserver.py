@@ -42,9 +42,9 @@ class Server:
 
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        # its log beside its data, kept across restarts, for a failed test to be read
+        with (self.data.parent / f"{self.data.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         for _ in range(100):
             try:
                 MongoClient(self.uri, serverSelectionTimeoutMS=200).admin.command("ping")
