@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance.runners.docker import engine as api
 from appliance.runners.docker import engineapi
-from appliance.runners.docker.engine import (
-    Conflict,
-    Engine,
-    EngineError,
-    ImageNotFound,
-    NotFound,
-    Unreachable,
-)
+from appliance.runners.docker.engine import Engine
 from tests.helpers import TEST_IMAGE, build_test_image
 
 
@@ -72,23 +66,23 @@ def test_a_container_is_made_run_listed_read_and_removed(engine: Engine, label: 
     assert listed.output(stdout=1, stderr=0) == b"hello there\n"
     listed.remove()
     assert engineapi.listed(engine, label) == []
-    with pytest.raises(NotFound):
+    with pytest.raises(api.NotFound):
         engine.inspect(name)
 
 
 def test_the_engines_refusals_are_told_apart(engine: Engine, label: str) -> None:
     name = label.rpartition("=")[2] + "-two"
-    with pytest.raises(ImageNotFound) as missing:
+    with pytest.raises(api.ImageNotFound) as missing:
         engineapi.create(engine, "appliance-test/no-such-image:0", options(name, label, "true"))
     assert missing.value.status == 404 and "no-such-image" in missing.value.explanation
     engineapi.create(engine, TEST_IMAGE, options(name, label, "true"))
-    with pytest.raises(Conflict) as twice:
+    with pytest.raises(api.Conflict) as twice:
         engineapi.create(engine, TEST_IMAGE, options(name, label, "true"))
     assert twice.value.status == 409 and name in twice.value.explanation
-    with pytest.raises(NotFound) as gone:
+    with pytest.raises(api.NotFound) as gone:
         engine.remove(name + "-never-made")
-    assert not isinstance(gone.value, ImageNotFound)
-    with pytest.raises(EngineError) as bad:  # refused, with the engine's own words
+    assert not isinstance(gone.value, api.ImageNotFound)
+    with pytest.raises(api.EngineError) as bad:  # refused, with the engine's own words
         engine.request("POST", "/containers/create", {"name": "bad name!"},
                        {"Image": TEST_IMAGE, "Cmd": ["true"]})  # fmt: skip
     assert bad.value.status == 400 and "name" in bad.value.explanation.lower()
@@ -123,7 +117,7 @@ def test_each_thread_has_its_own_connection(engine: Engine) -> None:
 
 def test_no_engine_is_unreachable_not_a_crash(tmp_path: Path) -> None:
     engine = Engine(f"unix://{tmp_path}/no.sock")
-    with pytest.raises(Unreachable):
+    with pytest.raises(api.Unreachable):
         engine.version()
     listener = socket.socket(socket.AF_UNIX)  # accepts, then hangs up without an answer
     listener.bind(str(tmp_path / "mute.sock"))
@@ -135,7 +129,7 @@ def test_no_engine_is_unreachable_not_a_crash(tmp_path: Path) -> None:
         connection.close()
 
     threading.Thread(target=hang_up, daemon=True).start()
-    with pytest.raises(Unreachable):
+    with pytest.raises(api.Unreachable):
         Engine(f"unix://{tmp_path}/mute.sock", timeout=5).version()
     listener.close()
     with pytest.raises(ValueError, match="unix:// or tcp://"):
