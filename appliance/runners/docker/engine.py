@@ -114,7 +114,7 @@ class Engine:
             connection = self._connection()
             reused = connection.sock is not None
             try:
-                if reused and connection.sock is not None:
+                if connection.sock is not None:  # kept: its timeout set when it was made
                     connection.sock.settimeout(timeout)
                 connection.timeout = timeout
                 connection.request(method, url, body=body, headers=headers)
@@ -144,11 +144,7 @@ class Engine:
         response = self._send(method, url, data, timeout if timeout is not None else self.timeout)
         if response.status < 400:
             return response
-        try:
-            raw = response.read()
-        except OSError as exc:
-            self._drop()
-            raise Unreachable(f"the Docker engine hung up: {exc}") from None
+        raw = self._read(response)
         try:
             message = str(json.loads(raw).get("message") or "")
         except (ValueError, AttributeError):
@@ -166,13 +162,17 @@ class Engine:
     def request(self, method: str, path: str, params: dict[str, Any] | None = None,
                 body: Any = None, **options: Any) -> Any:  # fmt: skip
         """Send a request and read its whole answer: JSON decoded (None if empty)."""
-        response = self.open(method, path, params, body, **options)
+        raw = self._read(self.open(method, path, params, body, **options))
+        return json.loads(raw) if raw.strip() else None
+
+    def _read(self, response: http.client.HTTPResponse, amount: int | None = None) -> bytes:
+        """Read from an answer (all of it, or ``amount`` bytes); Unreachable if the
+        engine hangs up meanwhile (the connection is then dropped)."""
         try:
-            raw = response.read()
+            return response.read(amount)
         except OSError as exc:
             self._drop()
             raise Unreachable(f"the Docker engine hung up: {exc}") from None
-        return json.loads(raw) if raw.strip() else None
 
     def close(self) -> None:
         with self._lock:
@@ -233,13 +233,10 @@ class Engine:
         response = self.open("GET", f"/containers/{quote(container)}/logs", params,
                              what=f"read the output of container {container}")  # fmt: skip
         try:
-            while header := response.read(FRAME_HEADER):
+            while header := self._read(response, FRAME_HEADER):
                 stream, length = struct.unpack(">BxxxL", header)
                 if length:
-                    yield stream, response.read(length)
-        except OSError as exc:
-            self._drop()
-            raise Unreachable(f"the Docker engine hung up: {exc}") from None
+                    yield stream, self._read(response, length)
         finally:
             if not response.isclosed():  # left before the end: the connection is spoilt
                 self._drop()
