@@ -199,7 +199,7 @@ class Claims(Jobs):
         halfway); the generation won, or None if another process won it just now."""
         for _ in range(CLAIM_TRIES):
             lease = {"_id": f"{job_id}:{generation}", "job_id": job_id, "owner": owner, "at": now}
-            if await self._insert_unique("claim job", self.leases, lease):
+            if await self._insert_unique("claim job", "leases", lease):
                 return generation
             taken = await self._call(
                 "read lease",

@@ -28,6 +28,7 @@ from appliance.metrics import DATABASE_ERRORS
 from appliance.store.coalesce import Coalescer
 from appliance.store.counters import Count, Counters
 from appliance.store.recent import RecentCounts
+from appliance.store.reconnect import Reconnecting
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -103,26 +104,20 @@ class Connection:
         timeout_ms: int = 10_000,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
-            uri,
-            tz_aware=True,
-            tzinfo=UTC,
-            serverSelectionTimeoutMS=server_timeout_ms,
-            connectTimeoutMS=server_timeout_ms,
-            timeoutMS=timeout_ms,
-            connect=False,
-        )
-        self.db = self.client[database]
-        self.jobs = self.db["jobs"]
-        self.files = self.db["files"]
-        self.services = self.db["services"]
-        self.leases = self.db["leases"]
-        self.cancels = self.db["cancels"]
-        self.active = self.db["active"]
-        self.schedulers = self.db["schedulers"]
-        self.marks = self.db["marks"]  # records about to be deleted (retention)
-        self.usage = self.db["usage"]  # bytes uploaded per client address and period
-        self.stats = self.db["stats"]  # submissions per month and service (GET /api/stats)
+        def make() -> AsyncMongoClient[Doc]:
+            return AsyncMongoClient(
+                uri,
+                tz_aware=True,
+                tzinfo=UTC,
+                serverSelectionTimeoutMS=server_timeout_ms,
+                connectTimeoutMS=server_timeout_ms,
+                timeoutMS=timeout_ms,
+                connect=False,
+            )
+
+        self.database = database
+        self.clients = Reconnecting(make, self._bind)
+        self._bind(self.clients.current)
         self.retry_seconds = retry_seconds
         self.clock = clock
         self._offset: timedelta | None = None
@@ -142,11 +137,30 @@ class Connection:
         # Claimable entries found by a claim, kept for the next ones (``claim_job``).
         self._candidates: dict[tuple[Any, ...], tuple[float, list[Doc]]] = {}
         # Additions to counters (usage statistics, upload quotas), sent twice a second.
-        self._counters = Counters(self.db, self._counter_made)
+        self._counters = Counters(lambda: self.db, self._counter_made)
+
+    def _bind(self, client: AsyncMongoClient[Doc]) -> None:
+        """Use ``client`` from now on (at the start, and after an outage)."""
+        self.client = client
+        self.db = client[self.database]
+        self.jobs = self.db["jobs"]
+        self.files = self.db["files"]
+        self.services = self.db["services"]
+        self.leases = self.db["leases"]
+        self.cancels = self.db["cancels"]
+        self.active = self.db["active"]
+        self.schedulers = self.db["schedulers"]
+        self.marks = self.db["marks"]  # records about to be deleted (retention)
+        self.usage = self.db["usage"]  # bytes uploaded per client address and period
+        self.stats = self.db["stats"]  # submissions per month and service (GET /api/stats)
+
+    def collection(self, name: str) -> AsyncCollection[Doc]:
+        """The collection ``name`` of the client in use now."""
+        return self.db[name]
 
     async def close(self) -> None:
         await self._counters.close()
-        await self.client.close()
+        await self.clients.close()
 
     async def _build_info(self) -> dict[str, Any]:
         if self._server is None:
@@ -194,7 +208,8 @@ class Connection:
     async def _call(
         self, what: str, operation: Callable[[], Awaitable[T]], *, upsert: bool = False
     ) -> T:
-        """Run ``operation``, again while the server is unreachable (up to the retry time).
+        """Run ``operation``, again while the server is unreachable (up to the retry time;
+        see ``reconnect.py`` for how the client waits for the server to be back).
 
         ``upsert``: the operation is an upsert, which two clients may send at once for a
         new ``_id``. MongoDB retries the loser itself; FerretDB answers it with a duplicate
@@ -204,6 +219,10 @@ class Connection:
         delay = 0.05
         raced = False
         while True:
+            if not await self.clients.wait_ready(deadline - time.monotonic()):
+                DATABASE_ERRORS.labels("unavailable").inc()
+                raise StoreUnavailableError(f"MongoDB is unreachable or does not answer ({what})")
+            client = self.clients.current
             try:
                 return await operation()
             except DuplicateKeyError as exc:
@@ -213,18 +232,22 @@ class Connection:
                 raced = True
                 DATABASE_ERRORS.labels("retried").inc()
             except PyMongoError as exc:
-                # A timeout (the server took longer than timeoutMS) counts as an outage.
-                if not isinstance(exc, ConnectionFailure) and not exc.timeout:
+                # A timeout (the server took longer than timeoutMS) counts as an outage;
+                # anything on a client replaced since then is sent again on the new one.
+                outage = isinstance(exc, ConnectionFailure) or exc.timeout
+                if not outage and client is self.clients.current:
                     DATABASE_ERRORS.labels("refused").inc()
                     raise StoreError(f"MongoDB refused {what}: {exc}") from None
+                self.clients.failed(client)  # the next attempt waits for the server
                 if time.monotonic() + delay > deadline:
                     DATABASE_ERRORS.labels("unavailable").inc()
                     raise StoreUnavailableError(
                         f"MongoDB is unreachable or does not answer ({what}): {exc}"
                     ) from None
                 DATABASE_ERRORS.labels("retried").inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if self.clients.ready():  # it failed on a client replaced since
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
 
     async def _write(self, job_id: str, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """A write of one job document (and its active entry), one at a time per job.
@@ -269,13 +292,14 @@ class Connection:
     async def _insert_unique(
         self,
         what: str,
-        collection: Any,
+        collection: str,
         document: Doc,
         *,
         retried_ok: bool = False,
         together: Coalescer[Doc, bool] | None = None,
     ) -> bool:
-        """Insert ``document``; False if its ``_id`` exists already.
+        """Insert ``document`` into the collection named ``collection``; False if its
+        ``_id`` exists already.
 
         With ``retried_ok``, a duplicate found on a retry counts as success: the first
         attempt went through before the connection broke. With ``together``, it goes to
@@ -289,7 +313,7 @@ class Connection:
             if together is not None:
                 inserted = await together.submit(document)
             else:
-                inserted = (await self._insert_many(collection, [document]))[0]
+                inserted = (await self._insert_many(self.collection(collection), [document]))[0]
             return inserted or (retried_ok and attempts > 1)
 
         return await self._call(what, insert)

@@ -78,11 +78,12 @@ async def send_counts(db: Any, counts: list[Count]) -> list[bool]:
 class Counters:
     """Additions kept here and sent every ``every`` seconds by a task of their own.
 
-    ``on_made`` is called with each count whose document a send made (the upload
+    ``db()`` is the database to send them to (the client in use changes after an
+    outage); ``on_made`` is called with each count whose document a send made (the upload
     quota forgets older periods when a new one starts).
     """
 
-    def __init__(self, db: Any, on_made: Callable[[Count], Awaitable[None]], *,
+    def __init__(self, db: Callable[[], Any], on_made: Callable[[Count], Awaitable[None]], *,
                  every: float = EVERY) -> None:  # fmt: skip
         self.db = db
         self.on_made = on_made
@@ -112,7 +113,7 @@ class Counters:
             if not batch:
                 return
             try:
-                made = await send_counts(self.db, batch)
+                made = await send_counts(self.db(), batch)
             except BaseException:
                 self._pending[:0] = batch
                 raise

@@ -15,7 +15,7 @@ from appliance.store.counters import Count
 class Files(Connection):
     async def insert_file(self, record: Doc) -> None:
         if not await self._insert_unique(
-            "insert file", self.files, record, retried_ok=True, together=self._file_inserts
+            "insert file", "files", record, retried_ok=True, together=self._file_inserts
         ):
             raise StoreError(f"a file with id {record['_id']!r} exists already")
 
@@ -93,7 +93,7 @@ class Files(Connection):
         at = await self.now()
         await self._insert_unique(
             "mark a service known",
-            self.services,
+            "services",
             {
                 "_id": service_id,
                 "status": "UNKNOWN",
@@ -113,7 +113,7 @@ class Files(Connection):
             return False
         generation = int(doc.get("test_gen") or 0) + 1
         mark = f"service-test|{service_id}|{doc.get('epoch', '')}|"
-        if not await self._insert_unique("claim a service test", self.marks,
+        if not await self._insert_unique("claim a service test", "marks",
                                          {"_id": f"{mark}{generation}", "kind": "service-test",
                                           "at": at}):  # fmt: skip
             return False

@@ -42,7 +42,7 @@ class Jobs(Connection):
                                "claims": 0, **job}  # fmt: skip
         if with_entry:  # first: a job without its entry would wait for a scheduler's start
             await self.add_entry(document)
-        if not await self._insert_unique("insert job", self.jobs, cast(Doc, document),
+        if not await self._insert_unique("insert job", "jobs", cast(Doc, document),
                                          retried_ok=True, together=self._job_inserts):  # fmt: skip
             raise StoreError(f"a job with id {job['_id']!r} exists already")
 
@@ -51,7 +51,7 @@ class Jobs(Connection):
         if job.get("state") in FINAL_NAMES:
             return
         entry = {"_id": job["_id"], **{k: job.get(k) for k in ENTRY_FIELDS}}
-        await self._insert_unique("add active entry", self.active, entry, retried_ok=True)
+        await self._insert_unique("add active entry", "active", entry, retried_ok=True)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         found = await self._call("get job", lambda: self.jobs.find_one({"_id": job_id}))
@@ -194,7 +194,7 @@ class Jobs(Connection):
     async def request_cancel(self, job_id: str) -> None:
         """Record that the job's owner should cancel it (idempotent)."""
         at = await self.now()
-        await self._insert_unique("cancel job", self.cancels, {"_id": job_id, "at": at})
+        await self._insert_unique("cancel job", "cancels", {"_id": job_id, "at": at})
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of ``job_ids`` have a cancellation request (asked together with the
@@ -204,6 +204,7 @@ class Jobs(Connection):
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a job's record and everything kept about it (not its directory)."""
-        for collection in (self.jobs, self.active, self.cancels):
-            await self._call("delete job", lambda c=collection: c.delete_one({"_id": job_id}))  # type: ignore[misc]
+        for name in ("jobs", "active", "cancels"):
+            await self._call("delete job",
+                             lambda n=name: self.collection(n).delete_one({"_id": job_id}))  # type: ignore[misc]  # fmt: skip
         await self._call("delete job", lambda: self.leases.delete_many({"job_id": job_id}))
