@@ -2,8 +2,9 @@
 
 Every operation goes through ``Connection._call``. Each has a time limit (the client's
 ``timeoutMS``, the ``database_timeout`` setting), so a server that accepts connections
-but never answers surfaces as an error instead of a hang; an unreachable or timed-out
-server is retried with back-off for up to ``retry_seconds`` and then raised as
+but never answers surfaces as an error instead of a hang; an operation that finds the
+server unreachable or timed out waits for it (``reconnect.py``) for up to
+``retry_seconds``, is sent again when it answers, and otherwise is raised as
 StoreUnavailableError, which callers treat as an outage (the scheduler pauses, the web
 process answers 503). Any other error is a StoreError. Only this package imports pymongo.
 """
@@ -26,7 +27,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from appliance.errors import StoreError, StoreUnavailableError
 from appliance.metrics import DATABASE_ERRORS
 from appliance.store.coalesce import Coalescer
-from appliance.store.counters import Count, Counters
+from appliance.store.counters import Count, Counters, send_counts
 from appliance.store.recent import RecentCounts
 from appliance.store.reconnect import Reconnecting
 
@@ -137,7 +138,10 @@ class Connection:
         # Claimable entries found by a claim, kept for the next ones (``claim_job``).
         self._candidates: dict[tuple[Any, ...], tuple[float, list[Doc]]] = {}
         # Additions to counters (usage statistics, upload quotas), sent twice a second.
-        self._counters = Counters(lambda: self.db, self._counter_made)
+        self._counters = Counters(
+            lambda counts: self._call("send counts", lambda: send_counts(self.db, counts)),
+            self._counter_made,
+        )
 
     def _bind(self, client: AsyncMongoClient[Doc]) -> None:
         """Use ``client`` from now on (at the start, and after an outage)."""
@@ -190,7 +194,7 @@ class Connection:
 
     async def flush_counts(self) -> None:
         """Send this process's additions to counters now (they go every half second)."""
-        await self._call("send counts", self._counters.flush)
+        await self._counters.flush()
 
     async def _counter_made(self, count: Count) -> None:
         """A counter's document was just made: for the upload quota, a new period."""
@@ -216,7 +220,6 @@ class Connection:
         key error. Then the document exists, and sending it again updates it.
         """
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.05
         raced = False
         while True:
             if not await self.clients.wait_ready(deadline - time.monotonic()):
@@ -232,22 +235,20 @@ class Connection:
                 raced = True
                 DATABASE_ERRORS.labels("retried").inc()
             except PyMongoError as exc:
-                # A timeout (the server took longer than timeoutMS) counts as an outage;
-                # anything on a client replaced since then is sent again on the new one.
-                outage = isinstance(exc, ConnectionFailure) or exc.timeout
-                if not outage and client is self.clients.current:
+                if client is not self.clients.current:  # replaced (and closed) meanwhile
+                    DATABASE_ERRORS.labels("retried").inc()
+                    continue  # sent again at once, on the client that replaced it
+                # A timeout (the server took longer than timeoutMS) counts as an outage.
+                if not isinstance(exc, ConnectionFailure) and not exc.timeout:
                     DATABASE_ERRORS.labels("refused").inc()
                     raise StoreError(f"MongoDB refused {what}: {exc}") from None
                 self.clients.failed(client)  # the next attempt waits for the server
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() >= deadline:
                     DATABASE_ERRORS.labels("unavailable").inc()
                     raise StoreUnavailableError(
                         f"MongoDB is unreachable or does not answer ({what}): {exc}"
                     ) from None
                 DATABASE_ERRORS.labels("retried").inc()
-                if self.clients.ready():  # it failed on a client replaced since
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
 
     async def _write(self, job_id: str, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """A write of one job document (and its active entry), one at a time per job.

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
+
+from appliance.errors import StoreError
 
 log = logging.getLogger(__name__)
 EVERY = 0.5  # seconds between two sends of a process's additions
@@ -78,14 +80,14 @@ async def send_counts(db: Any, counts: list[Count]) -> list[bool]:
 class Counters:
     """Additions kept here and sent every ``every`` seconds by a task of their own.
 
-    ``db()`` is the database to send them to (the client in use changes after an
-    outage); ``on_made`` is called with each count whose document a send made (the upload
+    ``send(counts)`` applies them (``send_counts`` through the store's retries, on the
+    client in use at that moment); ``on_made`` is called with each count whose document a send made (the upload
     quota forgets older periods when a new one starts).
     """
 
-    def __init__(self, db: Callable[[], Any], on_made: Callable[[Count], Awaitable[None]], *,
-                 every: float = EVERY) -> None:  # fmt: skip
-        self.db = db
+    def __init__(self, send: Callable[[list[Count]], Awaitable[list[bool]]],
+                 on_made: Callable[[Count], Awaitable[None]], *, every: float = EVERY) -> None:  # fmt: skip
+        self.send = send
         self.on_made = on_made
         self.every = every
         self._pending: list[Count] = []
@@ -102,7 +104,7 @@ class Counters:
             await asyncio.sleep(self.every)
             try:
                 await self.flush()
-            except PyMongoError as exc:  # kept for the next round (the oldest dropped)
+            except StoreError as exc:  # kept for the next round (the oldest dropped)
                 log.warning("counts not sent yet: %s", exc)
                 del self._pending[:-KEEP_AT_MOST]
 
@@ -113,7 +115,7 @@ class Counters:
             if not batch:
                 return
             try:
-                made = await send_counts(self.db(), batch)
+                made = await self.send(batch)
             except BaseException:
                 self._pending[:0] = batch
                 raise
@@ -128,5 +130,5 @@ class Counters:
             self._task.cancel()
         try:
             await self.flush()
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("%d counts lost at the stop: %s", len(self._pending), exc)

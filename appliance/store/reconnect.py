@@ -61,7 +61,8 @@ class Reconnecting:
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can lose a cancel
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True
@@ -107,5 +108,6 @@ class Reconnecting:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._closing:  # a replaced client's close, bounded: its operations may be stuck
+            await asyncio.wait(self._closing, timeout=5)
         await self.current.close()
