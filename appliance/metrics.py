@@ -58,7 +58,8 @@ RUNNER_ERRORS = Counter("appliance_runner_errors", "calls to a runner that faile
 
 # -- both -------------------------------------------------------------------------------
 DATABASE_ERRORS = Counter("appliance_database_errors", "MongoDB operations that failed, by "
-                          "kind (refused, retried, unavailable)", ["kind"])  # fmt: skip
+                          "kind (refused, retried, unavailable), and clients replaced after "
+                          "an outage (reconnected)", ["kind"])  # fmt: skip
 
 
 class HeldJobs(Collector):

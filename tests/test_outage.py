@@ -10,6 +10,7 @@ import pytest
 
 from appliance.catalogue import load_catalogue
 from appliance.errors import StoreUnavailableError
+from appliance.metrics import registry
 from appliance.runners.memory import MemoryBackend
 from appliance.scheduler.core import Scheduler
 from appliance.store import Store
@@ -48,12 +49,19 @@ async def test_the_scheduler_rides_out_a_database_restart(tmp_path: Path, server
         await store.close()
 
 
+def reconnections() -> float:
+    """What /metrics counts as ``appliance_database_errors_total{kind="reconnected"}``."""
+    found = registry().get_sample_value("appliance_database_errors_total", {"kind": "reconnected"})
+    return float(found or 0.0)
+
+
 async def test_many_operations_in_flight_recover_once_the_server_is_back(server: Server) -> None:
     """40 tasks writing while the server restarts (the web process under load).
     Left to the driver, such a client stayed unusable for 40 s and more after the server
     was back (appliance/store/reconnect.py); here every task succeeds again soon after."""
     store = Store(server.uri, "outage", retry_seconds=1, server_timeout_ms=300)
     await store.ping()
+    reconnected = reconnections()
     done_since: dict[int, float] = {}
     back_at = float("inf")
     stopping = False
@@ -80,6 +88,7 @@ async def test_many_operations_in_flight_recover_once_the_server_is_back(server:
             await asyncio.sleep(0.1)
         assert sorted(done_since) == list(range(40)), "tasks that never succeeded again"
         assert store.clients.replacements >= 1
+        assert reconnections() >= reconnected + 1
         assert (await store.service_statuses())["probe"]["status"] == "OK"
     finally:
         # Told to stop, not cancelled: a task cancelled inside the driver's operation can

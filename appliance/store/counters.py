@@ -81,8 +81,8 @@ class Counters:
     """Additions kept here and sent every ``every`` seconds by a task of their own.
 
     ``send(counts)`` applies them (``send_counts`` through the store's retries, on the
-    client in use at that moment); ``on_made`` is called with each count whose document a send made (the upload
-    quota forgets older periods when a new one starts).
+    client in use at that moment); ``on_made`` is called with each count whose document
+    a send made (the upload quota forgets older periods when a new one starts).
     """
 
     def __init__(self, send: Callable[[list[Count]], Awaitable[list[bool]]],
