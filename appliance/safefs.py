@@ -132,3 +132,43 @@ def is_plain(root: Path, relative: str) -> bool:
         return False
     source.close()
     return True
+
+
+def regular_files(folder: int, prefix: str = "") -> Iterator[tuple[str, BinaryIO]]:
+    """Every regular file below the folder open at descriptor ``folder`` (the caller
+    keeps it), with its path relative to it: (path, the file open for reading, which the
+    caller closes). Walked by descriptor, never through a symlink; FIFOs, devices and
+    symlinks are skipped, and so is anything swapped for one while the walk goes on."""
+    with os.scandir(folder) as listing:
+        names = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing)
+    for name, is_dir in names:
+        if is_dir:
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=folder)
+            except OSError:
+                continue
+            try:
+                yield from regular_files(child, f"{prefix}{name}/")
+            finally:
+                os.close(child)
+            continue
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=folder)  # fmt: skip
+        except OSError:
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            continue
+        yield f"{prefix}{name}", os.fdopen(fd, "rb")
+
+
+@contextlib.contextmanager
+def tree(root: Path, relative: str) -> Iterator[Iterator[tuple[str, BinaryIO]]]:
+    """The regular files below the folder ``root/relative`` (reached without symlinks),
+    as ``regular_files`` gives them; UnsafePathError if it is not a folder."""
+    fd = _open_dir(root, clean_relative(relative).split("/"), create=False)
+    try:
+        yield regular_files(fd)
+    finally:
+        os.close(fd)

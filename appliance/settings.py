@@ -117,12 +117,25 @@ def _words(value: object) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
-def _absolute_paths(value: object) -> tuple[str, ...]:
-    paths = _words(value)
-    for path in paths:
-        if not path.startswith("/"):
-            raise ValueError(f"expected absolute paths, got {path!r}")
-    return tuple(path.rstrip("/") or "/" for path in paths)
+FILE_ROOT_CLIENT = "{client}"
+
+
+def check_file_root(root: str) -> str:
+    """``root`` if it is a usable TES file root (absolute, no '.' or '..'; ``{client}``
+    only as a whole folder name and at most once), else ValueError saying why."""
+    if not root.startswith("/"):
+        raise ValueError(f"expected absolute paths, got {root!r}")
+    parts = root.split("/")
+    client = FILE_ROOT_CLIENT
+    if root.count(client) > 1 or any(client in p and p != client for p in parts):
+        raise ValueError(f"{client} must be a whole folder name, at most once: {root!r}")
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"a root holds no '.' or '..': {root!r}")
+    return root.rstrip("/") or "/"
+
+
+def _file_roots(value: object) -> tuple[str, ...]:
+    return tuple(check_file_root(path) for path in _words(value))
 
 
 def _number(value: object) -> float:
@@ -286,8 +299,10 @@ class Settings:
         "the appliance that the user commands (submit, jobs, watch, cancel) talk to",
     )  # fmt: skip
     tes_file_roots: tuple[str, ...] = _setting(
-        (), _absolute_paths, "folders that file:// inputs and outputs may be under"
-    )
+        (), _file_roots,
+        "folders that file:// inputs and outputs may be under; {client} in one (a whole "
+        "folder name) gives each TES client its own folder there",
+    )  # fmt: skip
     tes_fetch_private: bool = _setting(
         False, _bool, "let http(s) inputs and outputs reach private and loopback addresses"
     )

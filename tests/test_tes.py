@@ -4,6 +4,7 @@ compliance suite (openapi-test-runner) against a second, anonymous appliance."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -281,7 +282,7 @@ def test_staging_failures_are_system_errors_that_say_why(
         done = wait(cli, task_id)
         assert done.state == "SYSTEM_ERROR", why
         [reason] = done.logs[0].system_logs
-        assert ("404" if why == "404" else "outside the folders") in reason, reason
+        assert ("404" if why == "404" else "folders tasks may use") in reason, reason
         assert done.logs[0].logs == [], why  # no executor ran
 
 
@@ -309,6 +310,64 @@ def test_outputs_never_follow_a_link_an_executor_made(stack: Stack, shared: Path
     for why in ("a wildcard", "a folder holding a link"):  # nothing of the task's to send
         done = cli.get_task(ids[why], view="FULL")
         assert done.state == "COMPLETE" and not done.logs[0].outputs, why
+
+
+@contextlib.contextmanager
+def swapped(name: Path, *targets: Path) -> Iterator[None]:
+    """``name`` swapped between symlinks to ``targets`` as fast as a thread can, as a
+    local user who can write in the shared folder would race the scheduler."""
+    stop = threading.Event()
+    spare = name.with_name(name.name + ".new")
+    name.symlink_to(targets[0])
+
+    def swap() -> None:
+        while not stop.is_set():
+            for target in targets:
+                spare.symlink_to(target)
+                os.replace(spare, name)
+
+    thread = threading.Thread(target=swap, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        name.unlink()
+
+
+def test_a_name_swapped_while_staging_never_reaches_the_volumes(stack: Stack, shared: Path) -> None:
+    """The security review's attack on file:// staging: while tasks copy files in (a
+    FILE and a DIRECTORY) and out, a folder of the shared root keeps turning into a
+    symlink to the uploads volume. No output lands there and no input is read from it
+    (each walk goes by descriptor; a link out of the root is refused)."""
+    uploads = stack.settings.uploads_dir
+    victim = uploads / "victim"
+    victim.write_text("another user's upload\n")
+    before = sorted(p.name for p in uploads.iterdir())
+    decoy = shared / "decoy"
+    decoy.mkdir()
+    (decoy / "victim").write_text("decoy\n")
+    cli = client(stack)
+    race = f"file://{shared}/race"
+    tasks = [
+        tes.Task(outputs=[tes.Output(path="/data/out", url=f"{race}/victim")], executors=[
+            tes.Executor(image=TEST_IMAGE, command=["sh", "-c", "echo overwritten > /data/out"])]),
+        tes.Task(inputs=[tes.Input(path="/data/in", url=f"{race}/victim")], executors=[
+            tes.Executor(image=TEST_IMAGE, command=["cat", "/data/in"])]),
+        tes.Task(inputs=[tes.Input(path="/data/d", url=race, type="DIRECTORY")], executors=[
+            tes.Executor(image=TEST_IMAGE, command=["sh", "-c", "cat /data/d/*"])]),
+    ]  # fmt: skip
+    with swapped(shared / "race", decoy, uploads):
+        ids = [cli.create_task(task) for _ in range(8) for task in tasks]
+        done = [wait(cli, task_id) for task_id in ids]
+    assert victim.read_text() == "another user's upload\n"
+    assert sorted(p.name for p in uploads.iterdir()) == before
+    for task in done:
+        stdout = "".join(e.stdout or "" for e in task.logs[0].logs)
+        assert "another user" not in stdout, task.id
+    states = [t.state for t in done]
+    assert "COMPLETE" in states and "SYSTEM_ERROR" in states, states  # the race was run
 
 
 def test_tokens_and_ownership(stack: Stack) -> None:

@@ -177,7 +177,7 @@ class Following(Starting):
         if state is JobState.COMPLETED and held.plan.stage_out:
             try:
                 extra["tes_outputs"] = await stage_out(held.plan, self.volumes.path(held.plan.work),
-                                                       self.settings)  # fmt: skip
+                                                       self.settings, held.owner)  # fmt: skip
             except StagingError as exc:
                 state, message = JobState.ERROR, f"sending the outputs failed: {exc}"
                 extra["system_logs"] = [str(exc)]

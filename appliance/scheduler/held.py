@@ -30,6 +30,7 @@ class Held:
     unreachable_since: float | None = None
     next_step_failing_since: float | None = None  # the next step could not be submitted
     request_id: str = ""  # the submission's (appliance.logs)
+    owner: str = ""  # a task's TES client (whose shared folders its file:// URLs name)
 
     @property
     def log_fields(self) -> dict[str, str | None]:

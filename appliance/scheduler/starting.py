@@ -113,7 +113,8 @@ class Starting(Base):
         if failed is not None:
             await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {failed}")
             return
-        if plan.stage_in and not await self._stage_in(job_id, plan, workdir):
+        if plan.stage_in and not await self._stage_in(job_id, plan, workdir,
+                                                      str(job.get("owner") or "")):  # fmt: skip
             return
         run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
         try:
@@ -138,17 +139,18 @@ class Starting(Base):
             self.held[job_id] = Held(job_id, plan, runner, handle, JobState.QUEUED,
                                      str(job.get("service", "")), step,
                                      submitted_at=run.submitted_at,
-                                     request_id=str(job.get("request_id") or ""))  # fmt: skip
+                                     request_id=str(job.get("request_id") or ""),
+                                     owner=str(job.get("owner") or ""))  # fmt: skip
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
 
-    async def _stage_in(self, job_id: str, plan: Plan, workdir: Path) -> bool:
+    async def _stage_in(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
         """Fetch a task's inputs in before its first step; False if that failed (the job
         then ended in ERROR, the reason in its system logs)."""
         await self.store.update_job(job_id, {"staging": True})
         try:
-            await stage_in(plan, workdir, self.settings)
+            await stage_in(plan, workdir, self.settings, owner)
         except StagingError as exc:
             await self.store.update_job(job_id, {"staging": False, "system_logs": [str(exc)]})
             await self._end(job_id, JobState.ERROR, f"staging the inputs failed: {exc}")
@@ -190,7 +192,8 @@ class Starting(Base):
                     str(job.get("service", "")), int(job.get("step") or 0),
                     list(job.get("steps") or []), started_at=job.get("started_at"),
                     submitted_at=submitted_timestamp(job),
-                    request_id=str(job.get("request_id") or ""))  # fmt: skip
+                    request_id=str(job.get("request_id") or ""),
+                    owner=str(job.get("owner") or ""))  # fmt: skip
         if held.state is JobState.CANCELLING:
             self._spawn(self._send_cancel(held))  # the earlier scheduler may not have sent it
             held.cancel_first = held.cancel_sent = time.monotonic()

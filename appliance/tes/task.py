@@ -15,7 +15,6 @@ Every error is a ``TaskError`` naming the field (``executors[0].image``) and is 
 from __future__ import annotations
 
 import math
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -32,6 +31,7 @@ from appliance.plan import (
     job_location,
 )
 from appliance.settings import Settings
+from appliance.tes.shared import SharedError, locate
 
 GIB = 1024**3
 MAX_CONTENT = 1024 * 1024  # bytes of one inline input
@@ -133,21 +133,17 @@ class TaskChecker:
 
     # -- URLs ------------------------------------------------------------------------
 
-    def _url(self, url: Any, field: str, *, output: bool) -> str:
+    def _url(self, url: Any, field: str, client: str, *, output: bool) -> str:
         text = _text(url, field, required=True)
         parts = urlsplit(text)
         scheme = parts.scheme.lower()
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise TaskError(field, "a file:// URL names no host")
-            path = unquote(parts.path)
-            if not path.startswith("/") or ".." in path.split("/"):
-                raise TaskError(field, f"{path!r} is not an absolute path without '..'")
-            path = posixpath.normpath(path)
-            roots = self.settings.tes_file_roots
-            if not any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots):
-                allowed = ", ".join(roots) or "none are configured (setting tes_file_roots)"
-                raise TaskError(field, f"{path} is outside the folders tasks may use: {allowed}")
+            try:
+                locate(unquote(parts.path), self.settings.tes_file_roots, client)
+            except SharedError as exc:
+                raise TaskError(field, str(exc)) from None
             return text
         if scheme in ("http", "https"):
             if not parts.netloc:
@@ -161,7 +157,8 @@ class TaskChecker:
 
     # -- the task --------------------------------------------------------------------
 
-    def check(self, task: Any, job_id: str) -> Accepted:
+    def check(self, task: Any, job_id: str, client: str) -> Accepted:
+        """The task checked for ``client`` (its owner), with its plan."""
         if not isinstance(task, dict):
             raise TaskError("", "a task is a JSON object")
         name = _text(task.get("name"), "name")
@@ -213,8 +210,8 @@ class TaskChecker:
                 {"workdir": workdir} if workdir else {}), **streams, **(
                 {"env": env} if env else {}), "ignore_error": ignore})  # fmt: skip
 
-        stage_in, inputs = self._inputs(task.get("inputs"), place)
-        stage_out, outputs, patterns = self._outputs(task.get("outputs"), place)
+        stage_in, inputs = self._inputs(task.get("inputs"), place, client)
+        stage_out, outputs, patterns = self._outputs(task.get("outputs"), place, client)
         volumes = []
         for index, raw in enumerate(_list(task.get("volumes"), "volumes")):
             volumes.append(_path(raw, f"volumes[{index}]"))
@@ -231,7 +228,8 @@ class TaskChecker:
                     "volumes": volumes, "tags": tags}  # fmt: skip
         return Accepted(document, plan, runner)
 
-    def _inputs(self, raw: Any, place: Any) -> tuple[tuple[Transfer, ...], list[dict[str, Any]]]:
+    def _inputs(self, raw: Any, place: Any,
+                client: str) -> tuple[tuple[Transfer, ...], list[dict[str, Any]]]:  # fmt: skip
         transfers, documents = [], []
         for index, item in enumerate(_list(raw, "inputs")):
             field = f"inputs[{index}]"
@@ -253,7 +251,7 @@ class TaskChecker:
                 if kind != "FILE":
                     raise TaskError(f"{field}.content", "inline content makes a FILE")
             else:
-                url = self._url(url, f"{field}.url", output=False)
+                url = self._url(url, f"{field}.url", client, output=False)
             streamable = item.get("streamable", False)
             if not isinstance(streamable, bool):
                 raise TaskError(f"{field}.streamable", "expected true or false")
@@ -266,14 +264,14 @@ class TaskChecker:
                 "streamable": streamable}.items() if v not in (None, "")})  # fmt: skip
         return tuple(transfers), documents
 
-    def _outputs(self, raw: Any, place: Any) -> tuple[tuple[Transfer, ...], list[dict[str, Any]],
-                                                      list[OutputPattern]]:  # fmt: skip
+    def _outputs(self, raw: Any, place: Any, client: str) -> tuple[
+            tuple[Transfer, ...], list[dict[str, Any]], list[OutputPattern]]:  # fmt: skip
         transfers, documents, patterns = [], [], []
         for index, item in enumerate(_list(raw, "outputs")):
             field = f"outputs[{index}]"
             if not isinstance(item, dict):
                 raise TaskError(field, "expected an object")
-            url = self._url(item.get("url"), f"{field}.url", output=True)
+            url = self._url(item.get("url"), f"{field}.url", client, output=True)
             kind = item.get("type") or "FILE"
             if kind not in ("FILE", "DIRECTORY"):
                 raise TaskError(f"{field}.type", "expected FILE or DIRECTORY")

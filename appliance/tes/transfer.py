@@ -1,224 +1,168 @@
 """Moving a task's files in and out: done by the scheduler, never by an executor.
 
 In, before the first executor: inline ``content`` is written; ``file://`` is copied from
-under the site's allowed folders (``tes_file_roots``; a symlink that leads out of them is
-refused); ``http(s)://`` is fetched with a size cap, a time limit, at most five
-redirects, and never from a loopback, private or link-local address unless
-``tes_fetch_private`` allows it (each hop is checked). Out, after the last executor
-ended well: to ``file://`` under the allowed folders, or by ``http(s)`` PUT; a wildcard
-output (``path_prefix``) sends every matching file to the URL plus its path after the
-prefix. Any failure is a ``StagingError`` whose message becomes the task's system log.
-The only module that imports httpx.
+under the site's shared folders (``appliance.tes.shared``: walked by descriptor, a
+symlink followed only while it stays beneath its root); ``http(s)://`` is fetched
+(``appliance.tes.fetch``). Out, after the last executor ended well: to ``file://`` under
+the shared folders (written to a fresh name and renamed), or by ``http(s)`` PUT; a
+wildcard output (``path_prefix``) sends every matching file to the URL plus its path
+after the prefix. The job's side is read and written through ``appliance.safefs``: never
+through a symlink an executor left. Any failure is a ``StagingError`` whose message
+becomes the task's system log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import os
-import shutil
-import socket
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
-import httpx
-
-from appliance.plan import Plan, Transfer
+from appliance import safefs
+from appliance.plan import Plan, PlanError, Transfer
 from appliance.settings import Settings
+from appliance.tes import shared
+from appliance.tes.fetch import FetchError, fetch, put
 
-MAX_REDIRECTS = 5
-CHUNK = 1024 * 1024
+FAILURES = (OSError, PlanError, shared.SharedError, FetchError)
 
 
 class StagingError(Exception):
     """A task's input could not be fetched, or an output not sent."""
 
 
-def _under_roots(path: Path, roots: tuple[str, ...]) -> bool:
-    text = str(path)
-    return any(text == root or text.startswith(root.rstrip("/") + "/") for root in roots)
+def _place(url: str, settings: Settings, client: str) -> tuple[shared.Root, list[str]]:
+    return shared.locate(unquote(urlsplit(url).path), settings.tes_file_roots, client)
 
 
-def _local(url: str, roots: tuple[str, ...]) -> Path:
-    """The path of a file:// URL, checked to be under ``roots`` once symlinks are resolved."""
-    path = Path(os.path.normpath(unquote(urlsplit(url).path)))
-    real = Path(os.path.realpath(path))
-    if not _under_roots(path, roots) or not _under_roots(real, roots):
-        raise StagingError(f"{url}: outside the folders tasks may use")
-    return real
+def _write_content(workdir: Path, relative: str, content: str) -> None:
+    with safefs.create(workdir, relative) as sink:
+        sink.write(content.encode())
 
 
-def _regular_files(root: Path) -> Iterator[Path]:
-    for base, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not (Path(base) / d).is_symlink()]
-        for name in files:
-            path = Path(base) / name
-            if path.is_file() and not path.is_symlink():
-                yield path
-
-
-def _copy_in(source: Path, target: Path, directory: bool) -> None:
-    if directory:
-        if not source.is_dir():
-            raise StagingError(f"{source} is not a directory")
-        for path in _regular_files(source):
-            destination = target / path.relative_to(source)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
-        target.mkdir(parents=True, exist_ok=True)
+def _copy_in(transfer: Transfer, workdir: Path, settings: Settings, client: str) -> None:
+    root, parts = _place(transfer.url, settings, client)
+    if not transfer.directory:
+        with shared.read_file(root, parts) as source, safefs.create(workdir, transfer.path) as sink:
+            shared.copy(source, sink)
         return
-    if not source.is_file():
-        raise StagingError(f"{source} is not a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    safefs.make_dirs(workdir, transfer.path)
+    with shared.read_tree(root, parts) as files:
+        for relative, source in files:
+            with source, safefs.create(workdir, f"{transfer.path}/{relative}") as sink:
+                shared.copy(source, sink)
 
 
-async def _check_host(url: str, settings: Settings) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StagingError(f"{url}: only http and https are fetched")
-    if settings.tes_fetch_private:
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
-                                                             type=socket.SOCK_STREAM)  # fmt: skip
-    except OSError as exc:
-        raise StagingError(f"{url}: cannot resolve {parts.hostname}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (address.is_private or address.is_loopback or address.is_link_local
-                or address.is_multicast or address.is_reserved or address.is_unspecified):  # fmt: skip
-            raise StagingError(f"{url}: {parts.hostname} is a private address "
-                               f"({address}); setting tes_fetch_private allows it")  # fmt: skip
+async def _fetch_in(transfer: Transfer, workdir: Path, settings: Settings) -> None:
+    if transfer.directory:
+        raise StagingError(f"{transfer.url}: a DIRECTORY cannot be fetched over http")
+    with safefs.create(workdir, transfer.path) as sink:
+        await fetch(transfer.url, sink, settings)
 
 
-async def _fetch(url: str, target: Path, settings: Settings) -> None:
-    async with httpx.AsyncClient(
-        timeout=settings.tes_fetch_timeout, follow_redirects=False
-    ) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            await _check_host(url, settings)
-            async with client.stream("GET", url) as response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
-                    continue
-                if response.status_code != 200:
-                    raise StagingError(f"{url}: answered {response.status_code}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                size = 0
-                with target.open("wb") as sink:
-                    async for chunk in response.aiter_bytes(CHUNK):
-                        size += len(chunk)
-                        if size > settings.tes_fetch_max_bytes:
-                            raise StagingError(
-                                f"{url}: larger than {settings.tes_fetch_max_bytes} bytes"
-                            )
-                        sink.write(chunk)
-                return
-        raise StagingError(f"{url}: more than {MAX_REDIRECTS} redirects")
-
-
-async def _put(path: Path, url: str, settings: Settings) -> None:
-    await _check_host(url, settings)
-
-    async def body() -> AsyncIterator[bytes]:
-        with path.open("rb") as source:
-            while chunk := source.read(CHUNK):
-                yield chunk
-
-    async with httpx.AsyncClient(timeout=settings.tes_fetch_timeout) as client:
-        response = await client.put(url, content=body(),
-                                    headers={"Content-Length": str(path.stat().st_size)})  # fmt: skip
-    if response.status_code >= 300:
-        raise StagingError(f"{url}: the upload answered {response.status_code}")
-
-
-async def stage_in(plan: Plan, workdir: Path, settings: Settings) -> None:
+async def stage_in(plan: Plan, workdir: Path, settings: Settings, client: str) -> None:
+    """Fetch every input of ``plan`` into the job's directory ``workdir``; ``client`` is
+    the task's owner (whose shared folders its ``file://`` URLs name)."""
     for transfer in plan.stage_in:
-        target = workdir / transfer.path
         scheme = urlsplit(transfer.url).scheme.lower()
         try:
             if transfer.content is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(target.write_text, transfer.content)
+                await asyncio.to_thread(_write_content, workdir, transfer.path, transfer.content)
             elif scheme == "file":
-                source = _local(transfer.url, settings.tes_file_roots)
-                await asyncio.to_thread(_copy_in, source, target, transfer.directory)
+                await asyncio.to_thread(_copy_in, transfer, workdir, settings, client)
             elif scheme in ("http", "https"):
-                if transfer.directory:
-                    raise StagingError(f"{transfer.url}: a DIRECTORY cannot be fetched over http")
-                await _fetch(transfer.url, target, settings)
+                await _fetch_in(transfer, workdir, settings)
             else:
                 raise StagingError(f"{transfer.url}: nothing stages {scheme}:// URLs on this site")
-        except (OSError, httpx.HTTPError) as exc:
+        except FAILURES as exc:
             raise StagingError(f"input {transfer.container_path} from {transfer.url or 'content'}: "
-                               f"{exc}") from None  # fmt: skip
+                               f"{_reason(exc)}") from None  # fmt: skip
 
 
-def _matches(workdir: Path, transfer: Transfer) -> list[tuple[Path, str]]:
-    """The files an output sends: (the file, the URL it goes to)."""
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
+
+
+def _matches(workdir: Path, transfer: Transfer) -> list[tuple[str, str]]:
+    """The files an output sends: (its path in the work directory, the URL it goes to).
+    A wildcard lists names only: each is opened later without following any symlink."""
     if transfer.prefix is None:
-        return [(workdir / transfer.path, transfer.url)]
-    base = workdir / transfer.prefix
+        return [(transfer.path, transfer.url)]
     found = []
     for match in sorted(workdir.glob(transfer.path)):
-        if not _inside(match, workdir) or not match.is_file():
-            continue  # a wildcard sends the task's own regular files
-        relative = match.relative_to(base).as_posix()
-        found.append((match, transfer.url.rstrip("/") + "/" + relative))
+        relative = match.relative_to(workdir).as_posix()
+        if safefs.is_plain(workdir, relative):  # a wildcard sends the task's regular files
+            below = Path(relative).relative_to(transfer.prefix).as_posix()
+            found.append((relative, transfer.url.rstrip("/") + "/" + below))
     return found
 
 
-def _inside(path: Path, workdir: Path) -> bool:
-    """Whether ``path`` is the work directory's own, not reached through a link an
-    executor made (which could lead to any file of the scheduler's machine)."""
-    real = Path(os.path.realpath(path))
-    return not path.is_symlink() and real.is_relative_to(os.path.realpath(workdir))
+def _send_file(source: BinaryIO, url: str, settings: Settings, client: str) -> int:
+    root, parts = _place(url, settings, client)
+    return shared.write_file(root, parts, source)
 
 
-async def _send(path: Path, url: str, workdir: Path, settings: Settings) -> int:
-    """Send one output file; its size."""
-    if not _inside(path, workdir) or not path.is_file():
-        raise StagingError(f"{path.name} was not made (or is not a regular file of the task)")
-    size = path.stat().st_size
+async def _send(source: BinaryIO, url: str, settings: Settings, client: str) -> int:
+    """Send one open output file to ``url``; its size."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "file":
-        destination = Path(os.path.normpath(unquote(urlsplit(url).path)))
-        if not _under_roots(Path(os.path.realpath(destination.parent)), settings.tes_file_roots):
-            raise StagingError(f"{url}: outside the folders tasks may use")
-        if destination.is_symlink():
-            raise StagingError(f"{url}: is a symbolic link; not following it")
-        await asyncio.to_thread(destination.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(shutil.copyfile, path, destination)
-    elif scheme in ("http", "https"):
-        await _put(path, url, settings)
-    else:
-        raise StagingError(f"{url}: nothing stages {scheme}:// URLs on this site")
-    return size
+        size: int = await asyncio.to_thread(_send_file, source, url, settings, client)
+        return size
+    if scheme in ("http", "https"):
+        size = os.fstat(source.fileno()).st_size
+        await put(source, size, url, settings)
+        return size
+    raise StagingError(f"{url}: nothing stages {scheme}:// URLs on this site")
 
 
-async def stage_out(plan: Plan, workdir: Path, settings: Settings) -> list[dict[str, str]]:
+def _container_path(relative: str) -> str:
+    """A path of the work directory as the executors saw it (``fs/data/x`` -> ``/data/x``)."""
+    return relative.removeprefix("fs") if relative.startswith("fs/") else ""
+
+
+async def _send_tree(transfer: Transfer, relative: str, url: str, workdir: Path,
+                     settings: Settings, client: str) -> list[dict[str, str]]:  # fmt: skip
+    """Send every regular file of a DIRECTORY output below ``url``."""
+    logs = []
+    with contextlib.ExitStack() as opened:
+        try:
+            files = opened.enter_context(safefs.tree(workdir, relative))
+        except (OSError, PlanError):
+            raise StagingError(f"{transfer.container_path} was not made") from None
+        for below, source in files:
+            with source:
+                target = url.rstrip("/") + "/" + below
+                size = await _send(source, target, settings, client)
+            logs.append({"url": target, "path": _container_path(f"{relative}/{below}"),
+                         "size_bytes": str(size)})  # fmt: skip
+    return logs
+
+
+async def stage_out(plan: Plan, workdir: Path, settings: Settings,
+                    client: str) -> list[dict[str, str]]:  # fmt: skip
     """Send every output; the TES output file logs (url, path, size_bytes)."""
     logs = []
     for transfer in plan.stage_out:
-        root = workdir / "fs"
-        for path, url in _matches(workdir, transfer):
+        for relative, url in _matches(workdir, transfer):
             try:
                 if transfer.directory and transfer.prefix is None:
-                    if not _inside(path, workdir) or not path.is_dir():
-                        raise StagingError(f"{transfer.container_path} was not made")
-                    for item in _regular_files(path):
-                        relative = item.relative_to(path).as_posix()
-                        size = await _send(item, url.rstrip("/") + "/" + relative, workdir,
-                                           settings)  # fmt: skip
-                        logs.append({"url": url.rstrip("/") + "/" + relative, "size_bytes": str(size),
-                                     "path": "/" + item.relative_to(root).as_posix()})  # fmt: skip
+                    logs += await _send_tree(transfer, relative, url, workdir, settings, client)
                     continue
-                size = await _send(path, url, workdir, settings)
-            except (OSError, httpx.HTTPError) as exc:
-                raise StagingError(f"output {transfer.container_path} to {url}: {exc}") from None
-            container = "/" + path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
-            logs.append({"url": url, "path": container or transfer.container_path,
+                source = safefs.open_regular(workdir, relative)
+                if source is None:
+                    raise StagingError(
+                        f"{transfer.container_path} was not made (or is not a regular file "
+                        "of the task)"
+                    )
+                with source:
+                    size = await _send(source, url, settings, client)
+            except FAILURES as exc:
+                raise StagingError(f"output {transfer.container_path} to {url}: "
+                                   f"{_reason(exc)}") from None  # fmt: skip
+            logs.append({"url": url, "path": _container_path(relative) or transfer.container_path,
                          "size_bytes": str(size)})  # fmt: skip
     return logs

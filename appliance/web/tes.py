@@ -26,6 +26,7 @@ from appliance.states import JobState
 from appliance.store import new_id
 from appliance.tes.auth import AuthError
 from appliance.tes.setup import TesState
+from appliance.tes.shared import roots_for
 from appliance.tes.task import TaskError
 from appliance.tes.views import JOB_STATES, VIEWS, task_json, tes_state
 from appliance.web import quotas
@@ -77,9 +78,10 @@ def _fits(value: Any) -> bool:
 
 async def service_info(request: Request) -> Response:
     state = state_of(request)
-    _tes(request)
+    _, client = _tes(request)
     settings = state.settings
-    storage = [f"file://{root}" for root in settings.tes_file_roots] + ["http://", "https://"]
+    storage = [f"file://{root.path}" for root in roots_for(settings.tes_file_roots, client)]
+    storage += ["http://", "https://"]
     storage += [f"{scheme}://" for scheme in settings.tes_staged_schemes]
     base = str(request.base_url)
     return JSONResponse({
@@ -105,7 +107,7 @@ async def create_task(request: Request) -> Response:
     task = await _body(request, state.settings.upload_max_bytes + MAX_FIELD_BYTES)
     job_id = new_id()
     try:
-        accepted = tes.checker.check(task, job_id)
+        accepted = tes.checker.check(task, job_id, owner)
     except TaskError as exc:
         raise ApiError(exc.status, str(exc)) from None
     now = await state.store.now()
