@@ -24,7 +24,7 @@ from appliance.plan import UPLOADS, Location, plan_mapping
 from appliance.planning import Planner
 from appliance.runners.config import create_backend
 from appliance.runners.docker import DockerBackend
-from appliance.runners.docker.waiting import WAITING_FILE, Waiting, WaitingJobs
+from appliance.runners.docker.waiting import Waiting, WaitingJobs, waiting_path
 from appliance.scheduler.core import Scheduler
 from appliance.scheduler.housekeeping import Housekeeping
 from appliance.scheduler.starting import submitted_timestamp
@@ -447,15 +447,48 @@ def test_waiting_jobs_go_in_submission_order_and_survive_a_restart(tmp_path: Pat
         at = submitted_timestamp({"submitted_at": base + timedelta(seconds=seconds)})
         queue.add(Waiting(name, tmp_path / name, at, {"name": name, "image": "x"}))
     assert [job.name for job in queue.take(2)] == ["a", "b"]
-    restarted = WaitingJobs()  # a new process: the options are in the job directories
-    assert restarted.recover("c", tmp_path / "c") and not restarted.recover("a", tmp_path / "x")
+    marker = json.loads(waiting_path(tmp_path / "c", 0).read_text())
+    assert set(marker) == {"name", "submitted_at"}  # no container options in a file
+    restarted = WaitingJobs()  # a new process: the options come from the job's plan again
+    remade = {"name": "c", "image": "remade"}
+    assert restarted.recover("c", tmp_path / "c", 0, remade, 10.0)
+    assert not restarted.recover("a", tmp_path / "x", 0, remade, 1.0)
     [job] = restarted.take(5)
-    assert job.options == {"name": "c", "image": "x"} and len(restarted) == 0
+    assert job.options == remade and len(restarted) == 0
     assert restarted.drop("c", tmp_path / "c")  # cancelled while waiting: forgotten
-    assert not (tmp_path / "c" / WAITING_FILE).exists()
+    assert not waiting_path(tmp_path / "c", 0).exists()
     naive = datetime(2026, 1, 1, 0, 0, 1)  # pymongo hands back naive UTC times
     assert submitted_timestamp({"submitted_at": naive}) == base.timestamp() + 1
     assert submitted_timestamp({}) == 0.0
+
+
+async def test_a_forged_waiting_marker_cannot_choose_the_container(
+    settings: Settings, store: Store
+) -> None:
+    """A job left waiting for a slot is made again from its stored plan when the next
+    scheduler adopts it: whatever its marker file says (here: run as root, with the
+    host's /etc mounted and another command) is not read."""
+    async with slotted_scheduler(settings, store, 1) as (catalogue, _):
+        first = await submit(store, catalogue, "once", {"seconds": ["3"]})
+        waiting = await submit(store, catalogue, "inspect", {"input": [input_file(settings)]})
+        await wait_state(store, first, "RUNNING", timeout=60)
+        await wait_state(store, waiting, "QUEUED", timeout=30)
+    marker = waiting_path(settings.jobs_dir / waiting, 0)
+    forged = {"name": f"{settings.instance}-{waiting}", "submitted_at": 0.0, "options": {
+        "name": f"{settings.instance}-{waiting}", "image": TEST_IMAGE, "user": "0:0",
+        "entrypoint": ["sh", "-c"], "command": ["id -u > /job/uid.txt; cat /host/hostname > /job/copy.txt"],
+        "mounts": [{"Target": "/host", "Source": "/etc", "Type": "bind", "ReadOnly": True},
+                   {"Target": "/job", "Source": str(settings.jobs_dir / waiting), "Type": "bind",
+                    "ReadOnly": False}],
+        "labels": {"appliance.instance": settings.instance, "appliance.job": waiting}}}  # fmt: skip
+    marker.write_text(json.dumps(forged))
+    async with slotted_scheduler(settings, store, 1):
+        job = await wait_final(store, waiting, timeout=90)
+    assert job["state"] == "COMPLETED", job.get("error")
+    workdir = settings.jobs_dir / waiting
+    assert (workdir / "uid.txt").read_text().strip() == "1000"  # its own user, from the plan
+    assert (workdir / "copy.txt").read_text() == "the input\n"  # its own command and input
+    assert not marker.exists()
 
 
 async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
@@ -474,7 +507,7 @@ async def test_jobs_waiting_for_a_slot_survive_a_scheduler_restart(
     assert [j["state"] for j in jobs] == ["COMPLETED"] * 3
     for job_id in ids:
         assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
-        assert not (settings.jobs_dir / job_id / WAITING_FILE).exists()
+        assert not waiting_path(settings.jobs_dir / job_id, 0).exists()
     assert await containers_left(settings.instance) == []
 
 

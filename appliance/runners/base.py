@@ -10,7 +10,7 @@ the job id and the step, so a repeated submit finds the same run, and a job reco
 handle so that any scheduler can find it again after a restart.
 
 Optional abilities are Protocols checked with ``isinstance``: ``Notifying`` (change
-notices), ``OrphanRemover`` (cleans up what belongs to no active job), ``Probing``
+notices), ``Adopting`` (told the plan of each adopted job), ``OrphanRemover`` (cleans up what belongs to no active job), ``Probing``
 (whether its engine answers and has an image; used by ``appliance check``).
 """
 
@@ -88,6 +88,17 @@ class Notifying(Protocol):
 
     async def changed(self, timeout: float) -> None:
         """Return when a job may have changed, or after ``timeout`` seconds anyway."""
+
+
+@runtime_checkable
+class Adopting(Protocol):
+    """A backend that keeps jobs of its own across processes (docker's jobs waiting for a
+    slot): a scheduler that adopts a job gives it the job's step before asking its
+    status, and the backend makes what it runs from that stored plan, never from a file
+    it left behind."""
+
+    def adopt(self, run: StepRun) -> None:
+        """``run``'s job was started by an earlier scheduler; its status is asked next."""
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from appliance.errors import RunnerError, RunnerUnavailableError
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
 from appliance.plan import Plan, PlanError
-from appliance.runners.base import StepRun
+from appliance.runners.base import Adopting, StepRun
 from appliance.scheduler.base import IN_FLIGHT, Base, log
 from appliance.scheduler.held import Held
 from appliance.states import JobState
@@ -192,8 +192,10 @@ class Starting(Base):
                     str(job.get("service", "")), int(job.get("step") or 0),
                     list(job.get("steps") or []), started_at=job.get("started_at"),
                     submitted_at=submitted_timestamp(job),
-                    request_id=str(job.get("request_id") or ""),
-                    owner=str(job.get("owner") or ""))  # fmt: skip
+                    request_id=str(job.get("request_id") or ""), owner=str(job.get("owner") or ""))  # fmt: skip
+        backend = self.backends[runner]
+        if isinstance(backend, Adopting):
+            backend.adopt(StepRun(job_id, plan, held.step, held.service, held.submitted_at))
         if held.state is JobState.CANCELLING:
             self._spawn(self._send_cancel(held))  # the earlier scheduler may not have sent it
             held.cancel_first = held.cancel_sent = time.monotonic()

@@ -41,6 +41,7 @@ from appliance.runners.docker.containers import (
     LABEL_STEP,
     LABEL_SUBMITTED,
     LABEL_WORK,
+    container_name,
     container_options,
 )
 from appliance.runners.docker.engine import (
@@ -91,6 +92,9 @@ class DockerBackend:
         # from the engine's list, so a missed event costs a round's delay, no more.
         self._running: dict[str, float] = {}
         self._waiting = WaitingJobs()  # jobs without a container yet, waiting for a slot
+        # Steps of jobs an adopting scheduler gave us, until their first status: one that
+        # an earlier process left waiting for a slot is queued again from this plan.
+        self._adopted: dict[str, StepRun] = {}
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
         # The engine's event stream (our containers starting and dying), read by a thread.
         self.events = EngineEvents(self.base_url, f"{LABEL_INSTANCE}={settings.instance}",
@@ -146,17 +150,22 @@ class DockerBackend:
 
     # -- submit ------------------------------------------------------------------------
 
-    def _create(self, run: StepRun) -> str:
+    def _options(self, run: StepRun) -> dict[str, Any]:
+        """The container of a step, always made from its plan and this runner's settings."""
         options = container_options(run, run.plan.resources.over(self.limits),
                                     instance=self.instance, tmp_size=self.tmp_size,
                                     log_max=self.log_max,
                                     local=self.local, engine=self.engine)  # fmt: skip
-        name = str(options["name"])
         if "nano_cpus" in options:  # the engine refuses more CPUs than it has: give it all
             if self._host_cpus is None:
                 self._host_cpus = int(self._engine.info().get("NCPU") or 0) or None
             if self._host_cpus:
                 options["nano_cpus"] = min(options["nano_cpus"], self._host_cpus * 10**9)
+        return options
+
+    def _create(self, run: StepRun) -> str:
+        options = self._options(run)
+        name = str(options["name"])
         if self.slots > 0:  # created when a slot is free, oldest submission first
             workdir = self.local.path(run.plan.work)
             with self._slots_lock:
@@ -257,6 +266,10 @@ class DockerBackend:
     async def submit(self, run: StepRun) -> str:
         return str(await self._call("create container", self._create, run))
 
+    def adopt(self, run: StepRun) -> None:
+        with self._slots_lock:
+            self._adopted[container_name(self.instance, run)] = run
+
     # -- status ------------------------------------------------------------------------
 
     def _finish(self, container: Any) -> RunStatus:
@@ -322,12 +335,14 @@ class DockerBackend:
 
     def _one(self, handle: str, container: Any, running: list[Running]) -> RunStatus:
         """One job's status from its container in the list (None: not listed)."""
+        with self._slots_lock:
+            adopted = self._adopted.pop(handle, None)
         if container is not None and container.status in RUNNING and handle in self._died:
             container.reload()  # the list lags the die event by a moment; inspect does not
         if handle in self._removing:
             return self._removing[handle]
         if container is None or container.status == "created":
-            return self._not_started(handle, container)
+            return self._not_started(handle, container, adopted)
         if container.status in ENDED:
             return self._finish(container)
         if container.status in RUNNING:
@@ -352,14 +367,18 @@ class DockerBackend:
             self._running = running
         self.live.forget_except(set(listed))
 
-    def _not_started(self, handle: str, container: Any) -> RunStatus:
+    def _not_started(self, handle: str, container: Any, adopted: StepRun | None) -> RunStatus:
         """A job without a running container: waiting for a slot, being started, or gone."""
+        workdir, step = self.parse(handle)
+        # Queued by an earlier run of ours? Its container is made anew from its plan.
+        remade = self._options(adopted) if adopted is not None and container is None else None
         with self._slots_lock:
             if handle in self._starting or handle in self._waiting:
                 return RunStatus(RunState.QUEUED)  # the most asked, in a batch: answered first
-            workdir, step = self.parse(handle)
-            if container is None and self._waiting.recover(handle, workdir, step):
-                return RunStatus(RunState.QUEUED)  # queued by an earlier run of ours
+            if remade is not None and self._waiting.recover(
+                handle, workdir, step, remade, adopted.submitted_at if adopted else 0.0
+            ):
+                return RunStatus(RunState.QUEUED)
             if container is not None and self.slots > 0:  # created, but nobody started it
                 submitted = container.labels.get(LABEL_SUBMITTED) or 0
                 self._waiting.add(Waiting(handle, workdir, float(submitted), None, step))

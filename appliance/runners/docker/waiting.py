@@ -2,11 +2,13 @@
 
 A waiting job has no container yet: it is created when a slot frees, as ``docker run``
 would (a batch of 200 created containers made every engine call slower, and each list of
-them longer). Each one's container options are kept in its record folder (beside its
-directory, where no job can write: options read back from a place a job could write
-would let it choose its next step's mounts), so that a restarted scheduler finds the
-queue again from the jobs it follows. Not thread-safe: the
-docker backend calls it under its slots lock.
+them longer). Each one leaves a marker in its record folder (beside its directory, where
+no job can write) saying that it waits, with its submission time, so that a restarted
+scheduler tells a job still waiting from one whose container vanished. The marker holds
+no container options: those are made again from the job's stored plan when a scheduler
+adopts it (a file that chose a container's user and mounts would be a way to root for
+whoever managed to write it). Not thread-safe: the docker backend calls it under its
+slots lock.
 """
 
 from __future__ import annotations
@@ -55,27 +57,33 @@ class WaitingJobs:
         return len(self._jobs)
 
     def add(self, job: Waiting) -> None:
-        """Queue ``job``; its options are written to its directory first."""
+        """Queue ``job``; its marker is written first."""
         if job.options is not None:
             job.file.parent.mkdir(parents=True, exist_ok=True)
             temporary = job.file.with_name(job.file.name + ".tmp")
-            record = {"name": job.name, "submitted_at": job.submitted_at, "options": job.options}
-            temporary.write_text(json.dumps(record))
+            temporary.write_text(json.dumps({"name": job.name, "submitted_at": job.submitted_at}))
             temporary.replace(job.file)
         self._jobs[job.name] = job
 
-    def recover(self, name: str, workdir: Path, step: int = 0) -> bool:
-        """Queue a job that an earlier process queued (False: it was not waiting)."""
+    def was_waiting(self, name: str, workdir: Path, step: int = 0) -> bool:
+        """Whether an earlier process left ``name`` waiting for a slot (its marker)."""
         if name in self._jobs:
             return True
         try:
             record = json.loads(waiting_path(workdir, step).read_text())
         except (OSError, ValueError):
             return False
-        if record.get("name") != name or not isinstance(record.get("options"), dict):
+        return isinstance(record, dict) and record.get("name") == name
+
+    def recover(self, name: str, workdir: Path, step: int, options: dict[str, Any],
+                submitted_at: float) -> bool:  # fmt: skip
+        """Queue again, with ``options`` made anew from its plan, a job that an earlier
+        process left waiting (False: it was not waiting)."""
+        if name in self._jobs:
+            return True
+        if not self.was_waiting(name, workdir, step):
             return False
-        self._jobs[name] = Waiting(name, workdir, float(record["submitted_at"]),
-                                   record["options"], step)  # fmt: skip
+        self._jobs[name] = Waiting(name, workdir, submitted_at, options, step)
         return True
 
     def take(self, count: int) -> list[Waiting]:
