@@ -83,18 +83,3 @@ class JobRecord(TypedDict, total=False):
     staging: bool
     tes_outputs: list[dict[str, str]]
     system_logs: list[str]
-
-
-class ActiveEntry(TypedDict, total=False):
-    """A job not yet final, in the small ``active`` collection that schedulers search."""
-
-    _id: str
-    state: str
-    runner: str | None
-    submitted_at: datetime
-    lease_owner: str | None
-    lease_expires: datetime | None
-    client: str
-
-
-ENTRY_FIELDS = ("state", "runner", "submitted_at", "lease_owner", "lease_expires", "client")

@@ -48,9 +48,8 @@ async def run_scheduler(
     )
     backends: dict[str, Backend] = {}
     try:
+        log.info("claims: %s", await store.check_claims())
         await store.ensure_indexes()
-        if added := await store.rebuild_active():
-            log.info("found %d unfinished jobs without an active entry; added them", added)
         # Each runner configuration is instantiated once, here, and shared by every job.
         for runner_id in chosen:
             backends[runner_id] = create_backend(catalogue.runners[runner_id], settings)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from appliance.errors import StoreError
 from appliance.forms import FileRef, dump_values
-from appliance.jobrecord import ActiveEntry, JobRecord
+from appliance.jobrecord import JobRecord
 from appliance.model import Service
 from appliance.planning import Planned, Planner, Refused
 from appliance.states import JobState
@@ -41,14 +40,13 @@ async def record_job(
     service: Service,
     values: dict[str, Any],
     *,
-    with_entry: bool = True,
     client: str = "",
     counted: bool = True,
     request_id: str = "",
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
-    its plan and runner, or already final (REJECTED, ERROR) when no plan can be made.
-    (``with_entry``: see ``Store.insert_job``; ``counted``: in the usage statistics.)"""
+    its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
+    when no plan can be made. (``counted``: in the usage statistics.)"""
     job_id = new_id()
     now = await store.now()
     job: JobRecord = {
@@ -69,7 +67,7 @@ async def record_job(
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"] = now, None
-    await store.insert_job(job, with_entry=with_entry)
+    await store.insert_job(job)
     if not counted:  # a service test's job: not a user's submission
         return job
     try:  # the statistics are not worth failing a submission for
@@ -81,24 +79,3 @@ async def record_job(
 
 def is_active(job: JobRecord) -> bool:
     return not JobState(job["state"]).finished
-
-
-async def record_entry(
-    store: Store, job_id: str, submitted_at: object, runner: object = None, client: object = ""
-) -> None:
-    """A new job's ``active`` entry, made by the scheduler from the web's wake-up alone
-    when it says when the job came and for which runner (a job is ACCEPTED and without a
-    lease until a scheduler claims it, and the claim reads the job itself); else from
-    the job's record."""
-    try:
-        when = datetime.fromisoformat(str(submitted_at))
-    except ValueError:
-        await store.add_entry_for(job_id)
-        return
-    if not isinstance(runner, str):
-        await store.add_entry_for(job_id)
-        return
-    entry: ActiveEntry = {"_id": job_id, "state": str(JobState.ACCEPTED), "submitted_at": when,
-                          "runner": runner, "lease_owner": None, "lease_expires": None,
-                          "client": str(client or "")}  # fmt: skip
-    await store.add_entry(entry)

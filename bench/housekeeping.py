@@ -100,10 +100,9 @@ async def measure(uri: str, database: str, design: str, runs: int) -> list[float
         await asyncio.sleep(3)  # sweeping by now
         for _ in range(runs):
             values = await validate(service, {"program": ["echo"], "arg": ["x"]})
-            job = await record_job(store, planner, service, values, with_entry=False)
+            job = await record_job(store, planner, service, values)
             began = time.monotonic()
-            await sender.notify("submitted", job["_id"], submitted_at=job["submitted_at"].isoformat(),
-                                runner="mem")  # fmt: skip
+            await sender.notify("submitted", job["_id"], runner="mem")
             while not (await store.get_job(job["_id"]) or {}).get("queued_at"):
                 await asyncio.sleep(0.005)
             waits.append(time.monotonic() - began)

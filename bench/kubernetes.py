@@ -125,11 +125,8 @@ async def appliance(uri: str, runs: int, batch: int) -> tuple[list[float], float
     service = catalogue.services["trivial"]
 
     async def submit() -> str:
-        job = await record_job(
-            store, planner, service, await validate(service, {}), with_entry=False
-        )
-        await sender.notify("submitted", job["_id"], submitted_at=job["submitted_at"].isoformat(),
-                            runner="kubernetes")  # fmt: skip
+        job = await record_job(store, planner, service, await validate(service, {}))
+        await sender.notify("submitted", job["_id"], runner="kubernetes")
         return str(job["_id"])
 
     async def ended(job_id: str) -> None:

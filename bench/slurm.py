@@ -96,9 +96,8 @@ async def appliance_runs(uri: str, runs: int, batch: int) -> tuple[list[float], 
 
     async def submit(mark: str) -> str:
         values = await validate(service, {"mark": [mark]})
-        job = await record_job(store, planner, service, values, with_entry=False)
-        await sender.notify("submitted", job["_id"], submitted_at=job["submitted_at"].isoformat(),
-                            runner="slurm")  # fmt: skip
+        job = await record_job(store, planner, service, values)
+        await sender.notify("submitted", job["_id"], runner="slurm")
         return job["_id"]
 
     async def ended(job_id: str) -> None:

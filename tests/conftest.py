@@ -50,8 +50,6 @@ async def store(mongodb_uri: str, database_name: str) -> AsyncIterator[Store]:
         store.jobs,
         store.files,
         store.services,
-        store.active,
-        store.leases,
         store.cancels,
         store.schedulers,
         store.marks,

@@ -14,26 +14,30 @@ from appliance.states import JobState
 from appliance.store import Store, new_id, utcnow
 
 pytestmark = pytest.mark.anyio
+RUNNERS = ["docker"]
 
 
 def job(state: str = "ACCEPTED", service: str = "svc", age: float = 0.0,
-        runner: str | None = None) -> JobRecord:  # fmt: skip
+        runner: str | None = "docker") -> JobRecord:  # fmt: skip
     return {"_id": new_id(), "service": service, "state": state,
             "submitted_at": utcnow() - timedelta(seconds=age), "runner": runner}  # fmt: skip
 
 
 async def test_indexes_exist_for_every_query_where_the_server_uses_them(store: Store) -> None:
     await store.jobs.create_index([("submitted_at", -1)], name="newest")  # made by earlier code
+    await store.db["active"].insert_one({"_id": "x"})  # a collection of earlier versions
     await store.ensure_indexes()  # idempotent, and drops what it replaced
+    assert "active" not in await store.db.list_collection_names()
     names = {index["name"] async for index in await store.jobs.list_indexes()}
     lists = {"list_service_state", "list_service", "list_state", "list_all", "tasks"}
     info = await store.client.admin.command("buildInfo")
     assert await store.secondary_indexes_help()
     assert "newest" not in names
+    claims = {"claimable", "by_client"}
     if "ferretdbVersion" in info:  # the pushdown build: only indexes it serves queries from
-        assert names - {"_id_"} == lists
+        assert names - {"_id_"} == lists | claims
     else:
-        assert lists | {"claim", "expiry"} <= names
+        assert lists | claims | {"expiry"} <= names
 
 
 async def test_insert_get_and_tz_aware_times(store: Store) -> None:
@@ -77,26 +81,26 @@ async def test_claim_takes_oldest_and_respects_leases(store: Store) -> None:
     await store.insert_job(new)
     await store.insert_job(old)
     await store.insert_job(job("COMPLETED", age=20))
-    first = await store.claim_job("A", [JobState.ACCEPTED], 30)
+    first = await store.claims.claim("A", [JobState.ACCEPTED], 30, runners=RUNNERS)
     assert first is not None and first["_id"] == old["_id"] and first["lease_owner"] == "A"
-    second = await store.claim_job("B", [JobState.ACCEPTED], 30)
+    second = await store.claims.claim("B", [JobState.ACCEPTED], 30, runners=RUNNERS)
     assert second is not None and second["_id"] == new["_id"]
-    assert await store.claim_job("C", [JobState.ACCEPTED], 30) is None
+    assert await store.claims.claim("C", [JobState.ACCEPTED], 30, runners=RUNNERS) is None
 
 
 async def test_expired_lease_is_taken_over(store: Store) -> None:
     record = job()
     await store.insert_job(record)
-    assert await store.claim_job("dead", [JobState.ACCEPTED], 0.2) is not None
-    assert await store.claim_job("alive", [JobState.ACCEPTED], 30) is None
+    assert await store.claims.claim("dead", [JobState.ACCEPTED], 0.2, runners=RUNNERS) is not None
+    assert await store.claims.claim("alive", [JobState.ACCEPTED], 30, runners=RUNNERS) is None
     await asyncio.sleep(0.3)
-    taken = await store.claim_job("alive", [JobState.ACCEPTED], 30)
+    taken = await store.claims.claim("alive", [JobState.ACCEPTED], 30, runners=RUNNERS)
     assert taken is not None and taken["lease_owner"] == "alive" and taken["claims"] == 2
     # The dead owner can no longer renew or move it.
-    assert await store.renew_leases("dead", [str(record["_id"])], 30) == set()
+    assert await store.claims.renew("dead", [str(record["_id"])], 30) == set()
     assert await store.move_job(str(record["_id"]), [JobState.ACCEPTED], JobState.QUEUED,
                                 owner="dead") is False  # fmt: skip
-    assert await store.renew_leases("alive", [str(record["_id"])], 30) == {record["_id"]}
+    assert await store.claims.renew("alive", [str(record["_id"])], 30) == {record["_id"]}
 
 
 async def test_move_job_is_compare_and_set(store: Store) -> None:
@@ -113,8 +117,8 @@ async def test_cancel_request_and_release(store: Store) -> None:
     record = job()
     await store.insert_job(record)
     jid = str(record["_id"])
-    assert await store.claim_job("A", [JobState.ACCEPTED], 30) is not None
-    await store.release_job("A", jid)
+    assert await store.claims.claim("A", [JobState.ACCEPTED], 30, runners=RUNNERS) is not None
+    await store.claims.release("A", jid)
     after = await store.get_job(jid)
     assert after is not None and after["lease_owner"] is None and after["lease_gen"] == 1
     other = new_id()
@@ -122,8 +126,6 @@ async def test_cancel_request_and_release(store: Store) -> None:
     await store.request_cancel(jid)
     await store.request_cancel(jid)  # idempotent
     assert await store.cancel_requested([jid, other]) == {jid}
-    await store.forget_leases(jid)
-    assert await store.leases.count_documents({"job_id": jid}) == 0
 
 
 async def test_files_and_service_status(store: Store) -> None:
@@ -147,7 +149,9 @@ def _claimer(
         taken = []
         while time.time() < start:
             await asyncio.sleep(0.001)
-        while (doc := await store.claim_job(owner, [JobState.ACCEPTED], 60)) is not None:
+        while (
+            doc := await store.claims.claim(owner, [JobState.ACCEPTED], 60, runners=RUNNERS)
+        ) is not None:
             taken.append(str(doc["_id"]))
         await store.close()
         return taken
@@ -192,46 +196,24 @@ async def test_unreachable_server_gives_store_unavailable_after_retrying() -> No
     await store.close()
 
 
-async def test_a_claimant_that_died_halfway_does_not_block_the_job(store: Store) -> None:
-    record = job()
-    jid = str(record["_id"])
-    await store.insert_job(record)
-    # Someone inserted generation 1's lease just now and has not written the job yet.
-    await store.leases.insert_one(
-        {"_id": f"{jid}:1", "job_id": jid, "owner": "slow", "at": utcnow()}
-    )
-    assert await store.claim_job("B", [JobState.ACCEPTED], 30) is None
-    # An hour later that claimant is clearly gone: the next claim skips its generation.
-    await store.leases.update_one(
-        {"_id": f"{jid}:1"}, {"$set": {"at": utcnow() - timedelta(hours=1)}}
-    )
-    taken = await store.claim_job("B", [JobState.ACCEPTED], 30)
-    assert taken is not None and taken["lease_owner"] == "B" and taken["lease_gen"] == 2
-
-
 async def test_a_claim_never_returns_a_job_in_another_state(store: Store) -> None:
     record = job("QUEUED")
     await store.insert_job(record)
-    assert await store.claim_job("A", [JobState.ACCEPTED], 30) is None
+    assert await store.claims.claim("A", [JobState.ACCEPTED], 30, runners=RUNNERS) is None
     found = await store.get_job(str(record["_id"]))
     assert found is not None and found["lease_owner"] is None
 
 
-async def test_active_entries_follow_jobs_and_leave_when_final(store: Store) -> None:
+async def test_a_new_job_is_claimable_by_its_own_write_alone(store: Store) -> None:
+    """No wake-up, entry or second write: the insert is what a claim finds."""
     record = job()
-    job_id = str(record["_id"])
     await store.insert_job(record)
-    assert await store.active_job_ids() == {job_id}
-    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
-    assert claimed is not None
-    entry = await store.active.find_one({"_id": job_id})
-    assert entry is not None and entry["lease_expires"] == claimed["lease_expires"]
-    assert await store.move_job(job_id, [JobState.ACCEPTED], JobState.QUEUED, owner="a")
-    entry = await store.active.find_one({"_id": job_id})
-    assert entry is not None and entry["state"] == "QUEUED"
-    assert await store.move_job(job_id, [JobState.QUEUED], JobState.COMPLETED, owner="a")
-    assert await store.active_job_ids() == set()
-    assert (await store.get_job(job_id) or {})["state"] == "COMPLETED"
+    claimed = await store.claims.claim("a", [JobState.ACCEPTED], 30, runners=RUNNERS)
+    assert claimed is not None and claimed["_id"] == record["_id"]
+    assert claimed["lease_owner"] == "a" and claimed["lease_gen"] == 1 and claimed["claims"] == 1
+    assert set(await store.db.list_collection_names()) <= {"jobs", "files", "services",
+                                                            "cancels", "schedulers", "marks",
+                                                            "usage", "stats"}  # fmt: skip
 
 
 async def test_a_batch_is_claimed_oldest_first_with_one_search_per_batch_of_entries(
@@ -249,48 +231,30 @@ async def test_a_batch_is_claimed_oldest_first_with_one_search_per_batch_of_entr
         return await call(what, operation, **options)
 
     store._call = counted  # type: ignore[method-assign]
-    first = await store.claim_job("a", [JobState.ACCEPTED], 30)
+
+    async def started(owner: str, job: JobRecord | None) -> JobRecord | None:
+        """What a scheduler does with a claimed job: it leaves ACCEPTED."""
+        if job is not None:
+            assert await store.move_job(str(job["_id"]), [JobState.ACCEPTED], JobState.QUEUED,
+                                        owner=owner)  # fmt: skip
+        return job
+
+    first = await started("a", await store.claims.claim("a", [JobState.ACCEPTED], 30,
+                                                        runners=RUNNERS))  # fmt: skip
     assert first is not None and first["_id"] == records[0]["_id"]
     # Another process takes the third oldest while "a" still has it among its candidates.
-    assert await store.claim_by_id("b", str(records[2]["_id"]), [JobState.ACCEPTED], 30)
+    assert await started("b", await store.claims.claim_by_id("b", str(records[2]["_id"]),
+                                                             [JobState.ACCEPTED], 30))  # fmt: skip
     claimed = [first["_id"]]
-    while (taken := await store.claim_job("a", [JobState.ACCEPTED], 30)) is not None:
+    while (
+        taken := await started(
+            "a", await store.claims.claim("a", [JobState.ACCEPTED], 30, runners=RUNNERS)
+        )
+    ) is not None:
         claimed.append(taken["_id"])
     assert claimed == [r["_id"] for r in records if r is not records[2]]  # each once, in order
-    # 19 claims and the last look: 3 searches (16 entries, the 4 left, none), not 20.
+    # 19 claims and the last look: 3 searches (16 jobs, the 4 left, none), not 20.
     assert len(searches) == 3
-
-
-async def test_an_out_of_date_entry_is_corrected_not_trusted(store: Store) -> None:
-    stale, fresh = job(age=20), job(age=10)
-    for record in (stale, fresh):
-        await store.insert_job(record)
-    # The job finished but its entry still says ACCEPTED (a process died between writes).
-    await store.jobs.update_one({"_id": stale["_id"]}, {"$set": {"state": "COMPLETED"}})
-    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
-    assert claimed is not None and claimed["_id"] == fresh["_id"]
-    assert str(stale["_id"]) not in await store.active_job_ids()
-    assert (await store.get_job(str(stale["_id"])) or {})["lease_owner"] is None
-
-
-async def test_an_entry_without_its_job_is_dropped_only_once_old(store: Store) -> None:
-    young, old = job(age=1), job(age=3600)
-    for record in (young, old):  # the web process died between the two inserts
-        await store.active.insert_one({**record, "lease_owner": None, "lease_expires": None})
-    assert await store.claim_job("a", [JobState.ACCEPTED], 30) is None
-    assert await store.active_job_ids() == {str(young["_id"])}
-
-
-async def test_rebuild_gives_unfinished_jobs_their_entries(store: Store) -> None:
-    waiting, done = job(), job("COMPLETED")
-    for record in (waiting, done):
-        await store.insert_job(record)
-    await store.active.delete_many({})  # as stored by a version without entries
-    assert await store.claim_job("a", [JobState.ACCEPTED], 30) is None
-    assert await store.rebuild_active() == 1
-    assert await store.rebuild_active() == 0
-    claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
-    assert claimed is not None and claimed["_id"] == waiting["_id"]
 
 
 async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
@@ -299,14 +263,14 @@ async def test_renewal_counts_only_leases_still_held(store: Store) -> None:
         await store.insert_job(record)
     ids = []
     for _ in records:
-        claimed = await store.claim_job("a", [JobState.ACCEPTED], 30)
+        claimed = await store.claims.claim("a", [JobState.ACCEPTED], 30, runners=RUNNERS)
         assert claimed is not None
         ids.append(str(claimed["_id"]))
-    await store.release_job("a", ids[0])
-    assert await store.renew_leases("a", ids, 60) == set(ids[1:])
-    entries = {e["_id"]: e async for e in store.active.find({})}
-    assert entries[ids[0]]["lease_expires"] is None
-    assert entries[ids[1]]["lease_expires"] > utcnow() + timedelta(seconds=45)
+    await store.claims.release("a", ids[0])
+    assert await store.claims.renew("a", ids, 60) == set(ids[1:])
+    found = {j["_id"]: j async for j in store.jobs.find({})}
+    assert found[ids[0]]["lease_expires"] is None
+    assert found[ids[1]]["lease_expires"] > utcnow() + timedelta(seconds=45)
 
 
 async def test_renewing_hundreds_of_leases_at_once_does_not_hang_the_server(store: Store) -> None:
@@ -317,7 +281,7 @@ async def test_renewing_hundreds_of_leases_at_once_does_not_hang_the_server(stor
     for record in records:
         await store.insert_job(record)
     ids = [str(r["_id"]) for r in records]
-    assert await asyncio.wait_for(store.renew_leases("a", ids, 60), 60) == set(ids)
+    assert await asyncio.wait_for(store.claims.renew("a", ids, 60), 60) == set(ids)
     expires = [j["lease_expires"] async for j in store.jobs.find({"_id": {"$in": ids}})]
     assert len(expires) == 250 and min(expires) > utcnow() + timedelta(seconds=45)
     assert await asyncio.wait_for(store.get_job(ids[0]), 10) is not None  # still answering
@@ -336,17 +300,16 @@ async def test_the_database_server_survives_a_bulk_of_hundreds_of_updates(store:
 
 
 async def test_claims_take_only_the_runners_asked_for(store: Store) -> None:
-    mine, theirs, old = job(runner="docker", age=3), job(runner="slurm", age=2), job(age=1)
+    mine, theirs, old = job(runner="docker", age=3), job(runner="slurm", age=2), job(runner=None)
     for record in (mine, theirs, old):
         await store.insert_job(record)
     for _ in range(40):  # many older jobs of another runner must not hide ours
         await store.insert_job(job(runner="k8s", age=100))
     taken = []
-    while claimed := await store.claim_job("a", [JobState.ACCEPTED], 30, runners=["docker"]):
+    while claimed := await store.claims.claim("a", [JobState.ACCEPTED], 30, runners=["docker"]):
         taken.append(claimed["_id"])
-    # Its own runner's job, and one stored without a runner (it ends it with a reason).
-    assert taken == [mine["_id"], old["_id"]]
-    claimed = await store.claim_job("b", [JobState.ACCEPTED], 30, runners=["slurm"])
+    assert taken == [mine["_id"]]  # a job stored without a runner is housekeeping's
+    claimed = await store.claims.claim("b", [JobState.ACCEPTED], 30, runners=["slurm"])
     assert claimed is not None and claimed["_id"] == theirs["_id"]
 
 
@@ -359,10 +322,10 @@ async def test_leases_are_timed_by_the_servers_clock(store: Store, mongodb_uri: 
     try:
         record = job()
         await store.insert_job(record)
-        claimed = await slow.claim_job("slow", [JobState.ACCEPTED], 30)
+        claimed = await slow.claims.claim("slow", [JobState.ACCEPTED], 30, runners=RUNNERS)
         assert claimed is not None and claimed["lease_expires"] is not None
         assert abs((claimed["lease_expires"] - utcnow()).total_seconds() - 30) < 5
-        assert await fast.claim_job("fast", [JobState.ACCEPTED], 30) is None
+        assert await fast.claims.claim("fast", [JobState.ACCEPTED], 30, runners=RUNNERS) is None
         assert abs((await fast.now() - utcnow()).total_seconds()) < 5
     finally:
         await fast.close()
@@ -370,37 +333,48 @@ async def test_leases_are_timed_by_the_servers_clock(store: Store, mongodb_uri: 
 
 
 async def test_the_presence_of_schedulers(store: Store) -> None:
-    await store.announce("s1", ["docker"])
-    await store.announce("s2", ["slurm", "local"])
-    assert await store.live_runners(60) == {"docker", "slurm", "local"}
-    await store.withdraw("s2")
-    assert await store.live_runners(60) == {"docker"}
+    await store.claims.announce("s1", ["docker"])
+    await store.claims.announce("s2", ["slurm", "local"])
+    assert await store.claims.live_runners(60) == {"docker", "slurm", "local"}
+    await store.claims.withdraw("s2")
+    assert await store.claims.live_runners(60) == {"docker"}
     await store.schedulers.update_one({"_id": "s1"},
                                       {"$set": {"seen_at": utcnow() - timedelta(hours=1)}})  # fmt: skip
-    assert await store.live_runners(60) == set()
+    assert await store.claims.live_runners(60) == set()
 
 
 async def test_a_slow_claimant_cannot_overwrite_a_later_claim(store: Store) -> None:
-    """A claimant that won generation 1 and then stalled for longer than a lease is
-    skipped by the next claim (generation 2); when it wakes, its write must not land."""
+    """A claimant that read the job (generation 0) and then stalled for longer than a
+    lease finds, when it wakes, a later claim's generation: its claim must not land,
+    even though that later lease has run out meanwhile."""
     record = job()
     jid = str(record["_id"])
     await store.insert_job(record)
     snapshot = await store.get_job(jid)
     assert snapshot is not None
-    stale = utcnow() - timedelta(hours=1)
-    await store.leases.insert_one({"_id": f"{jid}:1", "job_id": jid, "owner": "slow", "at": stale})
-    taken = await store.claim_job("fast", [JobState.ACCEPTED], 30)
-    assert taken is not None and taken["lease_gen"] == 2
-
-    async def won_generation_1(*args: object) -> int:
-        return 1
-
-    store._take_lease = won_generation_1  # type: ignore[method-assign,assignment]
-    late = await store._claim_one(snapshot, "slow", ["ACCEPTED"], await store.now(), 30)
+    taken = await store.claims.claim("fast", [JobState.ACCEPTED], 0.2, runners=RUNNERS)
+    assert taken is not None and taken["lease_gen"] == 1
+    await asyncio.sleep(0.3)  # the fast one's lease ran out too
+    late = await store.claims._take(dict(snapshot), "slow", ["ACCEPTED"], await store.now(), 30)
     assert late is None
     final = await store.get_job(jid)
-    assert final is not None and final["lease_owner"] == "fast" and final["lease_gen"] == 2
+    assert final is not None and final["lease_owner"] == "fast" and final["lease_gen"] == 1
+
+
+async def test_a_holder_that_renewed_is_not_robbed_by_a_claim_read_before(store: Store) -> None:
+    """A claimant read the job while its lease had run out; the holder renewed before the
+    claim landed. The claim's condition (lease still free or expired) refuses it."""
+    record = job()
+    jid = str(record["_id"])
+    await store.insert_job(record)
+    assert await store.claims.claim("holder", [JobState.ACCEPTED], 0.2, runners=RUNNERS)
+    await asyncio.sleep(0.3)
+    snapshot = await store.get_job(jid)  # expired, as the claimant sees it
+    assert snapshot is not None
+    assert await store.claims.renew("holder", [jid], 30) == {jid}
+    assert await store.claims._take(dict(snapshot), "thief", ["ACCEPTED"], await store.now(),
+                                    30) is None  # fmt: skip
+    assert (await store.get_job(jid) or {})["lease_owner"] == "holder"
 
 
 async def test_counters_made_by_two_clients_at_once_count_both(
@@ -464,12 +438,12 @@ async def test_a_due_count_is_read_once_for_everyone_asking_meanwhile(store: Sto
     store.count = counted  # type: ignore[method-assign]
     waiting = ["ACCEPTED", "QUEUED"]
     answers = await asyncio.gather(
-        *(store.count_active(states=waiting, max_age=1.0) for _ in range(30))
+        *(store.count_unfinished(states=waiting, max_age=1.0) for _ in range(30))
     )
-    assert answers == [3] * 30 and reads == ["active"]  # 30 asked, one read
+    assert answers == [3] * 30 and reads == ["jobs"]  # 30 asked, one read
     store.accepted_job("10.0.0.1", waiting)  # this process's own additions count at once
-    assert await store.count_active(states=waiting, max_age=1.0) == 4 and len(reads) == 1
-    fresh = await asyncio.gather(*(store.count_active(states=waiting) for _ in range(3)))
+    assert await store.count_unfinished(states=waiting, max_age=1.0) == 4 and len(reads) == 1
+    fresh = await asyncio.gather(*(store.count_unfinished(states=waiting) for _ in range(3)))
     assert fresh == [3] * 3 and len(reads) == 4  # max_age 0: a read of one's own each
 
 

@@ -115,6 +115,5 @@ class Base:
         fields: JobRecord = {"completed_at": await self.store.now(), "error": message,
                              "lease_owner": None, "lease_expires": None}  # fmt: skip
         await self.store.move_job(job_id, list(sources), state, fields, owner=self.owner)
-        await self.store.forget_leases(job_id)
         metrics.JOBS_ENDED.labels("", "", state.value).inc()  # it never reached a runner
         log.info("job %s %s: %s", job_id, state, message)

@@ -34,7 +34,6 @@ from appliance.scheduler.base import log
 from appliance.scheduler.following import Following
 from appliance.scheduler.housekeeping import Housekeeping
 from appliance.scheduler.servicetests import ServiceTests
-from appliance.submission import record_entry
 
 START_GRACE = 1.0  # seconds that starts in progress get to finish when the scheduler stops
 
@@ -44,7 +43,7 @@ class Scheduler(Following):
         receiver = WakeReceiver(self.settings.scheduler_address) if self.listen else None
         chores = housekeeping or Housekeeping(self)
         with contextlib.suppress(StoreError):
-            await self.store.announce(self.owner, self.runners)
+            await self.store.claims.announce(self.owner, self.runners)
         takers = [asyncio.create_task(self._dispatch_loop(), name="dispatch")]
         if receiver is not None:
             takers.append(asyncio.create_task(self._listen(receiver), name="listen"))
@@ -86,7 +85,7 @@ class Scheduler(Following):
         await cancel_all([*followers, *self.side_tasks])
         await self._give_back([*self.held, *starting])
         with contextlib.suppress(StoreError):
-            await self.store.withdraw(self.owner)
+            await self.store.claims.withdraw(self.owner)
         log.info("scheduler %s stopped; %d running jobs and %d being started left for the "
                  "next one", self.owner, len(self.held), len(starting))  # fmt: skip
         self.held.clear()
@@ -94,18 +93,13 @@ class Scheduler(Following):
     async def _give_back(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
             with contextlib.suppress(StoreError):
-                await self.store.release_job(self.owner, job_id)
+                await self.store.claims.release(self.owner, job_id)
 
     async def _listen(self, receiver: WakeReceiver) -> None:
         while True:
             message = await receiver.receive()
             job_id, kind, runner = message.get("job"), message.get("kind"), message.get("runner")
-            if kind == "submitted" and isinstance(job_id, str):
-                try:  # the web process left it to us
-                    await record_entry(self.store, job_id, message.get("submitted_at"), runner,
-                                       message.get("client"))  # fmt: skip
-                except StoreError as exc:  # housekeeping rebuilds missing entries
-                    log.warning("job %s: cannot record it as active: %s", job_id, exc)
+            if kind == "submitted":  # a hint: the job was claimable from its own write
                 if runner is None or runner in self.backends:
                     self.kick.set()
                 continue
@@ -136,9 +130,9 @@ class Scheduler(Following):
             await asyncio.sleep(max(lease / 3, 0.05))
             ids = [*self.held, *self.claimed]
             try:
-                await self.store.announce(self.owner, self.runners)
+                await self.store.claims.announce(self.owner, self.runners)
                 with metrics.RENEW_SECONDS.time():
-                    kept = await self.store.renew_leases(self.owner, ids, lease)
+                    kept = await self.store.claims.renew(self.owner, ids, lease)
             except StoreError as exc:
                 log.warning("cannot renew leases: %s", exc)
                 continue

@@ -267,7 +267,6 @@ class Following(Starting):
         if not await self.store.move_job(held.job_id, sources, state, fields, owner=self.owner):
             log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
         self.held.pop(held.job_id, None)
-        await self.store.forget_leases(held.job_id)
         metrics.JOBS_ENDED.labels(held.service, held.runner, state.value).inc()
         if held.started_at is not None:
             metrics.RUN_SECONDS.labels(held.service).observe(

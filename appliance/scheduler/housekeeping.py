@@ -5,12 +5,7 @@ Every round (every ``HOUSEKEEPING_SECONDS``, the first soon after start):
 - leftovers of backends that leave things behind (containers of jobs no longer active);
 - accepted jobs whose runner no live scheduler runs end in ERROR with the reason, after
   waiting as long as an unreachable runner may (``submit_retry_seconds``).
-In the first round and then every few (each of these reads the whole jobs collection on
-servers without secondary indexes, FerretDB: 6-7 s at 100,000 jobs, so they run no more
-often than they must):
-- every ``REBUILD_EVERY`` rounds, active entries for jobs whose wake-up was lost
-  (``Store.rebuild_active``; a scheduler also makes them all when it starts, which is
-  when wake-ups are lost: with the process that had them);
+In the first round and then every few:
 - every ``RETENTION_EVERY``, retention of finished jobs and old uploads
   (``appliance.scheduler.retention``; retention counts in days);
 - every ``LEFTOVER_EVERY``, a look for job directories left without a record.
@@ -31,7 +26,6 @@ from appliance.states import JobState
 
 HOUSEKEEPING_SECONDS = 60.0
 FIRST_ROUND = 2.0  # seconds after start
-REBUILD_EVERY = 5  # rounds between rebuilds of the active entries
 RETENTION_EVERY = 10  # rounds between retention sweeps
 LEFTOVER_EVERY = 60  # rounds between looks for job directories left without a record
 
@@ -57,8 +51,6 @@ class Housekeeping:
             ("leftover runs", self.remove_orphans),
             ("unserved jobs", self.end_unserved),
         ]
-        if self.rounds % REBUILD_EVERY == 1:
-            chores.insert(0, ("active entries", self.rebuild_entries))
         if self.rounds % RETENTION_EVERY == 1:
             chores.append(("retention", self.retention))
         for name, chore in chores:
@@ -69,13 +61,6 @@ class Housekeeping:
             except Exception:  # a bug in one chore must not stop the others
                 log.exception("housekeeping (%s) failed", name)
 
-    async def rebuild_entries(self) -> None:
-        # A job whose wake-up was lost (its message died with a process) has no active
-        # entry yet: this makes it, within a round.
-        if added := await self.scheduler.store.rebuild_active():
-            log.warning("%d jobs had no active entry (a wake-up was lost)", added)
-            self.scheduler.kick.set()
-
     async def remove_orphans(self) -> None:
         scheduler = self.scheduler
         active: set[str] | None = None
@@ -83,7 +68,7 @@ class Housekeeping:
             if not isinstance(backend, OrphanRemover):
                 continue
             if active is None:
-                active = await scheduler.store.active_job_ids()
+                active = {str(job["_id"]) for job in await scheduler.store.unfinished_jobs(["_id"])}
             try:
                 removed = await backend.remove_orphans(active)
             except RunnerError as exc:
@@ -100,21 +85,25 @@ class Housekeeping:
             await retention.remove_leftover_dirs(scheduler.store, scheduler.settings, now)
 
     async def end_unserved(self) -> None:
-        """End accepted jobs whose runner no scheduler runs (they would wait for ever)."""
+        """End accepted jobs whose runner no scheduler runs (they would wait for ever),
+        and any stored without a runner (no scheduler ever claims those)."""
         scheduler = self.scheduler
         store = scheduler.store
         lease = scheduler.settings.lease_seconds
-        live = await store.live_runners(within=3 * lease) | set(scheduler.runners)
+        live = await store.claims.live_runners(within=3 * lease) | set(scheduler.runners)
         now = await store.now()
-        for entry in await store.active_entries():
-            runner = entry.get("runner")
-            if entry.get("state") != str(JobState.ACCEPTED) or runner is None or runner in live:
+        fields = ["state", "runner", "submitted_at"]
+        for job in await store.unfinished_jobs(fields):
+            runner = job.get("runner")
+            if job.get("state") != str(JobState.ACCEPTED) or runner in live:
                 continue
-            waited = (now - entry["submitted_at"]).total_seconds()
-            if waited < scheduler.submit_retry_seconds:
+            waited = (now - job["submitted_at"]).total_seconds()
+            if runner is not None and waited < scheduler.submit_retry_seconds:
                 continue
-            job_id = str(entry["_id"])
-            if await store.claim_by_id(scheduler.owner, job_id, [JobState.ACCEPTED], lease):
+            job_id = str(job["_id"])
+            if await store.claims.claim_by_id(scheduler.owner, job_id, [JobState.ACCEPTED], lease):
                 reason = (f"no scheduler runs its runner {runner!r} (it waited {waited:.0f} s): "
-                          "start a scheduler with that runner, or give the service another")  # fmt: skip
+                          "start a scheduler with that runner, or give the service another"
+                          if runner is not None else
+                          "it was stored without a runner: submit it again")  # fmt: skip
                 await scheduler._end(job_id, JobState.ERROR, reason)

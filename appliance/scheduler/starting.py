@@ -45,8 +45,8 @@ class Starting(Base):
         while True:
             await self.starting.acquire()
             with metrics.CLAIM_SECONDS.time():
-                job = await self.store.claim_job(self.owner, [JobState.ACCEPTED], lease,
-                                                 runners=self.runners)  # fmt: skip
+                job = await self.store.claims.claim(self.owner, [JobState.ACCEPTED], lease,
+                                                    runners=self.runners)  # fmt: skip
             if job is None:
                 self.starting.release()
                 break
@@ -62,8 +62,8 @@ class Starting(Base):
         if time.monotonic() < self.next_adoption:  # a dead holder's jobs wait for the lease
             return  # to run out: looking a few times a lease is enough, not at every wake-up
         self.next_adoption = time.monotonic() + lease / 4
-        while (job := await self.store.claim_job(self.owner, IN_FLIGHT, lease,
-                                                 runners=self.runners)) is not None:  # fmt: skip
+        while (job := await self.store.claims.claim(self.owner, IN_FLIGHT, lease,
+                                                    runners=self.runners)) is not None:  # fmt: skip
             if not self._ours(job):
                 await self._adopt(job)
 

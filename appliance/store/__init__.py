@@ -2,8 +2,8 @@
 
 Store
 ├── connection  the client, time limits, retries, the server's clock, per-job locks
-├── jobs        job documents: record, read, list, move between states, cancel
-├── claims      active entries, claims and leases, schedulers' presence
+├── jobs        job documents: record, read, list, count, move between states, cancel
+├── claims      claims and leases (``Store.claims``), schedulers' presence
 ├── files       upload records, service health
 ├── upkeep      what retention and housekeeping read and mark
 ├── indexes     the indexes each query needs (on servers that use them)
@@ -12,7 +12,10 @@ Store
 
 from __future__ import annotations
 
+from typing import Any
+
 from appliance.store import indexes
+from appliance.store.claims import Claims, check_server
 from appliance.store.connection import Doc, new_id, utcnow
 from appliance.store.upkeep import Upkeep
 
@@ -20,6 +23,15 @@ __all__ = ["Doc", "Store", "new_id", "utcnow"]
 
 
 class Store(Upkeep):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claims = Claims(self)
+
+    async def check_claims(self) -> str:
+        """How this server serves claims (a line for the logs); ConfigError if it
+        cannot (see ``appliance.store.claims``)."""
+        return await check_server(self)
+
     async def secondary_indexes_help(self) -> bool:
         return await indexes.secondary_indexes_help(self)
 

@@ -135,8 +135,6 @@ class Connection:
         )
         # A scheduler starting a batch asks, for each job, whether it was cancelled.
         self._cancel_reads: Coalescer[list[str], set[str]] = Coalescer(self._read_cancels)
-        # Claimable entries found by a claim, kept for the next ones (``claim_job``).
-        self._candidates: dict[tuple[Any, ...], tuple[float, list[Doc]]] = {}
         # Additions to counters (usage statistics, upload quotas), sent twice a second.
         self._counters = Counters(
             lambda counts: self._call("send counts", lambda: send_counts(self.db, counts)),
@@ -150,9 +148,7 @@ class Connection:
         self.jobs = self.db["jobs"]
         self.files = self.db["files"]
         self.services = self.db["services"]
-        self.leases = self.db["leases"]
         self.cancels = self.db["cancels"]
-        self.active = self.db["active"]
         self.schedulers = self.db["schedulers"]
         self.marks = self.db["marks"]  # records about to be deleted (retention)
         self.usage = self.db["usage"]  # bytes uploaded per client address and period
@@ -166,21 +162,21 @@ class Connection:
         await self._counters.close()
         await self.clients.close()
 
-    async def _build_info(self) -> dict[str, Any]:
+    async def build_info(self) -> dict[str, Any]:
         if self._server is None:
             info = await self._call("build info", lambda: self.client.admin.command("buildInfo"))
             self._server = dict(info)
         return self._server
 
     async def is_ferretdb(self) -> bool:
-        return "ferretdbVersion" in await self._build_info()
+        return "ferretdbVersion" in await self.build_info()
 
     async def uses_indexes(self) -> bool:
         """Whether the server serves queries from secondary indexes: MongoDB does, and so
         does the FerretDB build of ``tools/ferretdb-server`` (``appliancePushdown`` in its
         ``buildInfo``) for string comparisons, one sort key and counts. FerretDB itself
         looks documents up by ``_id`` only (asked once)."""
-        info = await self._build_info()
+        info = await self.build_info()
         return "ferretdbVersion" not in info or int(info.get("appliancePushdown", 0)) >= 1
 
     async def count(self, collection: AsyncCollection[Doc], query: Doc) -> int:

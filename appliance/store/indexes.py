@@ -2,13 +2,13 @@
 
 Each query of the store and the index that serves it on MongoDB:
 
-- jobs: list (``state``/``service`` + ``submitted_at``, newest first, ``kind`` not a TES
-  task): list_service_state, list_service, list_state, list_all (``kind`` last, so that
-  a count is answered from the index alone); TES tasks (``kind`` + ``owner``, newest
-  first): tasks; retention (final + ``completed_at``): expiry; rebuild of active entries
-  (``state`` not final): claim; marks (``expiring_at``): expiring.
-- active: claims (``state`` + ``runner`` + ``submitted_at``): claim.
-- leases: ``job_id``: by_job. files: ``created_at``: by_creation. marks (small): none.
+- jobs: claims (``state`` + ``runner``, oldest first): claimable; unfinished jobs of a
+  client address (quotas): by_client; list (``state``/``service`` + ``submitted_at``,
+  newest first, ``kind`` not a TES task): list_service_state, list_service, list_state,
+  list_all (``kind`` last, so that a count is answered from the index alone); TES
+  tasks (``kind`` + ``owner``, newest first): tasks; retention (final +
+  ``completed_at``): expiry; unfinished jobs (``state`` in a list): list_state.
+- files: ``created_at``: by_creation. marks, schedulers, cancels (small): none.
 
 The FerretDB build of ``tools/ferretdb-server`` serves string comparisons of top-level
 fields, one sort key and counts from an index (its ``patches/pushdown.go``), not ranges,
@@ -27,7 +27,8 @@ ASCENDING, DESCENDING = 1, -1
 
 Indexes = list[tuple[str, list[tuple[str, int]]]]
 JOB_INDEXES: Indexes = [
-    ("claim", [("state", ASCENDING), ("lease_expires", ASCENDING)]),
+    ("claimable", [("state", ASCENDING), ("runner", ASCENDING), ("submitted_at", ASCENDING)]),
+    ("by_client", [("client", ASCENDING), ("state", ASCENDING)]),
     ("list_service_state", [("service", ASCENDING), ("state", ASCENDING),
                             ("submitted_at", DESCENDING), ("kind", ASCENDING)]),
     ("list_service", [("service", ASCENDING), ("submitted_at", DESCENDING), ("kind", ASCENDING)]),
@@ -36,15 +37,12 @@ JOB_INDEXES: Indexes = [
     ("expiry", [("completed_at", ASCENDING)]),
     ("tasks", [("kind", ASCENDING), ("owner", ASCENDING), ("submitted_at", DESCENDING)]),
 ]  # fmt: skip
-# Replaced by the list_ indexes above (kind added); dropped where they exist.
-RETIRED_JOB_INDEXES = ("newest", "by_service", "by_state")
-FERRETDB = {"list_service_state", "list_service", "list_state", "list_all", "tasks"}
-ACTIVE_INDEXES: Indexes = [
-    ("claim", [("state", ASCENDING), ("runner", ASCENDING), ("submitted_at", ASCENDING)]),
-]
-LEASE_INDEXES: Indexes = [
-    ("by_job", [("job_id", ASCENDING)]),
-]
+# Replaced by the indexes above; dropped where they exist.
+RETIRED_JOB_INDEXES = ("newest", "by_service", "by_state", "claim")
+# Collections of earlier versions (active entries, lease documents): dropped.
+RETIRED_COLLECTIONS = ("active", "leases")
+FERRETDB = {"claimable", "by_client", "list_service_state", "list_service", "list_state",
+            "list_all", "tasks"}  # fmt: skip
 FILE_INDEXES: Indexes = [
     ("by_creation", [("created_at", ASCENDING)]),
 ]
@@ -64,13 +62,14 @@ async def ensure_indexes(store: Connection) -> None:
     pairs = (
         (store.jobs, JOB_INDEXES),
         (store.files, FILE_INDEXES),
-        (store.leases, LEASE_INDEXES),
-        (store.active, ACTIVE_INDEXES),
     )
 
     async def names() -> set[str]:
         return {index["name"] async for index in await store.jobs.list_indexes()}
 
+    collections = set(await store._call("list collections", store.db.list_collection_names))
+    for retired in collections.intersection(RETIRED_COLLECTIONS):
+        await store._call(f"drop {retired}", lambda n=retired: store.db.drop_collection(n))  # type: ignore[misc]
     existing = await store._call("list indexes", names)
     for retired in existing.intersection(RETIRED_JOB_INDEXES):
         await store._call(f"drop index {retired}", lambda n=retired: store.jobs.drop_index(n))  # type: ignore[misc]

@@ -2,8 +2,7 @@
 
 After submission a job has one writer at a time, the holder of its lease (see
 ``appliance.store.claims``); the web process records cancellation requests in their own
-collection instead of writing the job. Each write also updates the job's ``active``
-entry (``_mirror``), the small copy that scheduler queries search.
+collection instead of writing the job.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from typing import cast
 from pymongo import DESCENDING
 
 from appliance.errors import StoreError
-from appliance.jobrecord import ENTRY_FIELDS, ActiveEntry, JobRecord
+from appliance.jobrecord import JobRecord
 from appliance.states import FINAL, JobState
 from appliance.store.connection import Connection, Doc
 
 FINAL_NAMES = frozenset(str(s) for s in FINAL)
+UNFINISHED_NAMES = frozenset(str(s) for s in JobState if s not in FINAL)
 
 
 def _newest_first(job: Doc) -> tuple[float, str]:
@@ -30,28 +30,45 @@ def _newest_first(job: Doc) -> tuple[float, str]:
 
 
 class Jobs(Connection):
-    async def insert_job(self, job: JobRecord, *, with_entry: bool = True) -> None:
-        """Record a new job (its ``_id`` made by the caller, so a retried insert is harmless).
-
-        ``with_entry=False`` leaves its ``active`` entry to the scheduler, which makes it
-        when the web process's wake-up message arrives; a scheduler also makes every
-        missing entry at start and every minute (``rebuild_active``). That saves the web
-        process a write per submission: on FerretDB it nearly doubled submissions/s.
-        """
+    async def insert_job(self, job: JobRecord) -> None:
+        """Record a new job (its ``_id`` made by the caller, so a retried insert is
+        harmless). An ``ACCEPTED`` job is claimable by this write alone
+        (``appliance.store.claims``): no message, entry or second write is needed."""
         document: JobRecord = {"lease_owner": None, "lease_expires": None, "lease_gen": 0,
                                "claims": 0, **job}  # fmt: skip
-        if with_entry:  # first: a job without its entry would wait for a scheduler's start
-            await self.add_entry(document)
         if not await self._insert_unique("insert job", "jobs", cast(Doc, document),
                                          retried_ok=True, together=self._job_inserts):  # fmt: skip
             raise StoreError(f"a job with id {job['_id']!r} exists already")
 
-    async def add_entry(self, job: JobRecord | ActiveEntry) -> None:
-        """Give an unfinished job its ``active`` entry (nothing if it has one)."""
-        if job.get("state") in FINAL_NAMES:
-            return
-        entry = {"_id": job["_id"], **{k: job.get(k) for k in ENTRY_FIELDS}}
-        await self._insert_unique("add active entry", "active", entry, retried_ok=True)
+    async def count_unfinished(self, *, client: str | None = None, states: Sequence[str] = (),
+                               max_age: float = 0.0) -> int:  # fmt: skip
+        """Jobs not yet final: of one client address, and/or in these states. ``max_age``:
+        a count this process made at most that many seconds ago will do, with the jobs it
+        accepted since (the quotas, checked on every submission; ``appliance.store.recent``)."""
+        query: Doc = {"state": {"$in": sorted(states or UNFINISHED_NAMES)}}
+        if client is not None:
+            query["client"] = client
+        key = ("unfinished", client, tuple(sorted(states)))
+
+        async def fetch() -> int:
+            return await self._call("count unfinished jobs", lambda: self.count(self.jobs, query))
+
+        return await self._recent.read(key, max_age, fetch)
+
+    def accepted_job(self, client: str, states: Sequence[str]) -> None:
+        """A job was just recorded for ``client`` (in one of ``states``): recent counts
+        of unfinished jobs include it."""
+        self._recent.add(1, ("unfinished", client, ()), ("unfinished", None, tuple(sorted(states))))
+
+    async def unfinished_jobs(self, fields: Sequence[str] = ()) -> list[JobRecord]:
+        """Every job not yet final (with only ``fields`` and ``_id``, if given)."""
+        query = {"state": {"$in": sorted(UNFINISHED_NAMES)}}
+        projection = dict.fromkeys(fields, 1) if fields else None
+
+        async def run() -> list[JobRecord]:
+            return cast(list[JobRecord], await self.jobs.find(query, projection).to_list(None))
+
+        return await self._call("list unfinished jobs", run)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         found = await self._call("get job", lambda: self.jobs.find_one({"_id": job_id}))
@@ -131,16 +148,6 @@ class Jobs(Connection):
 
         return await self._call("find tasks", run)
 
-    async def _mirror(self, job_id: str, fields: JobRecord) -> None:
-        """Copy a job's state and lease to its ``active`` entry (call under the job's
-        lock, after writing the job)."""
-        if fields.get("state") in FINAL_NAMES:
-            await self.active.delete_one({"_id": job_id})
-            return
-        copy = {k: fields[k] for k in ENTRY_FIELDS if k in fields}  # type: ignore[literal-required]
-        if copy:
-            await self.active.update_one({"_id": job_id}, {"$set": copy})
-
     async def move_job(
         self,
         job_id: str,
@@ -167,12 +174,9 @@ class Jobs(Connection):
             nonlocal attempts
             attempts += 1
             result = await self.jobs.update_one(query, {"$set": changes})
-            if result.modified_count != 1 and (
-                attempts == 1 or not await self._already(job_id, new, owner)
-            ):
-                return False
-            await self._mirror(job_id, changes)
-            return True
+            return result.modified_count == 1 or (
+                attempts > 1 and await self._already(job_id, new, owner)
+            )
 
         return await self._write(job_id, "update job", move)
 
@@ -185,11 +189,8 @@ class Jobs(Connection):
         return owner is None or job.get("lease_owner") == owner
 
     async def update_job(self, job_id: str, fields: JobRecord) -> None:
-        async def update() -> None:
-            await self.jobs.update_one({"_id": job_id}, {"$set": fields})
-            await self._mirror(job_id, fields)
-
-        await self._write(job_id, "update job", update)
+        await self._write(job_id, "update job",
+                          lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields}))  # fmt: skip
 
     async def request_cancel(self, job_id: str) -> None:
         """Record that the job's owner should cancel it (idempotent)."""
@@ -204,7 +205,6 @@ class Jobs(Connection):
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a job's record and everything kept about it (not its directory)."""
-        for name in ("jobs", "active", "cancels"):
+        for name in ("jobs", "cancels"):
             await self._call("delete job",
                              lambda n=name: self.collection(n).delete_one({"_id": job_id}))  # type: ignore[misc]  # fmt: skip
-        await self._call("delete job", lambda: self.leases.delete_many({"job_id": job_id}))

@@ -16,13 +16,13 @@ from typing import Any
 
 from appliance.plan import Location, Plan, PlanError
 from appliance.states import FINAL
-from appliance.store.claims import Claims
 from appliance.store.files import Files
+from appliance.store.jobs import Jobs
 
 KINDS = ("jobs", "files")
 
 
-class Upkeep(Claims, Files):
+class Upkeep(Jobs, Files):
     def _records(self, kind: str) -> Any:
         if kind not in KINDS:
             raise ValueError(kind)
@@ -79,10 +79,8 @@ class Upkeep(Claims, Files):
     async def references(self) -> set[Location]:
         """Every location that a job not yet finished reads (its plan's inputs)."""
         used: set[Location] = set()
-        for job_id in await self.active_job_ids():  # the active entries are few; by _id each
-            job = await self._call("read plan", lambda i=job_id: self.jobs.find_one(  # type: ignore[misc]
-                {"_id": i}, {"plan": 1}))  # fmt: skip
-            if job is None or not job.get("plan"):
+        for job in await self.unfinished_jobs(["plan"]):
+            if not job.get("plan"):
                 continue
             try:
                 used.update(Plan.from_json(job["plan"]).sources())

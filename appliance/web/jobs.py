@@ -88,14 +88,10 @@ async def accept_form(state: WebState, service: Service, form: FormData, client:
         raise
     await quotas.count_uploads(state.settings, state.store, client,
                                sum(f.size for f in form.saved()))  # fmt: skip
-    # The scheduler makes the job's active entry when this wake-up reaches it; if the
-    # message cannot even be queued, we make it ourselves.
+    # Claimable since it was written; the wake-up only makes a scheduler look at once.
     if is_active(job):
         state.store.accepted_job(client, quotas.WAITING)
-        submitted = job["submitted_at"].isoformat()  # the entry needs nothing else: no read
-        if not await state.waker.notify("submitted", str(job["_id"]), submitted_at=submitted,
-                                        runner=str(job.get("runner")), client=client):  # fmt: skip
-            await state.store.add_entry(job)
+        await state.waker.notify("submitted", str(job["_id"]), runner=str(job.get("runner")))
     return job
 
 
@@ -117,8 +113,8 @@ async def _accept(
         await state.store.insert_file(upload_record(f.id, f.label, f.size,
                                                     f.media_type or sniffed[f.id]))  # fmt: skip
         recorded.append(f.id)
-    job = await record_job(state.store, state.planner, service, values, with_entry=False,
-                           client=client, request_id=REQUEST_ID.get() or "")  # fmt: skip
+    job = await record_job(state.store, state.planner, service, values, client=client,
+                           request_id=REQUEST_ID.get() or "")  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
     outcome = "rejected" if JobState(job["state"]).finished else "accepted"
     SUBMISSIONS.labels(service.id, outcome).inc()

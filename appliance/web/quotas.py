@@ -89,7 +89,7 @@ async def count_uploads(settings: Settings, store: Store, client: str, size: int
 async def check_jobs(settings: Settings, store: Store, client: str | None) -> None:
     """The global queue's cap, and (for a client address) its own cap."""
     if settings.max_queued_jobs and (
-        await store.count_active(states=WAITING, max_age=COUNT_AGE) >= settings.max_queued_jobs
+        await store.count_unfinished(states=WAITING, max_age=COUNT_AGE) >= settings.max_queued_jobs
     ):
         raise ApiError(503, "the queue is full; try again later",
                        {"Retry-After": str(RETRY_JOBS)})  # fmt: skip
@@ -97,7 +97,7 @@ async def check_jobs(settings: Settings, store: Store, client: str | None) -> No
         client is not None
         and settings.client_max_active_jobs
         and (
-            await store.count_active(client=client, max_age=COUNT_AGE)
+            await store.count_unfinished(client=client, max_age=COUNT_AGE)
             >= settings.client_max_active_jobs
         )
     ):

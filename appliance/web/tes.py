@@ -115,10 +115,8 @@ async def create_task(request: Request) -> Response:
                       "submitted_at": now, "parameters": {}, "values": {}, "owner": owner,
                       "task": accepted.document, "runner": accepted.runner,
                       "plan": accepted.plan.stored()}  # fmt: skip
-    await state.store.insert_job(job, with_entry=False)
-    if not await state.waker.notify("submitted", job_id, submitted_at=now.isoformat(),
-                                    runner=accepted.runner):  # fmt: skip
-        await state.store.add_entry(job)
+    await state.store.insert_job(job)  # claimable from this write on
+    await state.waker.notify("submitted", job_id, runner=accepted.runner)
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})
 
