@@ -1,13 +1,16 @@
-"""Live checks for ``appliance check``: does the database answer, does each runner's
-engine answer, does it have the images the services name."""
+"""Live checks for ``appliance check``: does the database answer, does a scheduler take
+wake-ups at each address, does each runner's engine answer, does it have the images the
+services name."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 
 from appliance.catalogue import Catalogue
-from appliance.errors import RunnerError, StoreError
+from appliance.errors import ConfigError, RunnerError, StoreError
+from appliance.messaging import WakeSender, wake_keys
 from appliance.runners.base import Probing
 from appliance.runners.config import create_backend
 from appliance.settings import Settings
@@ -67,9 +70,38 @@ async def check_runner(settings: Settings, catalogue: Catalogue, runner_id: str)
     return problems
 
 
+async def check_wakeups(settings: Settings, within: float = 3.0) -> int:
+    """Whether a scheduler takes wake-ups at each ``scheduler_address`` (a wrong address
+    loses no job: new jobs then start at the schedulers' sweeps instead of at once)."""
+    try:
+        sender = WakeSender(settings.scheduler_address, keys=wake_keys(settings))
+    except ConfigError as exc:
+        return _problem(f"wake-ups: {exc}")
+    try:
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            if set(sender.connections().values()) == {"connected"}:
+                break
+            await asyncio.sleep(0.05)
+        problems = 0
+        for address, state in sender.connections().items():
+            if state == "connected":
+                print(f"wake-ups: a scheduler takes them at {address}")
+            else:
+                problems += _problem(
+                    f"wake-ups: nothing takes them at {address} ({state}) within {within:g} s: "
+                    f"new jobs start at the schedulers' sweeps (every {settings.sweep_seconds:g}"
+                    " s) instead of at once; check scheduler_address (and wake_keys)"
+                )
+        return problems
+    finally:
+        sender.close()
+
+
 async def live_checks(settings: Settings, catalogue: Catalogue) -> int:
     """Print what answers and what is missing; returns the number of problems."""
     problems = await check_database(settings)
+    problems += await check_wakeups(settings)
     for runner_id in sorted(catalogue.runners):
         problems += await check_runner(settings, catalogue, runner_id)
     return problems

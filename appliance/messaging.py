@@ -1,8 +1,13 @@
 """Messages between processes, over ZeroMQ (asyncio). The only module that imports zmq.
 
-- Wake-ups: the web process PUSHes ``{"kind": ..., "job": ...}`` to the scheduler's PULL
-  socket. Sending never blocks and may drop a message when nobody listens: the job
-  record in MongoDB is the truth, a lost wake-up only delays until the next sweep.
+- Wake-ups: the web process PUBlishes ``{"kind": ..., "job": ..., "runner": ...}`` to
+  every scheduler's SUB socket (each scheduler binds one address; the web process
+  connects to all it is given), so a wake-up reaches every scheduler whose runners could
+  take the job. A wake-up is a hint only: a new job is claimable from the write that
+  records it, and a scheduler that misses every wake-up finds it at its next sweep.
+  Sending never blocks and drops messages nobody is connected to take. Off loopback
+  both ends use one shared CURVE key pair (``wake_keys``): a scheduler hears only those
+  who hold it. The sender watches its connections, for readiness and ``appliance check``.
 - Requests: a DEALER client calls a ROUTER server (the local worker pool) with JSON
   requests matched to replies by id. On a network address both ends use CURVE keys and
   the server accepts only the client keys it was given.
@@ -11,13 +16,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,12 @@ from urllib.parse import urlsplit
 
 import zmq
 import zmq.asyncio
+import zmq.utils.monitor
+import zmq.utils.z85
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
+from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
 Message = dict[str, Any]
@@ -61,14 +71,27 @@ class CurveKeys:
 
     @classmethod
     def load(cls, path: Path) -> CurveKeys:
-        """A key file: two lines, ``public: <z85>`` and ``secret: <z85>``."""
+        """A key file: ``public: <z85>`` and ``secret: <z85>`` lines (``appliance
+        keygen``); or a secret alone, as ``secret: <z85>`` or ``secret-base64: <32 bytes
+        in base64>`` (what a Helm template can make), the public key derived from it."""
         try:
-            fields = dict(
-                line.split(":", 1) for line in path.read_text().splitlines() if ":" in line
-            )
-            return cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
-        except (OSError, KeyError) as exc:
+            fields = {name.strip(): value.strip() for name, _, value in
+                      (line.partition(":") for line in path.read_text().splitlines())}  # fmt: skip
+        except OSError as exc:
             raise ConfigError(f"cannot read CURVE keys: {exc}", source=str(path)) from None
+        try:
+            if "secret-base64" in fields:
+                raw = base64.b64decode(fields["secret-base64"], validate=True)
+                if len(raw) != 32:
+                    raise ValueError("a secret key is 32 bytes")
+                secret = zmq.utils.z85.encode(raw)
+            else:
+                secret = fields["secret"].encode()
+            public = fields["public"].encode() if fields.get("public") else zmq.curve_public(secret)
+        except (KeyError, ValueError, zmq.ZMQError) as exc:
+            raise ConfigError(f"not a CURVE key file ({exc.__class__.__name__}: {exc}); "
+                              "appliance keygen makes one", source=str(path)) from None  # fmt: skip
+        return cls(public, secret)
 
     @staticmethod
     def load_public(path: Path) -> bytes:
@@ -87,16 +110,87 @@ class CurveKeys:
         path.chmod(0o600)
 
 
+def wake_keys(settings: Settings) -> CurveKeys | None:
+    """The wake-up channel's shared key pair (setting ``wake_keys``), if one is set."""
+    return CurveKeys.load(settings.wake_keys) if settings.wake_keys else None
+
+
+def bind_address(address: str) -> str:
+    """``address`` as ZeroMQ binds it: a host name (``tcp://scheduler-back:5570``, a name
+    only one network resolves) becomes the address it resolves to here, so a socket
+    listens only where those who connect by that name reach it."""
+    parts = urlsplit(address)
+    host = parts.hostname or ""
+    if parts.scheme != "tcp" or host in ("", "*", "localhost"):
+        return address
+    try:
+        ipaddress.ip_address(host)
+        return address
+    except ValueError:
+        pass
+    try:
+        resolved = str(socket.getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {address}: {host} does not resolve here ({exc})",
+                          key="scheduler_address") from None  # fmt: skip
+    if ":" in resolved:
+        resolved = f"[{resolved}]"
+    return f"tcp://{resolved}:{parts.port}"
+
+
 class WakeSender:
-    def __init__(self, address: str) -> None:
+    """The web process's end: one PUB socket connected to every scheduler's address."""
+
+    def __init__(self, addresses: Sequence[str], *, keys: CurveKeys | None = None) -> None:
+        self.addresses = list(addresses)
         self.context = zmq.asyncio.Context()
-        self.socket = self.context.socket(zmq.PUSH)
+        self.socket = self.context.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 10_000)
-        self.socket.connect(address)
+        if keys is not None:  # the schedulers' key is the shared one
+            self.socket.curve_serverkey = keys.public
+            self.socket.curve_publickey = keys.public
+            self.socket.curve_secretkey = keys.secret
+        self.monitor = self.socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )  # fmt: skip
+        self.states = dict.fromkeys(self.addresses, "not connected yet")
+        self._watching: asyncio.Task[None] | None = None
+        for address in self.addresses:
+            self.socket.connect(address)
+
+    async def _watch(self) -> None:
+        while True:
+            frames = await self.monitor.recv_multipart()
+            event = zmq.utils.monitor.parse_monitor_message(frames)
+            endpoint = event["endpoint"].decode(errors="replace")
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                state = "connected"
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                          zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):  # fmt: skip
+                state = ("refused: the handshake failed (both ends need the same wake_keys "
+                         "file)")  # fmt: skip
+            else:
+                state = "not connected"
+            for address in self.addresses:
+                if endpoint != address:
+                    continue
+                if state == "not connected" and self.states[address].startswith("refused"):
+                    continue  # the refusal says more than the hang-up after it
+                self.states[address] = state
+
+    def connections(self) -> dict[str, str]:
+        """Each scheduler address and how this sender's connection to it stands."""
+        if self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._watch())
+        return dict(self.states)
 
     async def notify(self, kind: str, job_id: str, **details: str) -> bool:
         """Best effort; False if the message could not be queued."""
+        self.connections()  # the watch starts with the first use
         try:
             message = {**details, "kind": kind, "job": job_id}
             await self.socket.send_json(message, flags=zmq.NOBLOCK)
@@ -105,22 +199,51 @@ class WakeSender:
         return True
 
     def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        self.socket.disable_monitor()
+        self.monitor.close(0)
         self.socket.close(0)
         self.context.term()
 
 
 class WakeReceiver:
-    def __init__(self, address: str) -> None:
+    """A scheduler's end: a SUB socket bound to its one address."""
+
+    def __init__(self, address: str, *, keys: CurveKeys | None = None) -> None:
+        if not is_private_address(address) and keys is None:
+            raise ConfigError(
+                f"{address} is a network address: wake-ups there need CURVE keys (the "
+                "wake_keys setting, one key file shared by the web processes and the "
+                "schedulers: appliance keygen FILE)", key="wake_keys",
+            )  # fmt: skip
         self.context = zmq.asyncio.Context()
-        self.socket = self.context.socket(zmq.PULL)
+        self.authenticator: AsyncioAuthenticator | None = None
+        self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if keys is not None:
+            self.authenticator = AsyncioAuthenticator(self.context)
+            self.authenticator.start()
+            self.authenticator.configure_curve_callback(
+                domain="*", credentials_provider=_Allow({keys.public})
+            )
+            self.socket.curve_secretkey = keys.secret
+            self.socket.curve_publickey = keys.public
+            self.socket.curve_server = True
         try:
-            self.socket.bind(address)
+            self.socket.bind(bind_address(address))
         except zmq.ZMQError as exc:
             self.close()
             raise ConfigError(
                 f"cannot listen on {address}: {exc}", key="scheduler_address"
             ) from None
+
+    def attend(self) -> None:
+        """Take in new connections now (a socket does when it is read or polled; the
+        subscription that lets a publisher's messages through goes out then). For a
+        caller that does not wait in ``receive`` all the time."""
+        zmq.Socket.shadow(self.socket.underlying).getsockopt(zmq.EVENTS)
 
     async def receive(self) -> Message:
         while True:
@@ -134,6 +257,8 @@ class WakeReceiver:
                 return message
 
     def close(self) -> None:
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.socket.close(0)
         self.context.term()
 

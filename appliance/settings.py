@@ -134,6 +134,13 @@ def check_file_root(root: str) -> str:
     return root.rstrip("/") or "/"
 
 
+def _nonempty_words(value: object) -> tuple[str, ...]:
+    words = _words(value)
+    if not words:
+        raise ValueError("expected at least one value")
+    return words
+
+
 def _file_roots(value: object) -> tuple[str, ...]:
     return tuple(check_file_root(path) for path in _words(value))
 
@@ -180,9 +187,16 @@ class Settings:
     upload_max_files: int = _setting(
         50, _positive_int, "most files one job submission may carry (more: 413)"
     )
-    scheduler_address: str = _setting(
-        "tcp://127.0.0.1:5570", _str, "ZeroMQ address where the scheduler takes wake-ups"
-    )
+    scheduler_address: tuple[str, ...] = _setting(
+        ("tcp://127.0.0.1:5570",), _nonempty_words,
+        "ZeroMQ address where a scheduler takes wake-ups; the web process wakes every "
+        "scheduler listed (comma-separated), a scheduler listens on the one it is given",
+    )  # fmt: skip
+    wake_keys: Path | None = _setting(
+        None, _optional_path,
+        "CURVE key file shared by the web processes and the schedulers (appliance keygen); "
+        "needed when scheduler_address is not loopback or ipc",
+    )  # fmt: skip
     worker_address: str = _setting(
         "tcp://127.0.0.1:5571", _str, "ZeroMQ address of the local worker pool"
     )

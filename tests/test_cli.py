@@ -54,7 +54,8 @@ def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: st
             f"appliance-version: 1\nname: {name}\nimage: {image}\ncommand: 'true'\n"
         )
     env = {"APPLIANCE_SERVICES_DIR": str(services), "APPLIANCE_RUNNERS_DIR": str(runners),
-           "APPLIANCE_MONGODB_URI": mongodb_uri}  # fmt: skip
+           "APPLIANCE_MONGODB_URI": mongodb_uri,
+           "APPLIANCE_SCHEDULER_ADDRESS": f"ipc://{tmp_path}/no-scheduler"}  # fmt: skip
     result = run("check", env=env)
     assert result.returncode == 1
     assert "database: mongodb://127.0.0.1:" in result.stdout and "answers" in result.stdout
@@ -68,7 +69,8 @@ def test_check_asks_the_database_and_each_engine(tmp_path: Path, mongodb_uri: st
     )
     assert "there.service.yaml" not in result.stderr
     assert f"{runners / 'pool.yaml'}: runner pool does not answer" in result.stderr
-    assert "2 problem(s) found" in result.stderr
+    assert f"wake-ups: nothing takes them at {env['APPLIANCE_SCHEDULER_ADDRESS']}" in result.stderr
+    assert "3 problem(s) found" in result.stderr
     env["APPLIANCE_MONGODB_URI"] = "mongodb://someone:secret@127.0.0.1:9/"
     result = run("check", env=env)
     assert "database: mongodb://someone:***@127.0.0.1:9/ does not answer" in result.stderr

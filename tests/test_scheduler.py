@@ -188,7 +188,7 @@ async def test_a_wake_up_starts_a_job_within_milliseconds(settings: Settings, st
     slow_sweep = make_settings(Path(str(settings.jobs_dir.parent)), settings.mongodb_uri,
                                settings.mongodb_database, sweep_seconds=60)  # fmt: skip
     run = Running(slow_sweep, store)
-    sender = WakeSender(slow_sweep.scheduler_address)
+    sender = WakeSender(slow_sweep.scheduler_address)  # every address listed
     try:
         await asyncio.sleep(0.5)  # the first sweep is over; now only a wake-up can start work
         job_id = await submit(store, run.catalogue.services["probe"], "echo", "fast")

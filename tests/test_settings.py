@@ -66,7 +66,7 @@ def _sample(key: str) -> tuple[str, object]:
     default = next(f for f in dataclasses.fields(Settings) if f.name == key).default
     if key.endswith("_url"):
         return "/x", "/x"
-    if isinstance(default, Path) or (default is None and key.endswith("_file")):
+    if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys"))):
         return "/tmp/x", Path("/tmp/x")
     if isinstance(default, tuple):
         return "/a, /b", ("/a", "/b")

@@ -27,8 +27,8 @@ from collections import Counter
 
 from appliance import metrics
 from appliance.aio import cancel_all, wait_event
-from appliance.errors import StoreError
-from appliance.messaging import WakeReceiver
+from appliance.errors import ConfigError, StoreError
+from appliance.messaging import WakeReceiver, wake_keys
 from appliance.runners.base import Notifying
 from appliance.scheduler.base import log
 from appliance.scheduler.following import Following
@@ -40,7 +40,7 @@ START_GRACE = 1.0  # seconds that starts in progress get to finish when the sche
 
 class Scheduler(Following):
     async def run(self, stop: asyncio.Event, *, housekeeping: Housekeeping | None = None) -> None:
-        receiver = WakeReceiver(self.settings.scheduler_address) if self.listen else None
+        receiver = self._receiver() if self.listen else None
         chores = housekeeping or Housekeeping(self)
         with contextlib.suppress(StoreError):
             await self.store.claims.announce(self.owner, self.runners)
@@ -68,6 +68,13 @@ class Scheduler(Following):
             await self._stop(takers, followers)
             if receiver is not None:
                 receiver.close()
+
+    def _receiver(self) -> WakeReceiver:
+        addresses = self.settings.scheduler_address
+        if len(addresses) != 1:
+            raise ConfigError(f"a scheduler listens on one address; scheduler_address names "
+                              f"{len(addresses)}: {', '.join(addresses)}", key="scheduler_address")  # fmt: skip
+        return WakeReceiver(addresses[0], keys=wake_keys(self.settings))
 
     def held_counts(self) -> list[tuple[str, str, int]]:
         """The jobs this scheduler follows, by runner and state (a gauge of its metrics)."""

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from appliance.catalogue import load_catalogue
 from appliance.filerefs import StoreFileLookup
-from appliance.messaging import WakeSender
+from appliance.messaging import WakeSender, wake_keys
 from appliance.pages import views as pages
 from appliance.planning import Planner
 from appliance.settings import Settings
@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> Starlette:
             retry_seconds=3,
             timeout_ms=int(settings.database_timeout * 1000),
         )
-        waker = WakeSender(settings.scheduler_address)
+        waker = WakeSender(settings.scheduler_address, keys=wake_keys(settings))
         app.state.appliance = WebState(
             settings,
             catalogue,

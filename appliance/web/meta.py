@@ -71,12 +71,24 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the database answers. How each scheduler address takes this worker's
+    wake-ups is said too: one that nothing takes does not make it unready (new jobs are
+    claimable from their own record, and start at the schedulers' sweeps), but the
+    operator should know."""
     state = state_of(request)
+    wakeups = state.waker.connections()
     try:
         await state.store.ping()
     except StoreError as exc:
-        return JSONResponse({"status": "unavailable", "message": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "message": str(exc), "wakeups": wakeups},
+                            status_code=503)  # fmt: skip
+    body: dict[str, object] = {"status": "ready", "wakeups": wakeups}
+    missed = [f"no scheduler takes wake-ups at {address} ({how}): new jobs start at the "
+              f"schedulers' sweeps (every {state.settings.sweep_seconds:g} s) instead of at once"
+              for address, how in wakeups.items() if how != "connected"]  # fmt: skip
+    if missed:
+        body["warnings"] = missed
+    return JSONResponse(body)
 
 
 async def openapi_json(request: Request) -> Response:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def web_settings(tmp_path: Path, mongodb_uri: str, database_name: str) -> Settin
 def db(mongodb_uri: str, database_name: str) -> Iterator[Database[dict[str, object]]]:
     client: MongoClient[dict[str, object]] = MongoClient(mongodb_uri)
     database = client[database_name]
-    for name in ("jobs", "files", "cancels", "leases", "services", "active", "usage", "stats"):
+    for name in ("jobs", "files", "cancels", "services", "usage", "stats"):
         database[name].delete_many({})
     yield database
     client.close()
@@ -71,7 +72,17 @@ def client(web_settings: Settings, db: Database[dict[str, object]]) -> Iterator[
 
 
 @pytest.fixture
-def wakeups(web_settings: Settings) -> Iterator[WakeReceiver]:
-    receiver = WakeReceiver(web_settings.scheduler_address)
+def wakeups(web_settings: Settings, client: TestClient) -> Iterator[WakeReceiver]:
+    """A scheduler's end of the wake-ups, once the web process reaches it (what is sent
+    before is dropped: a wake-up is a hint)."""
+    receiver = WakeReceiver(web_settings.scheduler_address[0])
+    for _ in range(200):
+        receiver.attend()  # a scheduler waits in receive(): this one does not
+        if set(client.get("/readyz").json()["wakeups"].values()) == {"connected"}:
+            break
+        time.sleep(0.02)
+    for _ in range(5):  # the subscription follows the connection
+        receiver.attend()
+        time.sleep(0.02)
     yield receiver
     receiver.close()

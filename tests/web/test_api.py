@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
+from appliance.messaging import WakeReceiver
 from appliance.plan import plan_mapping
 from appliance.proxyconf import ProxyOptions, nginx_config
 from appliance.settings import Settings
@@ -356,9 +358,25 @@ def test_every_error_is_json(client: TestClient) -> None:
     assert_json_error(client.patch("/api/jobs"), 405)
 
 
-def test_health(client: TestClient) -> None:
+def test_health(client: TestClient, web_settings: Settings) -> None:
+    """Ready with the database; a scheduler address that nothing takes wake-ups at is
+    said (jobs then start at the sweeps), without making the process unready."""
     assert client.get("/healthz").json() == {"status": "alive"}
-    assert client.get("/readyz").json() == {"status": "ready"}
+    [address] = web_settings.scheduler_address
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["wakeups"][address].startswith("not connected")
+    assert "no scheduler takes wake-ups at " + address in ready.json()["warnings"][0]
+    receiver = WakeReceiver(address)
+    try:
+        for _ in range(100):
+            answer = client.get("/readyz").json()
+            if answer.get("wakeups", {})[address] == "connected":
+                break
+            time.sleep(0.05)
+        assert answer == {"status": "ready", "wakeups": {address: "connected"}}
+    finally:
+        receiver.close()
 
 
 def test_database_away_gives_503_json(tmp_path: Path, mongodb_uri: str, database_name: str) -> None:

@@ -94,6 +94,16 @@ capabilities: {drop: [ALL]}
   emptyDir: {sizeLimit: 256Mi}
 {{- end -}}
 
+{{/* The wake-up key (web and scheduler only): readable by the pod's group (fsGroup). */}}
+{{- define "appliance.wakeVolume" -}}
+- name: wake
+  secret: {secretName: {{ include "appliance.fullname" . }}-wake, defaultMode: 0440}
+{{- end -}}
+
+{{- define "appliance.wakeMount" -}}
+- {name: wake, mountPath: /etc/appliance/wake, readOnly: true}
+{{- end -}}
+
 {{- define "appliance.configMounts" -}}
 - {name: runners, mountPath: /etc/appliance/runners, readOnly: true}
 {{- if or .Values.services.configMap .Values.services.files }}
