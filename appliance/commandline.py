@@ -16,7 +16,7 @@ from appliance.errors import CommandError
 from appliance.forms import FileRef
 from appliance.model import Argument, ParamType, RunnerChoice, Service
 from appliance.symlinks import staged_name
-from appliance.templates import expand_env_value
+from appliance.templates import Env, expand_env_value, parse_item
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ def given_env(service: Service, environ: Mapping[str, str]) -> dict[str, str]:
     if service.format != "slivka":
         return {}
     return {"SLIVKA_HOME": environ.get("SLIVKA_HOME", PREVIOUS_HOME)}
+
+
+def environment_names(service: Service) -> set[str]:
+    """The environment variables ``service`` substitutes (``${NAME}`` in its command,
+    arguments and env values, and the previous system's SLIVKA_HOME)."""
+    templates = [*service.command, *(t for a in service.arguments for t in a.template)]
+    for values in (service.env, *(choice.env for choice in service.runners.values())):
+        templates += [parse_item(text, value_slots=False) for text in values.values()]
+    names = {s.name for t in templates for s in t.segments if isinstance(s, Env)}
+    return names | set(given_env(service, {}))
 
 
 def _job_env(

@@ -1,10 +1,19 @@
-"""Recording a submitted job: the one shape of a new job document, with its plan."""
+"""Recording a submitted job, the one way every submitter does it (the API, the pages, TES,
+the service tests): a new job document, with its plan, claimable from that one write;
+then a wake-up, a hint that only makes a scheduler look at once.
+
+Every job is planned in one environment: the variables the service files name, as the
+web process has them (``planning_environment``). The web process publishes it in the
+database, and the scheduler plans its service tests with it, not with its own."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from appliance.catalogue import Catalogue
+from appliance.commandline import environment_names
 from appliance.errors import StoreError
 from appliance.forms import FileRef, dump_values
 from appliance.jobrecord import JobRecord
@@ -34,6 +43,23 @@ def echo_parameters(service: Service, values: dict[str, Any]) -> dict[str, Any]:
             if values.get(pid) is not None and values.get(pid) is not False}  # fmt: skip
 
 
+Wake = Callable[[JobRecord], Awaitable[object]]
+
+
+def planning_environment(catalogue: Catalogue, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment jobs are planned in: the variables the service files name."""
+    names = set().union(*(environment_names(s) for s in catalogue.services.values()))
+    return {name: environ[name] for name in sorted(names) if name in environ}
+
+
+async def record(store: Store, job: JobRecord, wake: Wake | None) -> None:
+    """Store a new job; an ACCEPTED one is claimable from this write on, and ``wake``
+    (a scheduler's wake-up, a hint) goes after it."""
+    await store.insert_job(job)
+    if wake is not None and is_active(job):
+        await wake(job)
+
+
 async def record_job(
     store: Store,
     planner: Planner,
@@ -43,6 +69,7 @@ async def record_job(
     client: str = "",
     counted: bool = True,
     request_id: str = "",
+    wake: Wake | None = None,
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
@@ -67,7 +94,7 @@ async def record_job(
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"] = now, None
-    await store.insert_job(job)
+    await record(store, job, wake)
     if not counted:  # a service test's job: not a user's submission
         return job
     try:  # the statistics are not worth failing a submission for

@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from appliance.catalogue import load_catalogue
+from appliance.plan import plan_mapping
 from appliance.runners.config import create_backend
 from appliance.scheduler.core import Scheduler
 from appliance.settings import Settings
@@ -100,6 +101,31 @@ async def test_a_failing_test_makes_the_service_down_and_a_passing_one_ok(
     _, jobs = await store.find_jobs(services=["checked"], limit=10)
     assert len(jobs) == 2 and {j["client"] for j in jobs} == {"service-test"}
     assert [r for r in await store.usage_stats() if r["service"] == "checked"] == []  # not users'
+
+
+async def test_test_jobs_are_planned_in_the_web_processes_environment(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's job and a test job of one service get the same command line: both are
+    planned in the environment the web process published, whatever the scheduler's."""
+    write(settings, "beta")
+    path = settings.services_dir / "checked.service.yaml"
+    text = path.read_text().replace(
+        """sh -c 'grep -q "$0" input.txt && echo found'""",
+        """sh -c 'grep -q "$1" input.txt' ${WHERE}""",
+    )
+    assert "${WHERE}" in text
+    path.write_text(text)
+    monkeypatch.setenv("WHERE", "the web process")
+    with TestClient(create_app(settings)):  # it publishes what the service files name
+        pass
+    assert await store.planning_environment() == {"WHERE": "the web process"}
+    monkeypatch.setenv("WHERE", "the scheduler")
+    async with scheduler(settings, store):
+        ok = await status_of(store, "checked", {"OK", "DOWN", "WARNING"})
+    assert ok["status"] == "OK", ok
+    _, [job] = await store.find_jobs(services=["checked"], limit=10)
+    assert plan_mapping(job["plan"])["steps"][0]["argv"][3] == "the web process"
 
 
 async def test_a_test_that_does_not_end_in_time_is_down_and_cancelled(

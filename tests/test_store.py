@@ -213,7 +213,7 @@ async def test_a_new_job_is_claimable_by_its_own_write_alone(store: Store) -> No
     assert claimed["lease_owner"] == "a" and claimed["lease_gen"] == 1 and claimed["claims"] == 1
     assert set(await store.db.list_collection_names()) <= {"jobs", "files", "services",
                                                             "cancels", "schedulers", "marks",
-                                                            "usage", "stats"}  # fmt: skip
+                                                            "usage", "stats", "planning"}  # fmt: skip
 
 
 async def test_a_batch_is_claimed_oldest_first_with_one_search_per_batch_of_entries(

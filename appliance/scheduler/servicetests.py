@@ -36,7 +36,7 @@ from appliance.planning import Planner
 from appliance.scheduler.base import Base, log
 from appliance.states import JobState
 from appliance.store import new_id, utcnow
-from appliance.submission import record_job
+from appliance.submission import planning_environment, record_job
 
 CHECK_SECONDS = 10.0  # how often due tests are looked for
 CLIENT = "service-test"
@@ -66,8 +66,8 @@ class ServiceTests:
         self.scheduler = scheduler
         self.check_seconds = check_seconds
         self.going: dict[str, Going] = {}  # service id -> its test job
-        self.planner = Planner(scheduler.catalogue.runners, dict(os.environ))
         self.started = False
+        self.told_fallback = False
 
     def tested(self) -> list[tuple[Service, ServiceTest]]:
         """The services with tests, each with its first applicable test (whichever
@@ -115,17 +115,33 @@ class ServiceTests:
         except (FormErrors, OSError, ApplianceError) as exc:
             await store.end_service_test(service.id, "WARNING", f"the test is not valid: {exc}")
             return
-        job = await record_job(store, self.planner, service, values, client=CLIENT, counted=False)
+        job = await record_job(store, await self.planner(), service, values, client=CLIENT,
+                               counted=False, wake=self._wake)  # fmt: skip
         state = JobState(job["state"])
         if state.finished:
             status, message = outcome(state, job.get("error"), job.get("exit_code"))
             await store.end_service_test(service.id, status, message)
             return
-        self.scheduler.kick.set()
         log.info("service %s: test job %s submitted", service.id, job["_id"])
         self.going[service.id] = Going(
             service, str(job["_id"]), time.monotonic() + self._timeout(service)
         )
+
+    async def planner(self) -> Planner:
+        """Test jobs are planned as users' jobs are: in the environment the web process
+        published (this process's own only until one has)."""
+        catalogue = self.scheduler.catalogue
+        environment = await self.scheduler.store.planning_environment()
+        if environment is None:
+            if not self.told_fallback:
+                log.warning("no web process has published its planning environment yet: "
+                            "service test jobs are planned with the scheduler's")  # fmt: skip
+                self.told_fallback = True
+            environment = planning_environment(catalogue, os.environ)
+        return Planner(catalogue.runners, environment)
+
+    async def _wake(self, job: object) -> None:
+        self.scheduler.kick.set()
 
     def _timeout(self, service: Service) -> float:
         test = next((t for s, t in self.tested() if s.id == service.id), None)

@@ -151,6 +151,7 @@ class Connection:
         self.cancels = self.db["cancels"]
         self.schedulers = self.db["schedulers"]
         self.marks = self.db["marks"]  # records about to be deleted (retention)
+        self.planning = self.db["planning"]  # the web process's planning environment
         self.usage = self.db["usage"]  # bytes uploaded per client address and period
         self.stats = self.db["stats"]  # submissions per month and service (GET /api/stats)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import cast
 
@@ -67,6 +68,22 @@ class Files(Connection):
         found = await self._call("read usage statistics",
                                  lambda: self.stats.find({}).to_list(None))  # fmt: skip
         return sorted(found, key=lambda d: (str(d.get("month")), str(d.get("service"))))
+
+    # -- the planning environment (appliance.submission) ---------------------------------
+
+    async def publish_environment(self, environ: Mapping[str, str]) -> None:
+        """The web process's planning environment, for the scheduler's service tests."""
+        doc = {"_id": "environment", "variables": dict(environ), "at": await self.now()}
+        await self._call("publish the planning environment", lambda: self.planning.replace_one(
+            {"_id": "environment"}, doc, upsert=True), upsert=True)  # fmt: skip
+
+    async def planning_environment(self) -> dict[str, str] | None:
+        """The planning environment a web process published; None if none has yet."""
+        found = await self._call("read the planning environment",
+                                 lambda: self.planning.find_one({"_id": "environment"}))  # fmt: skip
+        if found is None or not isinstance(found.get("variables"), dict):
+            return None
+        return {str(k): str(v) for k, v in found["variables"].items()}
 
     # -- service health ----------------------------------------------------------------
 

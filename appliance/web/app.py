@@ -20,6 +20,7 @@ from appliance.pages import views as pages
 from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
+from appliance.submission import planning_environment
 from appliance.tes.setup import tes_state
 from appliance.web import files, jobs, meta, origins, tes
 from appliance.web.errors import HANDLERS
@@ -100,18 +101,20 @@ def create_app(settings: Settings) -> Starlette:
             timeout_ms=int(settings.database_timeout * 1000),
         )
         waker = WakeSender(settings.scheduler_address, keys=wake_keys(settings))
+        environment = planning_environment(catalogue, os.environ)
         app.state.appliance = WebState(
             settings,
             catalogue,
             store,
             waker,
             StoreFileLookup(store, settings.uploads_dir, settings.jobs_dir),
-            Planner(catalogue.runners, dict(os.environ)),
+            Planner(catalogue.runners, environment),
             tes_state(settings, catalogue),
         )
         try:
             try:
                 await store.ensure_indexes()
+                await store.publish_environment(environment)  # the service tests' too
             except Exception as exc:  # the database may come later; /readyz tells
                 log.warning("could not create indexes yet: %s", exc)
             yield

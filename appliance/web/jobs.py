@@ -88,10 +88,8 @@ async def accept_form(state: WebState, service: Service, form: FormData, client:
         raise
     await quotas.count_uploads(state.settings, state.store, client,
                                sum(f.size for f in form.saved()))  # fmt: skip
-    # Claimable since it was written; the wake-up only makes a scheduler look at once.
     if is_active(job):
         state.store.accepted_job(client, quotas.WAITING)
-        await state.waker.notify("submitted", str(job["_id"]), runner=str(job.get("runner")))
     return job
 
 
@@ -114,7 +112,7 @@ async def _accept(
                                                     f.media_type or sniffed[f.id]))  # fmt: skip
         recorded.append(f.id)
     job = await record_job(state.store, state.planner, service, values, client=client,
-                           request_id=REQUEST_ID.get() or "")  # fmt: skip
+                           request_id=REQUEST_ID.get() or "", wake=state.wake)  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
     outcome = "rejected" if JobState(job["state"]).finished else "accepted"
     SUBMISSIONS.labels(service.id, outcome).inc()

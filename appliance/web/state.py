@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from appliance.catalogue import Catalogue
 from appliance.filerefs import StoreFileLookup
+from appliance.jobrecord import JobRecord
 from appliance.messaging import WakeSender
 from appliance.model import Service
 from appliance.planning import Planner
@@ -26,6 +27,10 @@ class WebState:
     lookup: StoreFileLookup
     planner: Planner
     tes: TesState | None = None
+
+    async def wake(self, job: JobRecord) -> None:
+        """A new job's wake-up to every scheduler (a hint: it is claimable already)."""
+        await self.waker.notify("submitted", str(job["_id"]), runner=str(job.get("runner")))
 
     def service(self, service_id: str) -> Service:
         service = self.catalogue.services.get(service_id)

@@ -24,6 +24,7 @@ from appliance import __version__
 from appliance.jobrecord import JobRecord
 from appliance.states import JobState
 from appliance.store import new_id
+from appliance.submission import record
 from appliance.tes.auth import AuthError
 from appliance.tes.setup import TesState
 from appliance.tes.shared import roots_for
@@ -115,8 +116,7 @@ async def create_task(request: Request) -> Response:
                       "submitted_at": now, "parameters": {}, "values": {}, "owner": owner,
                       "task": accepted.document, "runner": accepted.runner,
                       "plan": accepted.plan.stored()}  # fmt: skip
-    await state.store.insert_job(job)  # claimable from this write on
-    await state.waker.notify("submitted", job_id, runner=accepted.runner)
+    await record(state.store, job, state.wake)
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})
 
