@@ -145,6 +145,39 @@ def _file_roots(value: object) -> tuple[str, ...]:
     return tuple(check_file_root(path) for path in _words(value))
 
 
+def _within(
+    parse: Callable[[object], Any], low: float, high: float, *, off: str = ""
+) -> Callable[[object], Any]:
+    """``parse``, then refused outside [``low``, ``high``]; with ``off``, 0 is allowed
+    too and means that (e.g. "no limit"). A value that would undo a safety net (a
+    database call without a time limit, a lease or sweep of 0 s) is an error naming its
+    key, at start and in ``appliance check``."""
+
+    def parsed(value: object) -> Any:
+        number = parse(value)
+        if off and number == 0:
+            return number
+        if not low <= number <= high:
+            zero = f", or 0 ({off})" if off else ""
+            raise ValueError(f"expected from {_show(low, parse)} to {_show(high, parse)}"
+                             f"{zero}, got {value!r}")  # fmt: skip
+        return number
+
+    return parsed
+
+
+def _show(bound: float, parse: Callable[[object], Any]) -> str:
+    if parse is parse_duration:
+        return f"{bound:g} s"
+    if parse is _size:
+        return f"{int(bound)} bytes"
+    return f"{bound:g}"
+
+
+DAY = 86400.0
+GIB = 1024**3
+
+
 def _number(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
@@ -179,13 +212,16 @@ class Settings:
         Path("services"), _path, "folder searched for *.service.yaml files"
     )
     runners_dir: Path = _setting(Path("runners"), _path, "folder of runner configurations")
-    upload_max_bytes: int = _setting(100 * 1024**2, _size, "largest accepted upload, e.g. 100M")
+    upload_max_bytes: int = _setting(
+        100 * 1024**2, _within(_size, 1024, 1024 * GIB), "largest accepted upload, e.g. 100M"
+    )
     job_max_output_bytes: int = _setting(
-        20 * 1024**3, _size, "most a job may write into its directory (checked at its end: "
+        20 * 1024**3, _within(_size, 1024**2, 1024**5, off="no limit"),
+        "most a job may write into its directory (checked at its end: "
         "FAILED, files deleted); 0: no limit",
     )  # fmt: skip
     upload_max_files: int = _setting(
-        50, _positive_int, "most files one job submission may carry (more: 413)"
+        50, _within(_positive_int, 1, 10_000), "most files one job submission may carry (more: 413)"
     )
     scheduler_address: tuple[str, ...] = _setting(
         ("tcp://127.0.0.1:5570",), _nonempty_words,
@@ -201,28 +237,39 @@ class Settings:
         "tcp://127.0.0.1:5571", _str, "ZeroMQ address of the local worker pool"
     )
     worker_slots: int = _setting(
-        0, _count, "jobs the local worker pool runs at once (0: one per CPU); in the compose "
+        0, _within(_count, 1, 4096, off="one per CPU"),
+        "jobs the local worker pool runs at once (0: one per CPU); in the compose "
         "bundle, a number turns the pool on"
     )  # fmt: skip
     web_bind: str = _setting("127.0.0.1:8000", _str, "host:port the web process listens on")
-    web_workers: int = _setting(1, _positive_int, "number of web worker processes")
+    web_workers: int = _setting(1, _within(_positive_int, 1, 256), "number of web worker processes")
     instance: str = _setting(
         "appliance", _str, "name of this appliance, put on every container it starts"
     )
     database_timeout: float = _setting(
-        20.0, parse_duration, "longest wait for one MongoDB operation before it counts as failed"
+        20.0,
+        _within(parse_duration, 0.5, 600),
+        "longest wait for one MongoDB operation before it counts as failed",
     )
     lease_seconds: float = _setting(
-        30.0, parse_duration, "how long a scheduler holds a job before others may take it over"
+        30.0,
+        _within(parse_duration, 1, DAY),
+        "how long a scheduler holds a job before others may take it over",
     )
     sweep_seconds: float = _setting(
-        5.0, parse_duration, "how often the scheduler looks for work it was not woken for"
+        5.0,
+        _within(parse_duration, 0.05, 3600),
+        "how often the scheduler looks for work it was not woken for",
     )
     job_retention: float = _setting(
-        7 * 86400.0, parse_duration, "finished jobs older than this are deleted (0: keep forever)"
+        7 * 86400.0,
+        _within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
+        "finished jobs older than this are deleted (0: keep forever)",
     )
     upload_retention: float = _setting(
-        7 * 86400.0, parse_duration, "uploads older than this are deleted (0: keep forever)"
+        7 * 86400.0,
+        _within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
+        "uploads older than this are deleted (0: keep forever)",
     )
     service_tests: bool = _setting(
         True, _bool, "run the service files' tests (their 'tests' section) at the scheduler's "
@@ -249,14 +296,19 @@ class Settings:
         "host names the proxy answers for (others: 421); '*' for any",
     )  # fmt: skip
     proxy_client_connections: int = _setting(
-        64, _count, "most open connections per client address at the proxy (0: no limit)"
+        64,
+        _within(_count, 1, 1_000_000, off="no limit"),
+        "most open connections per client address at the proxy (0: no limit)",
     )
     proxy_client_rate: int = _setting(
-        100, _count, "requests per second per client address at the proxy, bursts of 10 s "
+        100, _within(_count, 1, 1_000_000, off="no limit"),
+        "requests per second per client address at the proxy, bursts of 10 s "
         "allowed (0: no limit)",
     )  # fmt: skip
     proxy_body_timeout: float = _setting(
-        20.0, parse_duration, "longest pause between two reads of a request body at the proxy"
+        20.0,
+        _within(parse_duration, 1, 3600),
+        "longest pause between two reads of a request body at the proxy",
     )
     previous_runners: tuple[str, ...] = _setting(
         (), _words, "runners for the previous system's runner classes in its service files: "
@@ -268,19 +320,27 @@ class Settings:
     )  # fmt: skip
     # Quotas (appliance/web/quotas.py): 0 turns one off
     client_max_active_jobs: int = _setting(
-        100, _count, "most unfinished jobs one client address may have (more: 429)"
+        100,
+        _within(_count, 1, 10**9, off="no limit"),
+        "most unfinished jobs one client address may have (more: 429)",
     )
     client_upload_bytes: int = _setting(
-        10 * 1024**3, _size, "most bytes one client address may upload per client_upload_period"
+        10 * 1024**3,
+        _within(_size, 1024, 1024**5, off="no limit"),
+        "most bytes one client address may upload per client_upload_period",
     )
     client_upload_period: float = _setting(
-        3600.0, parse_duration, "the period of client_upload_bytes"
+        3600.0, _within(parse_duration, 1, 365 * DAY), "the period of client_upload_bytes"
     )
     max_queued_jobs: int = _setting(
-        10000, _count, "most jobs waiting to start, all clients together (more: 503)"
+        10000,
+        _within(_count, 1, 10**9, off="no limit"),
+        "most jobs waiting to start, all clients together (more: 503)",
     )
     min_free_disk: int = _setting(
-        1024**3, _size, "uploads and jobs are refused (507) when their volume has less free"
+        1024**3,
+        _within(_size, 0, 1024**5),
+        "uploads and jobs are refused (507) when their volume has less free",
     )
     allowed_origins: tuple[str, ...] = _setting(
         (), _words, "web sites (scheme://host[:port]) whose pages may call the API from a "
@@ -320,24 +380,34 @@ class Settings:
     tes_fetch_private: bool = _setting(
         False, _bool, "let http(s) inputs and outputs reach private and loopback addresses"
     )
-    tes_fetch_max_bytes: int = _setting(1024**3, _size, "largest http(s) input, e.g. 1G")
+    tes_fetch_max_bytes: int = _setting(
+        1024**3, _within(_size, 1, 1024**5), "largest http(s) input, e.g. 1G"
+    )
     tes_fetch_timeout: float = _setting(
-        300.0, parse_duration, "longest wait for one http(s) input or output"
+        300.0, _within(parse_duration, 1, DAY), "longest wait for one http(s) input or output"
     )
     tes_staged_schemes: tuple[str, ...] = _setting(
         (), _words, "other URL schemes accepted at creation (staged by the site; e.g. s3)"
     )
-    tes_max_cpus: int = _setting(4, _positive_int, "most CPU cores a task may have")
-    tes_max_ram_gb: float = _setting(8.0, _number, "most memory a task may have, in GB")
+    tes_max_cpus: int = _setting(
+        4, _within(_positive_int, 1, 4096), "most CPU cores a task may have"
+    )
+    tes_max_ram_gb: float = _setting(
+        8.0, _within(_number, 0.001, 1024**2), "most memory a task may have, in GB"
+    )
     tes_max_disk_gb: float = _setting(
-        10.0, _number, "most disk a task may ask for, in GB (reported, not enforced)"
+        10.0,
+        _within(_number, 0.001, 1024**3),
+        "most disk a task may ask for, in GB (reported, not enforced)",
     )
     tes_time_limit: float = _setting(
-        24 * 3600.0, parse_duration, "how long a task may run before it is stopped"
+        24 * 3600.0,
+        _within(parse_duration, 1, 365 * DAY),
+        "how long a task may run before it is stopped",
     )
     tes_create_wait: float = _setting(
         0.0,
-        parse_duration,
+        _within(parse_duration, 0, 60),
         "how long POST /tasks may wait for all executors but the last to end (0: not)",
     )
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})

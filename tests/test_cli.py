@@ -126,6 +126,10 @@ def test_check_reports_bad_settings(tmp_path: Path) -> None:
     result = run("check", "--offline", env={"APPLIANCE_SETTINGS": str(settings)})
     assert result.returncode == 2
     assert f"{settings}: web_wokers: unknown setting" in result.stderr
+    # a value that would undo a safety net: pymongo reads 0 as "no time limit"
+    result = run("check", "--offline", env={"APPLIANCE_DATABASE_TIMEOUT": "0"})
+    assert result.returncode == 2
+    assert "database_timeout: expected from 0.5 s to 600 s, got '0'" in result.stderr
 
 
 def test_check_reports_bad_runner_files(tmp_path: Path) -> None:

@@ -82,6 +82,10 @@ def _sample(key: str) -> tuple[str, object]:
         return "A" * 64, "a" * 64
     if isinstance(default, bool):
         return str(not default).lower(), not default
+    if key.endswith("_retention"):
+        return "2d", 2 * 86400.0
+    if key.endswith("_bytes"):
+        return "7M", 7 * 1024**2
     if isinstance(default, int | float):
         return "7", type(default)(7)
     return f"{default}-x", f"{default}-x"
@@ -106,6 +110,13 @@ def test_unknown_environment_variable_is_an_error() -> None:
     ("text", "key"),
     [
         ("web_workers: 0\n", "web_workers"),
+        ("database_timeout: 0\n", "database_timeout"),  # pymongo: no time limit at all
+        ("lease_seconds: 0\n", "lease_seconds"),
+        ("sweep_seconds: 0\n", "sweep_seconds"),
+        ("lease_seconds: 10d\n", "lease_seconds"),
+        ("job_retention: 10s\n", "job_retention"),  # deleted while still being read
+        ("upload_max_files: 0\n", "upload_max_files"),
+        ("worker_slots: 100000\n", "worker_slots"),
         ("operator_token_sha256: not-a-hash\n", "operator_token_sha256"),
         ("web_workers: many\n", "web_workers"),
         ("upload_max_bytes: lots\n", "upload_max_bytes"),
