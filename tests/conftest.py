@@ -17,6 +17,23 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
 
+# A test that needs a service (a MongoDB-protocol server, the Docker engine, nginx, the
+# SLURM or Kubernetes cluster, helm) is marked ``services``; the others are the fast core
+# suite, which runs in seconds on a machine with none of them: pytest -m "not services".
+SERVICE_FIXTURES = {"mongodb_uri", "database_name", "server"}
+SERVICE_MODULES = {"test_docker_engine", "test_isolation", "test_helm_chart",
+                   "test_helm_install", "test_kubernetes", "test_slurm", "test_faults",
+                   "test_outage", "test_jalview_live"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if (SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or module in SERVICE_MODULES or "bundle" in item.nodeid.split("/")):  # fmt: skip
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

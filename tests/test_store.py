@@ -188,7 +188,9 @@ async def test_concurrent_processes_never_take_the_same_job(
 
 
 async def test_unreachable_server_gives_store_unavailable_after_retrying() -> None:
-    store = Store("mongodb://127.0.0.1:9/", "x", retry_seconds=0.5, server_timeout_ms=100)
+    store = Store(
+        "mongodb://127.0.0.1:9/", "x", retry_seconds=0.5, server_timeout_ms=100, timeout_ms=500
+    )
     started = time.monotonic()
     with pytest.raises(StoreUnavailableError, match="unreachable"):
         await store.get_job("x")
