@@ -10,6 +10,7 @@
     │   └── StoreUnavailableError  MongoDB could not be reached in time
     └── RunnerError              a runner backend failed (the job ends in ERROR)
         └── RunnerUnavailableError  its engine or worker is unreachable (retried)
+            └── FilesUnansweredError  the file system did not answer in time (retried)
 
 Third-party exceptions (pymongo, yaml, docker, zmq) are translated into these at the
 one module that imports the library.
@@ -122,3 +123,8 @@ class RunnerError(ApplianceError):
 
 class RunnerUnavailableError(RunnerError):
     """The runner's engine or worker cannot be reached now; the job waits and retries."""
+
+
+class FilesUnansweredError(RunnerUnavailableError):
+    """A read or write of the jobs' file system did not end in time (a hung network file
+    system): asked again later, as an unreachable runner is."""

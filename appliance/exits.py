@@ -81,6 +81,13 @@ def read_exit_record(workdir: Path, step: int = 0) -> ExitRecord | None:
         os.close(fd)
 
 
+def read_exit_records(wanted: list[tuple[Path | None, int]]) -> list[ExitRecord | None]:
+    """``read_exit_record`` of each (work directory, step): one trip off the event loop
+    for a whole status round (``appliance.offloop``)."""
+    return [None if workdir is None else read_exit_record(workdir, step)
+            for workdir, step in wanted]  # fmt: skip
+
+
 def signal_of(code: int) -> int | None:
     """The signal that ended a process, from either way of reporting it; None if none."""
     if code < 0:

@@ -251,6 +251,11 @@ class Settings:
         _within(parse_duration, 0.5, 600),
         "longest wait for one MongoDB operation before it counts as failed",
     )
+    file_timeout: float = _setting(
+        30.0, _within(parse_duration, 1, 600),
+        "longest wait for one read or write of the jobs' file system by the scheduler (a "
+        "hung network file system then delays that job only, never the scheduler's loop)",
+    )  # fmt: skip
     lease_seconds: float = _setting(
         30.0,
         _within(parse_duration, 1, DAY),

@@ -28,7 +28,7 @@ SERVICE_MODULES = {"test_docker_engine", "test_isolation", "test_helm_chart",
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = Path(str(item.path)).stem
         if (SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
                 or module in SERVICE_MODULES or "bundle" in item.nodeid.split("/")):  # fmt: skip
             item.add_marker(pytest.mark.services)

@@ -6,7 +6,9 @@ Output goes to the step's stdout and stderr files in the job's directory, and ea
 end to its exit record, like the real backends. With the option ``runs_steps`` it runs a
 whole multi-step plan in one submission (as a cluster backend might), else one step.
 It records every submit (``submissions``, repeats included) and every run it started
-(``runs``), so tests can count starts.
+(``runs``), so tests can count starts. Its simulated programs write their files in a
+thread, as a job's own process would; it reads exit records off the loop with a time
+limit (``appliance.offloop``), as the real backends do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import RunnerUnavailableError
-from appliance.exits import read_exit_record, write_exit_record
+from appliance.exits import read_exit_records, write_exit_record
+from appliance.offloop import FileWork
 from appliance.plan import Step
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.volumes import Volumes
@@ -30,9 +33,11 @@ if TYPE_CHECKING:
 
 class MemoryBackend:
     def __init__(
-        self, volumes: Volumes, start_delay: float = 0.0, runs_steps: bool = False
-    ) -> None:
+        self, volumes: Volumes, start_delay: float = 0.0, runs_steps: bool = False,
+        file_timeout: float = 30.0,
+    ) -> None:  # fmt: skip
         self.volumes = volumes
+        self.files = FileWork(file_timeout, name="memory-files")
         self.start_delay = start_delay
         self.runs_steps = runs_steps
         self.submit_delay = 0.0  # tests: a slow engine
@@ -62,17 +67,15 @@ class MemoryBackend:
         for index in range(run.step, last + 1):
             step = run.plan.steps[index]
             out, err = workdir / step.stdout, workdir / step.stderr
-            for stream in (out, err):
-                stream.parent.mkdir(parents=True, exist_ok=True)
-                stream.write_text("")
+            await asyncio.to_thread(_fresh, out, err)
             try:
                 await asyncio.sleep(self.start_delay)
                 self.started.add(handle)
                 code = await self._program(step, workdir, out, err)
             except asyncio.CancelledError:
-                write_exit_record(workdir, -signal.SIGTERM, step=index)
+                await asyncio.to_thread(write_exit_record, workdir, -signal.SIGTERM, step=index)
                 return
-            write_exit_record(workdir, code, step=index)
+            await asyncio.to_thread(write_exit_record, workdir, code, step=index)
             if code != 0 and step.stop_on_failure:
                 return
 
@@ -87,19 +90,19 @@ class MemoryBackend:
         if program == "exit":
             return int(args[0])
         if program == "echo":
-            out.write_text(" ".join(args) + "\n")
+            await asyncio.to_thread(out.write_text, " ".join(args) + "\n")
             return 0
         if program == "sleep":
             await asyncio.sleep(float(args[0]))
             return 0
         if program in ("printenv", "env"):
-            out.write_text("".join(f"{k}={v}\n" for k, v in step.env.items()))
+            await asyncio.to_thread(out.write_text,
+                                    "".join(f"{k}={v}\n" for k, v in step.env.items()))  # fmt: skip
             return 0
         if program == "touch":
-            for name in args:
-                (workdir / name).write_text("")
+            await asyncio.to_thread(_fresh, *(workdir / name for name in args))
             return 0
-        err.write_text(f"{program}: not found\n")
+        await asyncio.to_thread(err.write_text, f"{program}: not found\n")
         return 127
 
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
@@ -112,9 +115,10 @@ class MemoryBackend:
             elif task.done():
                 run = self.runs_of[handle]
                 workdir = self.volumes.path(run.plan.work)
-                records = [
-                    read_exit_record(workdir, i) for i in range(run.step, len(run.plan.steps))
+                wanted: list[tuple[Path | None, int]] = [
+                    (workdir, i) for i in range(run.step, len(run.plan.steps))
                 ]
+                records = await self.files.call("read exit records", read_exit_records, wanted)
                 ended = [r for r in records if r is not None]
                 last = ended[-1] if ended else None
                 result[handle] = RunStatus(RunState.FINISHED, last.code if last else -1,
@@ -134,13 +138,20 @@ class MemoryBackend:
     async def close(self) -> None:
         for task in self.tasks.values():
             task.cancel()
+        self.files.close()
 
     def _check(self) -> None:
         if not self.reachable:
             raise RunnerUnavailableError("the memory backend is switched off")
 
 
+def _fresh(*paths: Path) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+
 def create(config: RunnerConfig, settings: Settings) -> MemoryBackend:
     options = config.options
     return MemoryBackend(Volumes.local(settings), float(options.get("start_delay") or 0.0),
-                         bool(options.get("runs_steps")))  # fmt: skip
+                         bool(options.get("runs_steps")), settings.file_timeout)  # fmt: skip

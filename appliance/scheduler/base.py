@@ -14,6 +14,7 @@ from typing import Any
 from appliance import metrics
 from appliance.catalogue import Catalogue
 from appliance.jobrecord import JobRecord
+from appliance.offloop import FileWork
 from appliance.runners.base import Backend
 from appliance.runners.registry import Abilities, abilities_of
 from appliance.scheduler.held import Held
@@ -84,6 +85,8 @@ class Base:
         self.start_tasks: dict[asyncio.Task[None], str] = {}  # -> the job being started
         self.side_tasks: set[asyncio.Task[None]] = set()
         self.progress = Progress(["dispatch", "monitor"])
+        # Job directories and exit records, read and written off the event loop.
+        self.files = FileWork(settings.file_timeout, name="scheduler-files")
 
     @property
     def runners(self) -> list[str]:

@@ -68,6 +68,7 @@ class Scheduler(Following):
             await self._stop(takers, followers)
             if receiver is not None:
                 receiver.close()
+            self.files.close()
 
     def _receiver(self) -> WakeReceiver:
         addresses = self.settings.scheduler_address

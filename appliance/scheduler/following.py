@@ -7,14 +7,16 @@ import asyncio
 import shutil
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from appliance import metrics
 from appliance.aio import wait_event
-from appliance.errors import RunnerError, RunnerUnavailableError
-from appliance.exits import ExitRecord, job_end, read_exit_record
-from appliance.jobdirs import collect_outputs, directory_size, prepare_step
+from appliance.errors import FilesUnansweredError, RunnerError, RunnerUnavailableError
+from appliance.exits import ExitRecord, job_end, read_exit_records
+from appliance.jobdirs import FoundOutput, collect_outputs, directory_size, prepare_step
 from appliance.jobrecord import JobRecord, OutputRecord, StepRecord
+from appliance.plan import Plan
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.scheduler.base import log
 from appliance.scheduler.held import Held
@@ -81,7 +83,10 @@ class Following(Starting):
             for held in group:
                 held.unreachable_since = None
                 status = statuses.get(held.handle) or RunStatus(RunState.LOST)
-                await self._apply(held, status)
+                try:
+                    await self._apply(held, status)
+                except FilesUnansweredError as exc:  # its end is recorded at a later round
+                    log.warning("job %s: %s; trying again", held.job_id, exc)
 
     async def _follow_changes(self, runner: str, backend: Any) -> None:
         """Ask for a runner's statuses as soon as it says a job started or ended; its
@@ -156,7 +161,7 @@ class Following(Starting):
         record = status.record()
         assert record is not None
         if self.abilities[held.runner].runs_steps:  # the backend ran every step itself
-            records = self._step_records(held)
+            records = await self._step_records(held)
             held.steps = [self._step_record(held, i, r) for i, r in enumerate(records)]
             record = _deciding(held, records) or record
         else:
@@ -183,9 +188,10 @@ class Following(Starting):
                 extra["system_logs"] = [str(exc)]
         await self._finish(held, state, record.code, message, extra)
 
-    def _step_records(self, held: Held) -> list[ExitRecord | None]:
+    async def _step_records(self, held: Held) -> list[ExitRecord | None]:
         workdir = self.volumes.path(held.plan.work)
-        return [read_exit_record(workdir, i) for i in range(len(held.plan.steps))]
+        wanted: list[tuple[Path | None, int]] = [(workdir, i) for i in range(len(held.plan.steps))]
+        return await self.files.call("read exit records", read_exit_records, wanted)
 
     def _step_record(self, held: Held, index: int, record: ExitRecord | None,
                      at: Any = None) -> StepRecord:  # fmt: skip
@@ -202,8 +208,10 @@ class Following(Starting):
         (which sees this step finished again) tries again, for a while."""
         run = StepRun(held.job_id, held.plan, index, held.service, held.submitted_at)
         try:
-            await asyncio.to_thread(prepare_step, self.volumes.path(held.plan.work), held.plan,
-                                    index)  # fmt: skip
+            await self.files.call("prepare a step", prepare_step,
+                                  self.volumes.path(held.plan.work), held.plan, index)  # fmt: skip
+        except FilesUnansweredError:
+            raise
         except OSError as exc:
             await self._finish(held, JobState.ERROR, None, f"step {index + 1} cannot run: {exc}")
             return
@@ -237,22 +245,17 @@ class Following(Starting):
     async def _finish(self, held: Held, state: JobState, code: int | None, message: str,
                       extra: JobRecord | None = None) -> None:  # fmt: skip
         workdir = self.volumes.path(held.plan.work)
-        outputs: list[OutputRecord] = []
         limit = self.settings.job_max_output_bytes
-        if (
-            workdir.is_dir()
-            and limit
-            and (await asyncio.to_thread(directory_size, workdir, limit) > limit)
-        ):  # the disk is everyone's: what is over the cap is not kept
+        over, found = await self.files.call("collect the outputs", _look_at_outputs,
+                                            held.plan, workdir, limit)  # fmt: skip
+        outputs: list[OutputRecord] = [o.to_json() for o in found]
+        if over:  # the disk is everyone's: what is over the cap is not kept
             state = JobState.FAILED
             message = (f"the job wrote more than {limit} bytes into its directory (the "
                        "job_max_output_bytes setting); its files were deleted")  # fmt: skip
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-        elif workdir.is_dir():
-            found = await asyncio.to_thread(collect_outputs, held.plan, workdir)
-            outputs = [o.to_json() for o in found]
-            if state is JobState.FAILED:
-                message = _with_stderr(message, held, outputs)
+        elif state is JobState.FAILED:
+            message = _with_stderr(message, held, outputs)
         now = await self.store.now()
         fields: JobRecord = {"completed_at": now, "exit_code": code, "error": message or None,
                              "outputs": outputs, "lease_owner": None, "lease_expires": None}  # fmt: skip
@@ -273,6 +276,15 @@ class Following(Starting):
                 max(0.0, (now - held.started_at).total_seconds()))  # fmt: skip
         log.info("job %s %s%s", held.job_id, state, f": {message}" if message else "",
                  extra=held.log_fields)  # fmt: skip
+
+
+def _look_at_outputs(plan: Plan, workdir: Path, limit: int) -> tuple[bool, list[FoundOutput]]:
+    """Whether the job wrote more than ``limit`` bytes (0: no limit); else its outputs."""
+    if not workdir.is_dir():
+        return False, []
+    if limit and directory_size(workdir, limit) > limit:
+        return True, []
+    return False, collect_outputs(plan, workdir)
 
 
 def _with_stderr(message: str, held: Held, outputs: list[OutputRecord]) -> str:

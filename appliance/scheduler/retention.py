@@ -145,7 +145,9 @@ def _remove_job_dir(workdir: Path) -> None:
 
 
 def _old_job_dirs(jobs_dir: Path, before: float) -> list[str]:
-    names = []
+    names: list[str] = []
+    if not jobs_dir.is_dir():
+        return names
     with os.scandir(jobs_dir) as entries:
         for entry in entries:
             if (
@@ -159,7 +161,7 @@ def _old_job_dirs(jobs_dir: Path, before: float) -> list[str]:
 
 async def remove_leftover_dirs(store: Store, settings: Settings, now: datetime) -> int:
     """Remove job directories that have no record, older than a record could be."""
-    if settings.job_retention <= 0 or not settings.jobs_dir.is_dir():
+    if settings.job_retention <= 0:
         return 0
     age = settings.job_retention + grace_of(settings) + 3600
     names = await asyncio.to_thread(_old_job_dirs, settings.jobs_dir, now.timestamp() - age)

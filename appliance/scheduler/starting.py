@@ -9,7 +9,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 from appliance import metrics
-from appliance.errors import RunnerError, RunnerUnavailableError
+from appliance.errors import FilesUnansweredError, RunnerError, RunnerUnavailableError
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
 from appliance.plan import Plan, PlanError
@@ -92,12 +92,13 @@ class Starting(Base):
         step = int(job.get("step") or 0)
         workdir = None if isinstance(plan, str) or backend is None else self.volumes.path(plan.work)
 
-        async def prepare() -> OSError | None:
+        async def prepare() -> OSError | FilesUnansweredError | None:
             if workdir is None or isinstance(plan, str):
                 return None
             try:
-                await asyncio.to_thread(make_step_dir, workdir, plan, step)
-            except OSError as exc:
+                await self.files.call("make the job's directory", make_step_dir, workdir, plan,
+                                      step)  # fmt: skip
+            except (OSError, FilesUnansweredError) as exc:
                 return exc
             return None
 
@@ -109,6 +110,9 @@ class Starting(Base):
         if isinstance(plan, str) or backend is None or workdir is None:
             reason = plan if isinstance(plan, str) else f"runner {runner!r} is not running here"
             await self._end(job_id, JobState.ERROR, reason)
+            return
+        if isinstance(failed, FilesUnansweredError):  # a hung file system: later, as for a runner
+            await self._retry_later(job, runner, failed)
             return
         if failed is not None:
             await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {failed}")

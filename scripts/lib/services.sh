@@ -129,6 +129,13 @@ ensure_nginx() {
   command -v nginx >/dev/null || apt_install nginx-light || die "nginx is missing: install it"
 }
 
+ensure_fuse() {
+  # A FUSE file system whose reads hang (tests/hungfs.py): libfuse2 and fusermount.
+  { command -v fusermount >/dev/null && ldconfig -p | grep -q libfuse.so.2; } \
+    || apt_install fuse libfuse2 || die "FUSE (Debian's fuse, libfuse2) is missing"
+  [ -e /dev/fuse ] || die "/dev/fuse is missing: the hung file system test needs FUSE"
+}
+
 AXE_VERSION=4.14.1
 ensure_browser() {
   # The browser tests' parts: Debian's chromium (Playwright drives it; its own browser

@@ -37,7 +37,8 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Pod
 from lightkube.types import CascadeType
 
 from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
-from appliance.exits import read_exit_record, write_exit_record
+from appliance.exits import ExitRecord, read_exit_records, write_exit_record
+from appliance.offloop import FileWork
 from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.runners.kubernetes.ends import NEVER_RAN, step_status
@@ -109,6 +110,7 @@ class KubernetesBackend:
         self._changed = asyncio.Event()
         self._made: dict[str, float] = {}  # Job name -> when this process created it
         self._deleting: set[asyncio.Task[None]] = set()
+        self.files = FileWork(settings.file_timeout, name="kubernetes-files")
 
     # -- the client and the watches ------------------------------------------------------
 
@@ -240,12 +242,11 @@ class KubernetesBackend:
                 newest[job] = pod
         return newest
 
-    def _status(
-        self, handle: str, jobs: Informer, pods: dict[str, dict[str, Any]], now: float
-    ) -> RunStatus:
-        name, job_id, step = self.parse(handle)
-        workdir = self._workdir(job_id)
-        record = read_exit_record(workdir, step) if workdir is not None else None
+    def _status(self, handle: str, jobs: Informer, pods: dict[str, dict[str, Any]], now: float,
+                record: ExitRecord | None) -> RunStatus:  # fmt: skip
+        """A step's status from its exit record (read beforehand, off the loop), else from
+        its Job and pod."""
+        name = self.parse(handle)[0]
         if record is not None:
             return RunStatus(RunState.FINISHED, record.code, record.message, record.oom)
         job = jobs.objects.get(name)
@@ -255,13 +256,26 @@ class KubernetesBackend:
                 return RunStatus(RunState.QUEUED)
             return RunStatus(RunState.LOST, message=f"Kubernetes has no Job {name}")
         status = step_status(job, pods.get(name), now, self.unschedulable_grace)
-        if status.state is RunState.FINISHED and workdir is not None:
-            with contextlib.suppress(OSError):  # kept after the Job is gone
-                write_exit_record(workdir, NEVER_RAN if status.exit_code is None else status.exit_code,
-                                  status.message, step=step, oom=status.oom)  # fmt: skip
-            if status.exit_code == NEVER_RAN and status.message:  # it will never run: removed now
-                self._forget_later(name)
+        if status.state is RunState.FINISHED and status.exit_code == NEVER_RAN and status.message:
+            self._forget_later(name)  # it will never run: removed now
         return status
+
+    def _records(self, handles: Sequence[str]) -> list[tuple[Path | None, int]]:
+        return [(self._workdir(job_id), step) for _, job_id, step in map(self.parse, handles)]
+
+    async def _keep_ends(self, ended: list[tuple[str, RunStatus]]) -> None:
+        """Write the exit record of each step seen to end (kept after its Job is gone)."""
+        writes = [(workdir, status, step) for handle, status in ended
+                  for (workdir, step) in self._records([handle]) if workdir is not None]  # fmt: skip
+
+        def write() -> None:
+            for workdir, status, step in writes:
+                with contextlib.suppress(OSError):
+                    code = NEVER_RAN if status.exit_code is None else status.exit_code
+                    write_exit_record(workdir, code, status.message, step=step, oom=status.oom)
+
+        if writes:
+            await self.files.call("keep exit records", write)
 
     def _forget_later(self, name: str) -> None:
         async def delete() -> None:
@@ -275,9 +289,16 @@ class KubernetesBackend:
     async def status(self, handles: Sequence[str]) -> dict[str, RunStatus]:
         if not handles:
             return {}
+        records = await self.files.call("read exit records", read_exit_records,
+                                        self._records(handles))  # fmt: skip
         jobs, pods = await self._synced()
         now, newest = time.time(), self._pods_by_job(pods)
-        return {handle: self._status(handle, jobs, newest, now) for handle in handles}
+        result = {handle: self._status(handle, jobs, newest, now, record)
+                  for handle, record in zip(handles, records, strict=True)}  # fmt: skip
+        await self._keep_ends([(handle, status) for (handle, status), record
+                               in zip(result.items(), records, strict=True)
+                               if record is None and status.state is RunState.FINISHED])  # fmt: skip
+        return result
 
     async def changed(self, timeout: float) -> None:
         """Return when one of this instance's Jobs or pods changed (or after ``timeout``)."""
@@ -292,11 +313,13 @@ class KubernetesBackend:
     async def cancel(self, handle: str) -> None:
         name, job_id, step = self.parse(handle)
         workdir = self._workdir(job_id)
-        if workdir is not None and workdir.is_dir() and read_exit_record(workdir, step) is None:
+        [record] = await self.files.call("read exit records", read_exit_records,
+                                         self._records([handle]))  # fmt: skip
+        if workdir is not None and record is None:
             jobs, pods = await self._synced()
-            status = self._status(handle, jobs, self._pods_by_job(pods), time.time())
+            status = self._status(handle, jobs, self._pods_by_job(pods), time.time(), None)
             if status.state is not RunState.FINISHED:
-                write_exit_record(workdir, 143, "cancelled", step=step)
+                await self.files.call("record a cancel", _cancelled, workdir, step)
         try:
             await self._call("delete Job", self.client().delete(
                 Job, name, cascade=CascadeType.BACKGROUND,
@@ -360,7 +383,13 @@ class KubernetesBackend:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        self.files.close()
 
 
 def create(config: RunnerConfig, settings: Settings) -> KubernetesBackend:
     return KubernetesBackend(config, settings)
+
+
+def _cancelled(workdir: Path, step: int) -> None:
+    if workdir.is_dir():
+        write_exit_record(workdir, 143, "cancelled", step=step)

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import RunnerError, RunnerUnavailableError
-from appliance.exits import read_exit_record, record_dir
+from appliance.exits import ExitRecord, read_exit_records, record_dir
 from appliance.model import Resources
+from appliance.offloop import FileWork
 from appliance.plan import JOBS, Location, PlanError
 from appliance.runners.base import RunState, RunStatus, StepRun
 from appliance.runners.slurm.docker_args import DEFAULT_USER, docker_argv
@@ -108,6 +109,7 @@ class SlurmBackend:
         script_dir = Path(str(options.get("script_dir") or cache / "appliance" / "slurm"))
         self.script = script_dir / f"appliance-step-{self.mode}.sh"
         self.status_rounds = 0  # each asks squeue --json once, however many jobs it follows
+        self.files = FileWork(settings.file_timeout, name="slurm-files")
 
     # -- commands -------------------------------------------------------------------------
 
@@ -213,13 +215,16 @@ class SlurmBackend:
         self.status_rounds += 1
         listed = json.loads(await self._run("squeue", "--json"))
         jobs = {str(j.get("job_id")): j for j in listed.get("jobs", [])}
+        parsed = [self.parse(handle) for handle in handles]
+        records = await self.files.call("read exit records", read_exit_records,
+                                        [(self._workdir(job_id), step)
+                                         for _, job_id, step in parsed])  # fmt: skip
         result = {}
-        for handle in handles:
-            slurm_id, job_id, step = self.parse(handle)
+        for handle, (slurm_id, _, _), record in zip(handles, parsed, records, strict=True):
             job = jobs.get(slurm_id)
             if job is None:
                 job = await self._scontrol(slurm_id)
-            result[handle] = self._status_of(job, job_id, step, slurm_id)
+            result[handle] = self._status_of(job, record, slurm_id)
         return result
 
     async def _scontrol(self, slurm_id: str) -> dict[str, Any] | None:
@@ -243,10 +248,8 @@ class SlurmBackend:
             return None
 
     def _status_of(
-        self, job: dict[str, Any] | None, job_id: str, step: int, slurm_id: str
+        self, job: dict[str, Any] | None, record: ExitRecord | None, slurm_id: str
     ) -> RunStatus:
-        workdir = self._workdir(job_id)
-        record = read_exit_record(workdir, step) if workdir is not None else None
         if job is None:
             if record is not None:
                 return RunStatus(RunState.FINISHED, record.code, record.message, record.oom)
@@ -294,7 +297,7 @@ class SlurmBackend:
         return []  # the images are on the compute nodes' engines, out of sight from here
 
     async def close(self) -> None:
-        return None
+        self.files.close()
 
 
 def create(config: RunnerConfig, settings: Settings) -> SlurmBackend:
