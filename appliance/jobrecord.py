@@ -74,6 +74,8 @@ class JobRecord(TypedDict, total=False):
     outputs: list[OutputRecord]
     attempts: int
     first_failure_at: datetime | None
+    # why it is not running yet (appliance.waiting): reason, message, since; None once it runs
+    waiting: dict[str, Any] | None
     # retention (appliance.scheduler.retention): deleted once this is older than a grace period
     expiring_at: datetime | None
     # TES tasks (kind "task", appliance.tes): the task as accepted, whose it is, and what

@@ -21,6 +21,7 @@ from appliance.model import Service
 from appliance.planning import Planned, Planner, Refused
 from appliance.states import JobState
 from appliance.store import Store, new_id
+from appliance.waiting import waiting
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ async def record_job(
         "parameters": echo_parameters(service, values),
         "values": dump_values(values),
         "client": client,
+        "waiting": waiting("scheduler", now),
     }
     if request_id:
         job["request_id"] = request_id
@@ -93,7 +95,7 @@ async def record_job(
         job["runner"], job["plan"] = planned.runner, planned.plan.stored()
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
-        job["completed_at"], job["runner"] = now, None
+        job["completed_at"], job["runner"], job["waiting"] = now, None, None
     await record(store, job, wake)
     if not counted:  # a service test's job: not a user's submission
         return job

@@ -57,8 +57,11 @@ class Progress:
 
     def __call__(self, job: dict[str, Any], waited: float) -> None:
         line = f"job {job.get('id')}: {job.get('status')}"
+        why = job.get("waiting")
+        if isinstance(why, dict) and why.get("message"):
+            line += f" ({why['message']})"
         if self.tty:
-            print(f"\r{line} ({waited:.0f} s)\x1b[K", end="", file=sys.stderr, flush=True)
+            print(f"\r{line} [{waited:.0f} s]\x1b[K", end="", file=sys.stderr, flush=True)
         elif line != self.last:
             print(line, file=sys.stderr, flush=True)
         self.last = line

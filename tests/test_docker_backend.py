@@ -20,6 +20,7 @@ import pytest
 
 from appliance.catalogue import Catalogue, load_catalogue
 from appliance.forms import FileRef, validate
+from appliance.jobrecord import JobRecord
 from appliance.plan import UPLOADS, Location, plan_mapping
 from appliance.planning import Planner
 from appliance.runners.config import create_backend
@@ -381,8 +382,14 @@ async def test_slots_cap_running_containers_and_a_waiting_job_can_be_cancelled(
             ).stdout.split()  # fmt: skip
             most = max(most, len(running))
             await asyncio.sleep(0.1)
-        waiting = await store.get_job(ids[4])
-        assert waiting is not None and waiting["state"] == "QUEUED"
+
+        async def for_a_slot() -> JobRecord | None:  # and it says so
+            job = await store.get_job(ids[4])
+            return job if ((job or {}).get("waiting") or {}).get("reason") == "slot" else None
+
+        waiting = await wait_for(for_a_slot, timeout=10)
+        assert waiting["state"] == "QUEUED"
+        assert waiting["waiting"]["message"] == "waiting for one of runner docker's 2 slots"
         await store.request_cancel(ids[4])
         scheduler.poke.set()
         jobs = [await wait_final(store, job_id, timeout=90) for job_id in ids]

@@ -156,7 +156,10 @@ async def test_unreachable_runner_retries_then_runs(settings: Settings, store: S
     try:
         job_id = await submit(store, service, "echo", "later")
         await wait_for(lambda: _field(store, job_id, "attempts"), timeout=10)
-        assert (await store.get_job(job_id))["state"] == "ACCEPTED"  # type: ignore[index]
+        waiting = await store.get_job(job_id)
+        assert waiting is not None and waiting["state"] == "ACCEPTED"
+        why = waiting.get("waiting") or {}
+        assert why.get("reason") == "runner" and "switched off" in why.get("message", "")
         run.backend.reachable = True
         job = await wait_final(store, job_id, timeout=15)
     finally:
@@ -365,13 +368,22 @@ async def test_a_job_whose_runner_no_scheduler_runs_ends_with_the_reason(
     (settings.services_dir / "gpu.service.yaml").write_text(
         text.replace("runner: mem", "runner: gpu").replace("name: Probe", "name: GPU"))  # fmt: skip
     job_id = await submit(store, load_catalogue(settings).services["gpu"], "echo", "x")
-    run = Running(settings, store, submit_retry_seconds=1.0,
+    run = Running(settings, store, submit_retry_seconds=3.0,
                   chores=lambda s: Housekeeping(s, interval=0.3))  # fmt: skip
     try:
+
+        async def says_why() -> JobRecord | None:  # before it ends, the job says why it waits
+            job = await store.get_job(job_id)
+            found = (job or {}).get("waiting") or {}
+            return job if found.get("reason") == "no-scheduler" else None
+
+        waiting = await wait_for(says_why, timeout=10)
         job = await wait_final(store, job_id, timeout=15)
     finally:
         await run.close()
-    assert job["state"] == "ERROR"
+    message = waiting["waiting"]["message"]
+    assert "no running scheduler runs its runner 'gpu': it ends in ERROR at " in message
+    assert job["state"] == "ERROR" and job["waiting"] is None
     assert "no scheduler runs its runner 'gpu'" in str(job["error"])
     assert run.backend.submissions == []
 

@@ -36,8 +36,9 @@ class RunState(enum.Enum):
 class RunStatus:
     state: RunState
     exit_code: int | None = None
-    message: str = ""
+    message: str = ""  # how it ended (FINISHED, LOST), or why it waits (QUEUED)
     oom: bool = False
+    reason: str = ""  # QUEUED: why it waits, a code of appliance.waiting (slot, backend...)
 
     def record(self) -> ExitRecord | None:
         """How it ended (FINISHED only)."""

@@ -58,12 +58,13 @@ class LocalBackend:
         result = {}
         for handle in handles:
             data = statuses.get(handle) or {"state": "lost"}
-            code = data.get("exit_code")
-            result[handle] = RunStatus(
-                RunState(data["state"]),
-                None if code is None else int(code),
-                str(data.get("message", "")),
-            )
+            code, state = data.get("exit_code"), RunState(data["state"])
+            if state is RunState.QUEUED:  # the pool queues what its slots cannot take now
+                result[handle] = RunStatus(state, reason="slot", message=(
+                    f"waiting for one of the worker pool's slots ({self.client.address})"))  # fmt: skip
+                continue
+            result[handle] = RunStatus(state, None if code is None else int(code),
+                                       str(data.get("message", "")))  # fmt: skip
         return result
 
     async def probe(self) -> str:

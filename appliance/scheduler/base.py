@@ -116,7 +116,7 @@ class Base:
                    sources: Iterable[JobState] = (JobState.ACCEPTED,)) -> None:  # fmt: skip
         """End a job that never reached a runner (or cannot be followed)."""
         fields: JobRecord = {"completed_at": await self.store.now(), "error": message,
-                             "lease_owner": None, "lease_expires": None}  # fmt: skip
+                             "lease_owner": None, "lease_expires": None, "waiting": None}  # fmt: skip
         await self.store.move_job(job_id, list(sources), state, fields, owner=self.owner)
         metrics.JOBS_ENDED.labels("", "", state.value).inc()  # it never reached a runner
         log.info("job %s %s: %s", job_id, state, message)

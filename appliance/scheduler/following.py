@@ -23,6 +23,7 @@ from appliance.scheduler.held import Held
 from appliance.scheduler.starting import Starting
 from appliance.states import FINAL, JobState, sources_of
 from appliance.tes.transfer import StagingError, stage_out
+from appliance.waiting import same, waiting
 
 UNKNOWN_AFTER = 30.0  # seconds a runner may be unreachable before its jobs show UNKNOWN
 CANCEL_RESEND = 15.0
@@ -117,7 +118,8 @@ class Following(Starting):
                 reason = f"its runner was unreachable for {waited:.0f} s: {exc}"
                 await self._finish(held, JobState.ERROR, None, reason)
             elif waited > UNKNOWN_AFTER and held.state is not JobState.UNKNOWN:
-                await self._move(held, JobState.UNKNOWN)
+                held.waiting = waiting("runner", await self.store.now(), str(exc))
+                await self._move(held, JobState.UNKNOWN, {"waiting": held.waiting})
 
     async def _apply(self, held: Held, status: RunStatus) -> None:
         if status.state is RunState.LOST:
@@ -137,10 +139,20 @@ class Following(Starting):
             wanted is JobState.QUEUED and held.state is JobState.RUNNING
         ):
             fields: JobRecord = {}
-            if wanted is JobState.RUNNING and held.started_at is None:
-                held.started_at = await self.store.now()
-                fields["started_at"] = held.started_at
+            if wanted is JobState.RUNNING:
+                fields["waiting"] = held.waiting = None
+                if held.started_at is None:
+                    held.started_at = await self.store.now()
+                    fields["started_at"] = held.started_at
+            elif status.reason and not same(held.waiting, status.reason, status.message):
+                held.waiting = fields["waiting"] = waiting(status.reason, await self.store.now(),
+                                                           status.message)  # fmt: skip
             await self._move(held, wanted, fields)
+        elif (wanted is JobState.QUEUED and status.reason
+              and not same(held.waiting, status.reason, status.message)):  # fmt: skip
+            held.waiting = waiting(status.reason, await self.store.now(), status.message)
+            await self.store.move_job(held.job_id, [held.state], held.state,
+                                      {"waiting": held.waiting}, owner=self.owner)  # fmt: skip
         if self._over_time(held):
             held.timed_out = True
             held.cancel_first = held.cancel_sent = time.monotonic()
@@ -258,7 +270,8 @@ class Following(Starting):
             message = _with_stderr(message, held, outputs)
         now = await self.store.now()
         fields: JobRecord = {"completed_at": now, "exit_code": code, "error": message or None,
-                             "outputs": outputs, "lease_owner": None, "lease_expires": None}  # fmt: skip
+                             "outputs": outputs, "lease_owner": None, "lease_expires": None,
+                             "waiting": None}  # fmt: skip
         if held.steps:
             fields["steps"] = held.steps
         fields.update(extra or {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from appliance.jobrecord import StepRecord
 from appliance.plan import Plan
@@ -31,6 +32,7 @@ class Held:
     next_step_failing_since: float | None = None  # the next step could not be submitted
     request_id: str = ""  # the submission's (appliance.logs)
     owner: str = ""  # a task's TES client (whose shared folders its file:// URLs name)
+    waiting: dict[str, Any] | None = None  # why it is not running yet, as last recorded
 
     @property
     def log_fields(self) -> dict[str, str | None]:

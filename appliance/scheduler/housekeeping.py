@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import appliance.scheduler.retention as retention
 from appliance.errors import RunnerError, StoreError
 from appliance.runners.base import OrphanRemover
 from appliance.scheduler.base import Base, log
 from appliance.states import JobState
+from appliance.waiting import same, waiting
 
 HOUSEKEEPING_SECONDS = 60.0
 FIRST_ROUND = 2.0  # seconds after start
@@ -92,13 +94,18 @@ class Housekeeping:
         lease = scheduler.settings.lease_seconds
         live = await store.claims.live_runners(within=3 * lease) | set(scheduler.runners)
         now = await store.now()
-        fields = ["state", "runner", "submitted_at"]
+        fields = ["state", "runner", "submitted_at", "waiting"]
         for job in await store.unfinished_jobs(fields):
             runner = job.get("runner")
             if job.get("state") != str(JobState.ACCEPTED) or runner in live:
                 continue
             waited = (now - job["submitted_at"]).total_seconds()
             if runner is not None and waited < scheduler.submit_retry_seconds:
+                ends = job["submitted_at"] + timedelta(seconds=scheduler.submit_retry_seconds)
+                words = (f"no running scheduler runs its runner {runner!r}: it ends in ERROR "
+                         f"at {ends:%Y-%m-%d %H:%M:%S} UTC unless one starts")  # fmt: skip
+                if not same(job.get("waiting"), "no-scheduler", words):
+                    await store.note_waiting(str(job["_id"]), waiting("no-scheduler", now, words))
                 continue
             job_id = str(job["_id"])
             if await store.claims.claim_by_id(scheduler.owner, job_id, [JobState.ACCEPTED], lease):

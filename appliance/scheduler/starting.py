@@ -18,6 +18,7 @@ from appliance.scheduler.base import IN_FLIGHT, Base, log
 from appliance.scheduler.held import Held
 from appliance.states import JobState
 from appliance.tes.transfer import StagingError, stage_in
+from appliance.waiting import waiting
 
 NO_PLAN = "it was stored without a valid run plan ({}); submit it again"
 
@@ -45,8 +46,10 @@ class Starting(Base):
         while True:
             await self.starting.acquire()
             with metrics.CLAIM_SECONDS.time():
+                starting = waiting("starting", self.store.now_cached())
                 job = await self.store.claims.claim(self.owner, [JobState.ACCEPTED], lease,
-                                                    runners=self.runners)  # fmt: skip
+                                                    runners=self.runners,
+                                                    setting={"waiting": starting})  # fmt: skip
             if job is None:
                 self.starting.release()
                 break
@@ -131,9 +134,11 @@ class Starting(Base):
             metrics.RUNNER_ERRORS.labels(runner).inc()
             await self._end(job_id, JobState.ERROR, str(exc))
             return
+        now = await self.store.now()
+        queued = waiting("queued", now, f"submitted to runner {runner}, waiting for it to start")
         fields: JobRecord = {"backend": self.catalogue.runners[runner].backend
                              if runner in self.catalogue.runners else "", "handle": handle,
-                             "step": step, "queued_at": await self.store.now()}  # fmt: skip
+                             "step": step, "queued_at": now, "waiting": queued}  # fmt: skip
         if await self.store.move_job(
             job_id, [JobState.ACCEPTED], JobState.QUEUED, fields, owner=self.owner
         ):
@@ -144,7 +149,7 @@ class Starting(Base):
                                      str(job.get("service", "")), step,
                                      submitted_at=run.submitted_at,
                                      request_id=str(job.get("request_id") or ""),
-                                     owner=str(job.get("owner") or ""))  # fmt: skip
+                                     owner=str(job.get("owner") or ""), waiting=queued)  # fmt: skip
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
@@ -152,7 +157,8 @@ class Starting(Base):
     async def _stage_in(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
         """Fetch a task's inputs in before its first step; False if that failed (the job
         then ended in ERROR, the reason in its system logs)."""
-        await self.store.update_job(job_id, {"staging": True})
+        await self.store.update_job(job_id, {"staging": True, "waiting": waiting(
+            "staging", await self.store.now())})  # fmt: skip
         try:
             await stage_in(plan, workdir, self.settings, owner)
         except StagingError as exc:
@@ -163,6 +169,8 @@ class Starting(Base):
         return True
 
     async def _retry_later(self, job: JobRecord, runner: str, exc: RunnerUnavailableError) -> None:
+        """The runner (or the jobs' file system) does not answer: the claim is given back
+        and the job waits, saying why, until its lease's expiry (a back-off) passes."""
         job_id = str(job["_id"])
         now = await self.store.now()
         first = job.get("first_failure_at") or now
@@ -175,9 +183,11 @@ class Starting(Base):
         delay = min(2.0**attempts * 0.5, 30.0)
         log.warning("job %s: %s; trying again in %.1f s", job_id, exc, delay)
         # The lease's expiry doubles as the back-off timer: nobody takes the job before it.
+        reason = "files" if isinstance(exc, FilesUnansweredError) else "runner"
         await self.store.update_job(job_id, {
             "attempts": attempts, "first_failure_at": first, "error": str(exc),
             "lease_owner": None, "lease_expires": now + timedelta(seconds=delay),
+            "waiting": waiting(reason, first, f"{exc} (tried {attempts} times; trying again)"),
         })  # fmt: skip
 
     async def _adopt(self, job: JobRecord) -> None:
@@ -196,7 +206,8 @@ class Starting(Base):
                     str(job.get("service", "")), int(job.get("step") or 0),
                     list(job.get("steps") or []), started_at=job.get("started_at"),
                     submitted_at=submitted_timestamp(job),
-                    request_id=str(job.get("request_id") or ""), owner=str(job.get("owner") or ""))  # fmt: skip
+                    request_id=str(job.get("request_id") or ""), owner=str(job.get("owner") or ""),
+                    waiting=job.get("waiting"))  # fmt: skip
         backend = self.backends[runner]
         if isinstance(backend, Adopting):
             backend.adopt(StepRun(job_id, plan, held.step, held.service, held.submitted_at))

@@ -110,9 +110,10 @@ class Claims:
         *,
         runners: Sequence[str],
         batch: int = 16,
+        setting: Doc | None = None,
     ) -> JobRecord | None:
         """Take the oldest job in ``states`` of one of ``runners`` whose lease is free or
-        expired; None if there is none."""
+        expired; None if there is none. ``setting``: more fields written by the claim."""
         now = await self.db.now()
         wanted = [str(s) for s in states]
         # The jobs found are kept for the next claims (a batch of submissions is claimed
@@ -132,7 +133,7 @@ class Claims:
                 self._candidates[key] = (fetched_at, candidates)
                 if not candidates:
                     return None
-            job = await self._take(candidates.pop(0), owner, wanted, now, lease_seconds)
+            job = await self._take(candidates.pop(0), owner, wanted, now, lease_seconds, setting)
             if job is not None:
                 return job
             lost = True
@@ -149,14 +150,14 @@ class Claims:
         return await self._take(cast(Doc, job), owner, wanted, now, lease_seconds)
 
     async def _take(self, candidate: Doc, owner: str, states: list[str], now: datetime,
-                    lease_seconds: float) -> JobRecord | None:  # fmt: skip
+                    lease_seconds: float, setting: Doc | None = None) -> JobRecord | None:  # fmt: skip
         """The claim itself: one conditional update, fenced by the lease generation."""
         job_id = str(candidate["_id"])
         generation = candidate.get("lease_gen")
         taken = int(generation or 0) + 1
         query: Doc = {"_id": job_id, "state": {"$in": states}, "lease_gen": generation,
                       "$or": [{"lease_expires": None}, {"lease_expires": {"$lt": now}}]}  # fmt: skip
-        update = {"$set": {"lease_owner": owner, "lease_gen": taken,
+        update = {"$set": {**(setting or {}), "lease_owner": owner, "lease_gen": taken,
                            "lease_expires": now + timedelta(seconds=lease_seconds)},
                   "$inc": {"claims": 1}}  # fmt: skip
         attempts = 0

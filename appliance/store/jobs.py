@@ -188,6 +188,13 @@ class Jobs(Connection):
             return True
         return owner is None or job.get("lease_owner") == owner
 
+    async def note_waiting(self, job_id: str, waiting: Doc) -> None:
+        """Say why a job nobody holds waits (only while it is ACCEPTED and unclaimed: a
+        claim landing meanwhile writes its own reason)."""
+        query = {"_id": job_id, "state": str(JobState.ACCEPTED), "lease_owner": None}
+        await self._write(job_id, "say why a job waits", lambda: self.jobs.update_one(
+            query, {"$set": {"waiting": waiting}}))  # fmt: skip
+
     async def update_job(self, job_id: str, fields: JobRecord) -> None:
         await self._write(job_id, "update job",
                           lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields}))  # fmt: skip

@@ -127,6 +127,11 @@ def task_json(
         log["end_time"] = when
     if full:
         reasons = [public_text(str(r)) or "" for r in job.get("system_logs") or []]
+        found = job.get("waiting")
+        if state in ("QUEUED", "INITIALIZING") and isinstance(found, dict):
+            since = rfc3339(found.get("since")) or ""
+            reasons.append(f"waiting since {since}: "
+                           f"{public_text(str(found.get('message') or '')) or ''}")  # fmt: skip
         error = public_text(str(job.get("error") or "")) or ""
         if state == "SYSTEM_ERROR" and error and not any(r in error for r in reasons):
             reasons.append(error)  # the runner's reason, unless it only repeats a staging one

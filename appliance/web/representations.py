@@ -108,7 +108,20 @@ def job_json(job: JobRecord) -> Json:
         "error": public_text(job.get("error")),
         "exitCode": job.get("exit_code"),
         "startTime": timestamp(job.get("started_at")),
+        **waiting_json(job, state),
     }
+
+
+def waiting_json(job: JobRecord, state: JobState) -> Json:
+    """``waiting``: why a job that is not running yet waits (appliance.waiting), as a
+    reason code, words and since when; absent once it runs or ends (never null: Jalview's
+    client fails on one). An addition to the previous system's API (docs/api.md)."""
+    found = job.get("waiting")
+    if state.finished or state is JobState.RUNNING or not isinstance(found, dict):
+        return {}
+    return {"waiting": {"reason": str(found.get("reason") or ""),
+                        "message": public_text(str(found.get("message") or "")) or "",
+                        "since": timestamp(found.get("since")) or timestamp(job.get("submitted_at"))}}  # fmt: skip
 
 
 def shown_parameters(parameters: Json) -> Json:

@@ -30,6 +30,7 @@ from appliance.tes.setup import TesState
 from appliance.tes.shared import roots_for
 from appliance.tes.task import TaskError
 from appliance.tes.views import JOB_STATES, VIEWS, task_json, tes_state
+from appliance.waiting import waiting
 from appliance.web import quotas
 from appliance.web.errors import ApiError
 from appliance.web.state import state_of
@@ -115,7 +116,8 @@ async def create_task(request: Request) -> Response:
     job: JobRecord = {"_id": job_id, "kind": "task", "service": "tes", "state": str(JobState.ACCEPTED),
                       "submitted_at": now, "parameters": {}, "values": {}, "owner": owner,
                       "task": accepted.document, "runner": accepted.runner,
-                      "plan": accepted.plan.stored()}  # fmt: skip
+                      "plan": accepted.plan.stored(),
+                      "waiting": waiting("scheduler", now)}  # fmt: skip
     await record(state.store, job, state.wake)
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})

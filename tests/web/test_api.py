@@ -90,6 +90,11 @@ def test_submit_form_encoded(client: TestClient, db: DB, wakeups: Any) -> None:
     message = asyncio.run(asyncio.wait_for(wakeups.receive(), 5))
     assert message == {"kind": "submitted", "job": job["id"], "runner": "local"}
     assert stored["state"] == "ACCEPTED" and stored["lease_owner"] is None
+    # Why it waits, in the same write: no scheduler has taken it yet.
+    assert (
+        job["waiting"]["reason"] == "scheduler" and job["waiting"]["since"] == job["submissionTime"]
+    )
+    assert job["waiting"]["message"] == "waiting for a scheduler to take it"
     assert stored["client"] == "testclient"  # its address, for the quotas
     assert stored["runner"] == "local" and plan_mapping(stored["plan"])["work"]["path"] == job["id"]
 

@@ -167,6 +167,9 @@
             status.textContent = job.status;
             status.className = "status status-" + job.status.toLowerCase();
           }
+          var why = $("#job-waiting-row");
+          if (job.waiting) { set("job-waiting", job.waiting.message + " (since " + job.waiting.since + ")"); why.hidden = false; }
+          else if (why) { why.hidden = true; }
           set("job-started", job.startTime);
           set("job-completed", job.completionTime);
           if (job.exitCode !== null && job.exitCode !== undefined) {

@@ -105,6 +105,11 @@ class DockerBackend:
         self._remover = ThreadPoolExecutor(2, thread_name_prefix="docker-remove")
         self.limits = config.limits
         self.instance = settings.instance
+        # Why its jobs wait (appliance.waiting), said the same way each time.
+        self._for_a_slot = RunStatus(RunState.QUEUED, reason="slot", message=(
+            f"waiting for one of runner {config.id}'s {self.slots} slots"))  # fmt: skip
+        self._being_started = RunStatus(RunState.QUEUED, reason="starting",
+                                        message="its container is being made and started")  # fmt: skip
         self.local = Volumes.local(settings)  # where this process reads and writes them
         self.engine = Volumes.from_option(options.get("host_paths"), self.local,
                                           "options.host_paths")  # fmt: skip
@@ -373,21 +378,23 @@ class DockerBackend:
         # Queued by an earlier run of ours? Its container is made anew from its plan.
         remade = self._options(adopted) if adopted is not None and container is None else None
         with self._slots_lock:
-            if handle in self._starting or handle in self._waiting:
-                return RunStatus(RunState.QUEUED)  # the most asked, in a batch: answered first
+            if handle in self._starting:  # the most asked, in a batch: answered first
+                return self._being_started
+            if handle in self._waiting:
+                return self._for_a_slot
             if remade is not None and self._waiting.recover(
                 handle, workdir, step, remade, adopted.submitted_at if adopted else 0.0
             ):
-                return RunStatus(RunState.QUEUED)
+                return self._for_a_slot
             if container is not None and self.slots > 0:  # created, but nobody started it
                 submitted = container.labels.get(LABEL_SUBMITTED) or 0
                 self._waiting.add(Waiting(handle, workdir, float(submitted), None, step))
-                return RunStatus(RunState.QUEUED)
+                return self._for_a_slot
             if container is not None:  # no slot limit: start it now
                 self._starting.add(handle)
         if container is not None:
             self._starter.submit(self._launch, Waiting(handle, workdir, 0.0, None, step))
-            return RunStatus(RunState.QUEUED)
+            return self._being_started
         record = read_exit_record(workdir, step)
         if record:
             return RunStatus(RunState.FINISHED, record.code, record.message, record.oom)

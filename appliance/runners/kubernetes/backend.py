@@ -253,7 +253,9 @@ class KubernetesBackend:
         if job is None:
             made = self._made.get(name)
             if made is not None and time.monotonic() - made < JUST_MADE_SECONDS:
-                return RunStatus(RunState.QUEUED)
+                return RunStatus(
+                    RunState.QUEUED, reason="starting", message="its Job is being made"
+                )
             return RunStatus(RunState.LOST, message=f"Kubernetes has no Job {name}")
         status = step_status(job, pods.get(name), now, self.unschedulable_grace)
         if status.state is RunState.FINISHED and status.exit_code == NEVER_RAN and status.message:

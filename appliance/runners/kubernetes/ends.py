@@ -89,14 +89,36 @@ def pod_problem(pod: Json | None, now: float, unschedulable_grace: float) -> Run
     if reason in CONTAINER_PROBLEMS:
         return RunStatus(RunState.FINISHED, NEVER_RAN,
                          f"the container cannot be made ({reason}): {waiting.get('message', '')}")  # fmt: skip
-    for condition in status.get("conditions") or []:
+    unplaced = _unschedulable(pod)
+    if unplaced is not None:
+        waited = now - timestamp(unplaced.get("lastTransitionTime"), now)
+        if waited >= unschedulable_grace:
+            return RunStatus(RunState.FINISHED, NEVER_RAN,
+                             f"no node can run it: {unplaced.get('message', '')}")  # fmt: skip
+    return None
+
+
+def _unschedulable(pod: Json | None) -> Json | None:
+    for condition in ((pod or {}).get("status") or {}).get("conditions") or []:
         if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
                 and condition.get("reason") == "Unschedulable"):  # fmt: skip
-            waited = now - timestamp(condition.get("lastTransitionTime"), now)
-            if waited >= unschedulable_grace:
-                return RunStatus(RunState.FINISHED, NEVER_RAN,
-                                 f"no node can run it: {condition.get('message', '')}")  # fmt: skip
+            return dict(condition)
     return None
+
+
+def waiting_status(pod: Json | None) -> RunStatus:
+    """Why a step whose pod is not running yet waits (appliance.waiting's reasons)."""
+    if pod is None:
+        return RunStatus(RunState.QUEUED, reason="starting", message="its pod is being made")
+    unplaced = _unschedulable(pod)
+    if unplaced is not None:
+        return RunStatus(RunState.QUEUED, reason="backend",
+                         message=f"Kubernetes: {unplaced.get('message') or 'no node yet'}")  # fmt: skip
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") == "ContainerCreating":
+        return RunStatus(RunState.QUEUED, reason="image",
+                         message="its container is being made (its image pulled if needed)")  # fmt: skip
+    return RunStatus(RunState.QUEUED, reason="backend", message="its pod is waiting for a node")
 
 
 def step_status(job: Json, pod: Json | None, now: float, unschedulable_grace: float) -> RunStatus:
@@ -117,4 +139,4 @@ def step_status(job: Json, pod: Json | None, now: float, unschedulable_grace: fl
         return problem
     if (_container(pod).get("state") or {}).get("running") is not None:
         return RunStatus(RunState.RUNNING)
-    return RunStatus(RunState.QUEUED)
+    return waiting_status(pod)

@@ -256,8 +256,9 @@ class SlurmBackend:
             return RunStatus(RunState.LOST, message=f"SLURM no longer knows job {slurm_id}")
         state = str(job.get("job_state") or "").split()[0]
         reason = str(job.get("state_reason") or "")
-        if state in QUEUED_STATES:
-            return RunStatus(RunState.QUEUED)
+        if state in QUEUED_STATES:  # SLURM's own reason: Priority, Resources, a limit...
+            return RunStatus(RunState.QUEUED, reason="backend",
+                             message=f"SLURM job {slurm_id} is {state}: {reason or 'no reason'}")  # fmt: skip
         if state in RUNNING_STATES:
             return RunStatus(RunState.RUNNING)
         if state in ("COMPLETED", "FAILED"):
