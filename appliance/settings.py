@@ -256,6 +256,11 @@ class Settings:
         "longest wait for one read or write of the jobs' file system by the scheduler (a "
         "hung network file system then delays that job only, never the scheduler's loop)",
     )  # fmt: skip
+    lost_after: float = _setting(
+        60.0, _within(parse_duration, 5, DAY),
+        "a started job whose runner does not answer for this long ends in ERROR with the "
+        "reason (its container, pod, batch job or worker may be gone with its engine or node)",
+    )  # fmt: skip
     lease_seconds: float = _setting(
         30.0,
         _within(parse_duration, 1, DAY),
@@ -331,7 +336,7 @@ class Settings:
     )
     client_upload_bytes: int = _setting(
         10 * 1024**3,
-        _within(_size, 1024, 1024**5, off="no limit"),
+        _within(_size, 1, 1024**5, off="no limit"),
         "most bytes one client address may upload per client_upload_period",
     )
     client_upload_period: float = _setting(
@@ -344,7 +349,7 @@ class Settings:
     )
     min_free_disk: int = _setting(
         1024**3,
-        _within(_size, 0, 1024**5),
+        _within(_size, 0, 2**63 - 1),
         "uploads and jobs are refused (507) when their volume has less free",
     )
     allowed_origins: tuple[str, ...] = _setting(

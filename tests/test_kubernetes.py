@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,40 @@ def scheduler_process(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "appliance", "scheduler"], env=settings_env(settings)
     )
+
+
+async def test_a_pod_deleted_behind_the_schedulers_back_ends_the_job_run_once(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    """The Job must not make a second pod (the step may have done its work): it fails,
+    and the job ends within lost_after with the reason."""
+    job_id = await submit(store, catalogue, "once", {"seconds": ["60"]})
+    await wait_state(store, job_id, "RUNNING", timeout=90)
+    [pod] = pods_of(settings.instance)
+    kube.kubectl("-n", kube.NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    deleted = time.monotonic()
+    job = await wait_final(store, job_id, timeout=settings.lost_after)
+    assert time.monotonic() - deleted < settings.lost_after
+    assert job["state"] in ("FAILED", "ERROR") and job["error"], job
+    assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"  # one pod ran
+    assert (
+        len({p["metadata"]["uid"] for p in pods_of(settings.instance)} - {pod["metadata"]["uid"]})
+        == 0
+    )
+
+
+async def test_a_job_deleted_behind_the_schedulers_back_ends_with_the_reason(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
+) -> None:
+    job_id = await submit(store, catalogue, "once", {"seconds": ["60"]})
+    job = await wait_state(store, job_id, "RUNNING", timeout=90)
+    name = str(job["handle"]).split(":")[0]
+    kube.kubectl("-n", kube.NAMESPACE, "delete", "job", name, "--wait=false")
+    deleted = time.monotonic()
+    job = await wait_final(store, job_id, timeout=settings.lost_after)
+    assert time.monotonic() - deleted < settings.lost_after
+    assert job["state"] == "ERROR" and "Kubernetes has no Job" in str(job["error"]), job
+    assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
 
 
 async def test_kill_9_and_restart_every_job_runs_exactly_once(

@@ -179,6 +179,22 @@ async def test_cancel_a_pending_job(rig: Rig, store: Store) -> None:
         assert (await wait_final(store, job_id, timeout=30))["state"] == "INTERRUPTED"
 
 
+@pytest.mark.parametrize("runner", ["slurm", "slurm-docker"])
+async def test_a_batch_job_an_administrator_cancelled_ends_with_the_reason(
+    rig: Rig, store: Store, runner: str
+) -> None:
+    """scancel by someone else than the appliance (an administrator), in both modes: the
+    job ends within lost_after, says SLURM cancelled it, and ran once."""
+    job_id = await rig.run(runner, "echo run >> runs.txt; sleep 60")
+    job = await wait_state(store, job_id, "RUNNING", timeout=60)
+    subprocess.run(["scancel", str(job["handle"]).split(":")[0]], check=True)
+    cancelled = time.monotonic()
+    job = await wait_final(store, job_id, timeout=rig.settings.lost_after)
+    assert time.monotonic() - cancelled < rig.settings.lost_after
+    assert job["state"] == "FAILED" and "cancelled in SLURM" in str(job["error"]), job
+    assert (rig.settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
+
+
 async def test_a_restarted_scheduler_follows_pending_and_running_jobs_each_run_once(
     rig: Rig, store: Store
 ) -> None:

@@ -110,14 +110,17 @@ class Following(Starting):
         self._spawn(self._send_cancel(held))
 
     async def _unreachable(self, group: list[Held], exc: RunnerError) -> None:
+        """A runner that does not answer: its jobs show UNKNOWN after a while, and end in
+        ERROR with the reason after ``lost_after`` (their runs may be gone with it)."""
         now = time.monotonic()
+        limit = self.settings.lost_after
         for held in group:
             held.unreachable_since = held.unreachable_since or now
             waited = now - held.unreachable_since
-            if waited > self.submit_retry_seconds:
+            if waited > limit:
                 reason = f"its runner was unreachable for {waited:.0f} s: {exc}"
                 await self._finish(held, JobState.ERROR, None, reason)
-            elif waited > UNKNOWN_AFTER and held.state is not JobState.UNKNOWN:
+            elif waited > min(UNKNOWN_AFTER, limit / 2) and held.state is not JobState.UNKNOWN:
                 held.waiting = waiting("runner", await self.store.now(), str(exc))
                 await self._move(held, JobState.UNKNOWN, {"waiting": held.waiting})
 

@@ -1,6 +1,8 @@
 """What a job's step is on Kubernetes: a batch/v1 Job (plain JSON), its name and labels.
 
-The Job runs one pod, once (``restartPolicy: Never``, ``backoffLimit: 0``), stopped by the
+The Job runs one pod, once (``restartPolicy: Never``, ``backoffLimit: 0``, no replacement
+of a pod deleted or evicted: ``podReplacementPolicy: Failed`` and a pod failure policy that
+fails the Job on a disruption), stopped by the
 cluster at the step's time limit (``activeDeadlineSeconds``) and removed a while after it
 ends (``ttlSecondsAfterFinished``). Its pod mounts the job's directory from the jobs claim
 (by subPath) at /job, each input read-only from its claim at its path in /job, a small
@@ -197,6 +199,14 @@ def job_manifest(
         pod["tolerations"] = [dict(t) for t in options.tolerations]
     spec: dict[str, Any] = {
         "backoffLimit": 0,
+        # A pod deleted or evicted while it runs fails the Job: never a second pod (the
+        # step may have done its work, or half of it), and none while one is terminating.
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
         "ttlSecondsAfterFinished": options.finished_ttl,
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
