@@ -226,10 +226,11 @@ def scheduler_process(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_a_pod_deleted_behind_the_schedulers_back_ends_the_job_run_once(
+async def test_deleted_pod_never_reruns(
     settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
 ) -> None:
-    """The Job must not make a second pod (the step may have done its work): it fails,
+    """A pod deleted behind the scheduler's back. (Short names: the test's folder name
+    makes the instance and its volumes' names.) The Job must not make a second pod (the step may have done its work): it fails,
     and the job ends within lost_after with the reason."""
     job_id = await submit(store, catalogue, "once", {"seconds": ["60"]})
     await wait_state(store, job_id, "RUNNING", timeout=90)
@@ -246,9 +247,10 @@ async def test_a_pod_deleted_behind_the_schedulers_back_ends_the_job_run_once(
     )
 
 
-async def test_a_job_deleted_behind_the_schedulers_back_ends_with_the_reason(
+async def test_deleted_job_ends_with_reason(
     settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
 ) -> None:
+    """A Kubernetes Job deleted behind the scheduler's back."""
     job_id = await submit(store, catalogue, "once", {"seconds": ["60"]})
     job = await wait_state(store, job_id, "RUNNING", timeout=90)
     name = str(job["handle"]).split(":")[0]
