@@ -47,7 +47,9 @@ class Census(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name not in QUIET:
-            self.counts[event.command_name] += 1
+            target = event.command.get(event.command_name)
+            on = f" {target}" if isinstance(target, str) else ""
+            self.counts[f"{event.command_name}{on}"] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

@@ -123,9 +123,18 @@ async def test_cancel_request_and_release(store: Store) -> None:
     assert after is not None and after["lease_owner"] is None and after["lease_gen"] == 1
     other = new_id()
     assert await store.cancel_requested([jid, other]) == set()
-    await store.request_cancel(jid)
-    await store.request_cancel(jid)  # idempotent
-    assert await store.cancel_requested([jid, other]) == {jid}
+    assert await store.request_cancel(jid)  # nobody holds it: it ends here and now
+    ended = await store.get_job(jid)
+    assert ended is not None and ended["state"] == "INTERRUPTED"
+    assert ended["error"] == "cancelled before it started"
+    held = job()
+    await store.insert_job(held)
+    hid = str(held["_id"])
+    assert await store.claims.claim("A", [JobState.ACCEPTED], 30, runners=RUNNERS) is not None
+    assert not await store.request_cancel(hid)  # held: the holder is asked to stop it
+    assert not await store.request_cancel(hid)  # idempotent
+    assert await store.cancel_requested([hid, jid, other]) == {hid}
+    assert (await store.get_job(hid) or {})["state"] == "ACCEPTED"
 
 
 async def test_files_and_service_status(store: Store) -> None:

@@ -105,11 +105,9 @@ class Starting(Base):
                 return exc
             return None
 
-        # At once: the directory is harmless if the job was cancelled meanwhile.
-        requested, failed = await asyncio.gather(self.store.cancel_requested([job_id]), prepare())
-        if job_id in requested:
-            await self._end(job_id, JobState.INTERRUPTED, "cancelled before it started")
-            return
+        # A cancel asked before the claim ended the job then and there (Jobs.request_cancel);
+        # one asked since is seen by the monitor, which stops the job.
+        failed = await prepare()
         if isinstance(plan, str) or backend is None or workdir is None:
             reason = plan if isinstance(plan, str) else f"runner {runner!r} is not running here"
             await self._end(job_id, JobState.ERROR, reason)

@@ -199,10 +199,25 @@ class Jobs(Connection):
         await self._write(job_id, "update job",
                           lambda: self.jobs.update_one({"_id": job_id}, {"$set": fields}))  # fmt: skip
 
-    async def request_cancel(self, job_id: str) -> None:
-        """Record that the job's owner should cancel it (idempotent)."""
+    async def request_cancel(self, job_id: str) -> bool:
+        """Ask for a job's end (idempotent); True if it ended here and then.
+
+        A job no scheduler holds (ACCEPTED, and its lease free or expired) ends at once,
+        INTERRUPTED, in one conditional update: it never starts, and no scheduler needs to
+        look for cancel requests before each start. A claim that lands first makes that
+        update miss; then the request is recorded for the holder, which stops the job."""
         at = await self.now()
+        query: Doc = {"_id": job_id, "state": str(JobState.ACCEPTED),
+                      "$or": [{"lease_owner": None}, {"lease_expires": {"$lt": at}}]}  # fmt: skip
+        ended: JobRecord = {"state": str(JobState.INTERRUPTED), "completed_at": at,
+                            "error": "cancelled before it started", "waiting": None,
+                            "lease_owner": None, "lease_expires": None}  # fmt: skip
+        result = await self._write(job_id, "cancel job", lambda: self.jobs.update_one(
+            query, {"$set": ended}))  # fmt: skip
+        if result.modified_count:
+            return True
         await self._insert_unique("cancel job", "cancels", {"_id": job_id, "at": at})
+        return False
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of ``job_ids`` have a cancellation request (asked together with the

@@ -155,9 +155,11 @@ async def cancel_job(request: Request) -> Response:
 
 
 async def cancel(state: WebState, job: JobRecord) -> None:
-    """Ask for a job's end (nothing for one that has ended)."""
-    if not JobState(job["state"]).finished:
-        await state.store.request_cancel(str(job["_id"]))
+    """Ask for a job's end (nothing for one that has ended). One no scheduler holds ends
+    at once; for a held one the holder is woken to stop it."""
+    if not JobState(job["state"]).finished and not await state.store.request_cancel(
+        str(job["_id"])
+    ):
         await state.waker.notify("cancel", str(job["_id"]))
 
 

@@ -173,8 +173,7 @@ async def cancel_task(request: Request) -> Response:
     if action != "cancel":
         raise ApiError(404, f"no such action: {request.url.path}")
     job = await _own_task(request, task_id)
-    if not JobState(job["state"]).finished:
-        await state.store.request_cancel(task_id)
+    if not JobState(job["state"]).finished and not await state.store.request_cancel(task_id):
         await state.waker.notify("cancel", task_id)
     return JSONResponse({})
 

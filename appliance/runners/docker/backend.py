@@ -108,8 +108,7 @@ class DockerBackend:
         # Why its jobs wait (appliance.waiting), said the same way each time.
         self._for_a_slot = RunStatus(RunState.QUEUED, reason="slot", message=(
             f"waiting for one of runner {config.id}'s {self.slots} slots"))  # fmt: skip
-        self._being_started = RunStatus(RunState.QUEUED, reason="starting",
-                                        message="its container is being made and started")  # fmt: skip
+        self._being_started = RunStatus(RunState.QUEUED)  # a moment: not worth a write
         self.local = Volumes.local(settings)  # where this process reads and writes them
         self.engine = Volumes.from_option(options.get("host_paths"), self.local,
                                           "options.host_paths")  # fmt: skip
