@@ -151,6 +151,11 @@ class Starting(Base):
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
+            now_known = await self.store.get_job(job_id)
+            if now_known is None or JobState(now_known["state"]).finished:
+                # it ended meanwhile (a cancel of a job whose lease ran out): stop what was
+                # just started; never a run another scheduler now holds (the same handle)
+                await self._send_cancel(Held(job_id, plan, runner, handle, JobState.QUEUED))
 
     async def _stage_in(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
         """Fetch a task's inputs in before its first step; False if that failed (the job
