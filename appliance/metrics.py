@@ -109,6 +109,19 @@ def serve(bind: str, held: Callable[[], Iterable[tuple[str, str, int]]]) -> Any:
     return server
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def method_of(method: str) -> str:
+    """A request's method as a label: one of the few HTTP defines, else "other" (a
+    client sending a new method each time must not make a new series each time)."""
+    return method if method in METHODS else "other"
+
+
+def status_of(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
+
+
 def route_of(path: str) -> str:
     """A request path as a route with its ids replaced (bounded label values)."""
     parts = path.strip("/").split("/")

@@ -210,6 +210,9 @@ http {{
         server_name {names};
         client_max_body_size {max_body};{per_client}
 {errors}
+        # Only the methods HTTP defines for such an API (nginx itself refuses TRACE and
+        # malformed ones): a client making up one per request gets 405 here.
+        if ($request_method !~ ^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH)$) {{ return 405; }}
         location ~ ^/(api|ga4gh)/ {{  # the REST API and the Task Execution API{upstream}
         }}
         # The web pages for people (appliance.pages)

@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.logs import REQUEST_ID
-from appliance.metrics import HTTP_REQUESTS, HTTP_SECONDS, route_of
+from appliance.metrics import HTTP_REQUESTS, HTTP_SECONDS, method_of, route_of, status_of
 
 access = logging.getLogger("appliance.access")
 PLAUSIBLE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -71,7 +71,8 @@ class RequestIds:
             seconds = time.perf_counter() - started
             # a route the app knows, its ids replaced; anything else is one label
             route = route_of(str(scope.get("path", ""))) if "endpoint" in scope else "(unmatched)"
-            HTTP_REQUESTS.labels(route, str(scope.get("method", "")), str(status)).inc()
+            HTTP_REQUESTS.labels(route, method_of(str(scope.get("method", ""))),
+                                 status_of(status)).inc()  # fmt: skip
             HTTP_SECONDS.labels(route).observe(seconds)
             if self.access_log != "off":
                 self._log(scope, headers, status, seconds, request_id)

@@ -167,6 +167,8 @@ def test_every_error_the_proxy_makes_itself_is_json(stack: Stack) -> None:
                                          b"Transfer-Encoding: gzip\r\nConnection: close\r\n\r\n", 501),
         "a write to a file": (f"PUT {content} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
                               "Connection: close\r\n\r\n".encode(), 405),
+        "a method made up": (b"BREW /api/services HTTP/1.1\r\nHost: localhost\r\n"
+                             b"Connection: close\r\n\r\n", 405),
     }  # fmt: skip
     for why, (request, status) in cases.items():
         got, headers, body = raw(stack, request)

@@ -64,6 +64,13 @@ def test_submissions_and_requests_are_counted(client: TestClient) -> None:
         labels for (name, labels) in samples(after) if name == "appliance_http_requests_total"
     }
     assert not any("wp-admin" in str(labels) for labels in routes)
+    for index in range(30):  # a method made up for each request makes no new series
+        client.request(f"BREW{index}", "/api/services")
+    methods = {dict(labels).get("method") for (name, labels) in
+               samples(client.get("/metrics", headers=AS_OPERATOR).text)
+               if name == "appliance_http_requests_total"}  # fmt: skip
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"}
+    assert "other" in methods
 
 
 def test_two_workers_count_every_submission_once(
