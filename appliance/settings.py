@@ -387,6 +387,13 @@ class Settings:
         "folders that file:// inputs and outputs may be under; {client} in one (a whole "
         "folder name) gives each TES client its own folder there",
     )  # fmt: skip
+    tes_max_task_bytes: int = _setting(
+        4 * 1024**2, _within(_size, 1024, 8 * 1024**2),
+        "largest task a client may send (its JSON, inline inputs included; more: 413)",
+    )  # fmt: skip
+    tes_max_executors: int = _setting(
+        20, _within(_positive_int, 1, 1000), "most executors one task may have"
+    )
     tes_fetch_private: bool = _setting(
         False, _bool, "let http(s) inputs and outputs reach private and loopback addresses"
     )

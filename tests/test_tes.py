@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -265,6 +266,46 @@ def test_refusals_name_the_field(stack: Stack, body: Any, status: int, words: st
     answer = post(stack, body)
     assert answer.status_code == status, answer.text
     assert words in answer.json()["message"]
+
+
+def raw_post(stack: Stack, body: bytes) -> httpx.Response:
+    return httpx.post(f"{stack.proxy}/ga4gh/tes/v1/tasks", content=body, timeout=60,
+                      headers={"Authorization": f"Bearer {ALICE}",
+                               "Content-Type": "application/json"})  # fmt: skip
+
+
+EXECUTOR = json.dumps({"image": TEST_IMAGE, "command": ["true"]})
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [(b"[" * 100_000 + b"]" * 100_000, 400, "nested more than"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "tags": {"x": NaN}}', 400, "NaN"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "tags": {"x": 1e400}}', 400, "too large"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "tags": {"$where": "1"}}', 400, "'$where'"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "tags": {"a.b": "1"}}', 400, "'a.b'"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "inputs": [{"path": "/data/x", '
+      b'"url": "http://[::1/x"}]}', 400, "inputs[0].url"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "inputs": [{"path": "/data/x", '
+      b'"url": "http://example.org:99999/x"}]}', 400, "inputs[0].url"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "inputs": [{"path": "/data/x", '
+      b'"url": "http://example.org/a\\u0000b"}]}', 400, "control characters"),
+     (b'{"executors": [' + b",".join([EXECUTOR.encode()] * 21) + b"]}", 400, "at most 20"),
+     (b'{"executors": [' + EXECUTOR.encode() + b'], "description": "' + b"x" * (5 * 1024**2)
+      + b'"}', 413, "larger than")],
+    ids=["deep", "NaN", "1e400", "$-key", "dotted key", "bad IPv6 host", "port 99999",
+         "NUL in a URL", "too many executors", "5 MB"],
+)  # fmt: skip
+def test_hostile_task_bodies_are_refused_and_nothing_breaks(
+    stack: Stack, body: bytes, status: int, words: str
+) -> None:
+    """Each used to answer 500, hang the staging for ever, or make the store think the
+    database was gone; now a 4xx naming what is wrong, and the service goes on."""
+    answer = raw_post(stack, body)
+    assert answer.status_code == status, answer.text[:300]
+    assert words in answer.json()["message"], answer.json()
+    fine = post(stack, {"executors": [{"image": TEST_IMAGE, "command": ["true"]}]})
+    assert fine.status_code == 200  # the next task is taken as ever
 
 
 def test_staging_failures_are_system_errors_that_say_why(

@@ -163,7 +163,13 @@ class Starting(Base):
         await self.store.update_job(job_id, {"staging": True, "waiting": waiting(
             "staging", await self.store.now())})  # fmt: skip
         try:
-            await stage_in(plan, workdir, self.settings, owner)
+            try:
+                await stage_in(plan, workdir, self.settings, owner)
+            except StagingError:
+                raise
+            except Exception as exc:  # whatever it was, the task ends saying so: never a retry loop
+                log.exception("job %s: staging failed unexpectedly", job_id)
+                raise StagingError(f"staging failed: {exc.__class__.__name__}: {exc}") from None
         except StagingError as exc:
             await self.store.update_job(job_id, {"staging": False, "system_logs": [str(exc)]})
             await self._end(job_id, JobState.ERROR, f"staging the inputs failed: {exc}")

@@ -40,15 +40,17 @@ class Jobs(Connection):
                                          retried_ok=True, together=self._job_inserts):  # fmt: skip
             raise StoreError(f"a job with id {job['_id']!r} exists already")
 
-    async def count_unfinished(self, *, client: str | None = None, states: Sequence[str] = (),
-                               max_age: float = 0.0) -> int:  # fmt: skip
+    async def count_unfinished(self, *, client: str | None = None, owner: str | None = None,
+                               states: Sequence[str] = (), max_age: float = 0.0) -> int:  # fmt: skip
         """Jobs not yet final: of one client address, and/or in these states. ``max_age``:
         a count this process made at most that many seconds ago will do, with the jobs it
         accepted since (the quotas, checked on every submission; ``appliance.store.recent``)."""
         query: Doc = {"state": {"$in": sorted(states or UNFINISHED_NAMES)}}
         if client is not None:
             query["client"] = client
-        key = ("unfinished", client, tuple(sorted(states)))
+        if owner is not None:  # a TES client's tasks
+            query["owner"] = owner
+        key = ("unfinished", client or (owner and f"owner:{owner}"), tuple(sorted(states)))
 
         async def fetch() -> int:
             return await self._call("count unfinished jobs", lambda: self.count(self.jobs, query))

@@ -135,7 +135,13 @@ class TaskChecker:
 
     def _url(self, url: Any, field: str, client: str, *, output: bool) -> str:
         text = _text(url, field, required=True)
-        parts = urlsplit(text)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise TaskError(field, "a URL holds no control characters (NUL, newline...)")
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  # a port out of range, or not a number, is refused here
+        except ValueError as exc:
+            raise TaskError(field, f"not a URL: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
@@ -146,7 +152,7 @@ class TaskChecker:
                 raise TaskError(field, str(exc)) from None
             return text
         if scheme in ("http", "https"):
-            if not parts.netloc:
+            if not parts.hostname:
                 raise TaskError(field, "an http(s) URL needs a host")
             return text
         if scheme in self.settings.tes_staged_schemes:
@@ -174,6 +180,9 @@ class TaskChecker:
         executors = _list(task.get("executors"), "executors")
         if not executors:
             raise TaskError("executors", "a task needs at least one executor")
+        if len(executors) > self.settings.tes_max_executors:
+            raise TaskError("executors", f"a task has at most {self.settings.tes_max_executors} "
+                            "executors here (setting tes_max_executors)")  # fmt: skip
         steps, documents = [], []
         network = True
         for index, raw in enumerate(executors):

@@ -106,6 +106,17 @@ async def check_jobs(settings: Settings, store: Store, client: str | None) -> No
                        {"Retry-After": str(RETRY_JOBS)})  # fmt: skip
 
 
+async def check_tasks(settings: Settings, store: Store, owner: str) -> None:
+    """A TES client's own cap: as many unfinished tasks as an address may have jobs."""
+    if settings.client_max_active_jobs and (
+        await store.count_unfinished(owner=owner, max_age=COUNT_AGE)
+        >= settings.client_max_active_jobs
+    ):
+        raise ApiError(429, f"this client has {settings.client_max_active_jobs} unfinished "
+                       "tasks, the most it may have; create more when some end",
+                       {"Retry-After": str(RETRY_JOBS)})  # fmt: skip
+
+
 async def admit_job(request: Request, settings: Settings, store: Store) -> str:
     """Check a job submission (before its body is read); the client's address."""
     client = client_address(request)

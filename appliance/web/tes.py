@@ -33,8 +33,8 @@ from appliance.tes.views import JOB_STATES, VIEWS, task_json, tes_state
 from appliance.waiting import waiting
 from appliance.web import quotas
 from appliance.web.errors import ApiError
+from appliance.web.jsonbody import read_json
 from appliance.web.state import state_of
-from appliance.web_limits import MAX_FIELD_BYTES
 
 DEFAULT_PAGE = 256
 MAX_PAGE = 2048
@@ -50,32 +50,6 @@ def _tes(request: Request) -> tuple[TesState, str]:
         return tes, tes.clients.who(request.headers.get("authorization"))
     except AuthError as exc:
         raise ApiError(exc.status, exc.message) from None
-
-
-async def _body(request: Request, limit: int) -> Any:
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise ApiError(413, f"a task is larger than {limit} bytes")
-    try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise ApiError(400, f"the body is not JSON: {exc}") from None
-    if not _fits(document):
-        raise ApiError(400, "the task holds a number that does not fit in 64 bits")
-    return document
-
-
-def _fits(value: Any) -> bool:
-    """True if every integer in a JSON value fits in 64 bits (as the database needs)."""
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**63
-    if isinstance(value, dict):
-        return all(_fits(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_fits(v) for v in value)
-    return True
 
 
 async def service_info(request: Request) -> Response:
@@ -106,7 +80,8 @@ async def create_task(request: Request) -> Response:
     # the site's disk and queue (a client's own share is its token's business)
     await quotas.check_disk(state.settings, state.settings.jobs_dir)
     await quotas.check_jobs(state.settings, state.store, None)
-    task = await _body(request, state.settings.upload_max_bytes + MAX_FIELD_BYTES)
+    await quotas.check_tasks(state.settings, state.store, owner)
+    task = await read_json(request, state.settings.tes_max_task_bytes, "a task")
     job_id = new_id()
     try:
         accepted = tes.checker.check(task, job_id, owner)
@@ -119,6 +94,7 @@ async def create_task(request: Request) -> Response:
                       "plan": accepted.plan.stored(),
                       "waiting": waiting("scheduler", now)}  # fmt: skip
     await record(state.store, job, state.wake)
+    state.store.accepted_job(f"owner:{owner}", quotas.WAITING)  # counted at once, for its cap
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})
 
