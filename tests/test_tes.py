@@ -43,6 +43,12 @@ class Files(http.server.ThreadingHTTPServer):
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path.startswith("/slow/"):  # a slow server: 8 s before it answers
+                    time.sleep(8)
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"slowly\n")
+                    return
                 if self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", "/input.txt")
@@ -409,6 +415,25 @@ def test_a_name_swapped_while_staging_never_reaches_the_volumes(stack: Stack, sh
         assert "another user" not in stdout, task.id
     states = [t.state for t in done]
     assert "COMPLETE" in states and "SYSTEM_ERROR" in states, states  # the race was run
+
+
+def test_slow_staging_does_not_hold_up_other_jobs(stack: Stack, files: Files) -> None:
+    """Eight tasks whose inputs come from a slow server used to hold the scheduler's eight
+    start slots for as long as their fetches took: every other job waited. Staging now
+    lends its slot, within bounds of its own (four at a time per client)."""
+    cli = client(stack)
+    slow = [cli.create_task(tes.Task(inputs=[tes.Input(path="/data/in", url=f"{files.url}/slow/{i}")],
+                                     executors=[tes.Executor(image=TEST_IMAGE, command=["cat", "/data/in"])]))
+            for i in range(8)]  # fmt: skip
+    time.sleep(1)  # claimed, and staging
+    began = time.monotonic()
+    other = post(stack, {"executors": [{"image": TEST_IMAGE, "command": ["true"]}]}, token=BOB)
+    done = wait(client(stack, BOB), other.json()["id"], timeout=60)
+    assert done.state == "COMPLETE"
+    assert time.monotonic() - began < 6, "it waited for the slow stagings"
+    ended = [wait(cli, task_id, timeout=120) for task_id in slow]
+    assert [t.state for t in ended] == ["COMPLETE"] * 8
+    assert all(t.logs[0].logs[0].stdout == "slowly\n" for t in ended)
 
 
 def test_tokens_and_ownership(stack: Stack) -> None:

@@ -26,6 +26,8 @@ from appliance.volumes import Volumes
 log = logging.getLogger("appliance.scheduler")
 
 IN_FLIGHT = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
+STAGINGS_AT_ONCE = 16  # tasks whose inputs one scheduler stages at once
+STAGINGS_PER_CLIENT = 4  # of those, one TES client's
 
 
 class Progress:
@@ -81,6 +83,11 @@ class Base:
         self.due: dict[str, float] = {}  # runner -> when its next status round is due
         self.cancels_due = 0.0  # when the monitor looks for cancel requests next
         self.starting = asyncio.Semaphore(concurrency)
+        # Starts that lent their slot while a task's inputs are staged (appliance.tes),
+        # within their own bounds: overall, and per TES client.
+        self.slot_lent: set[asyncio.Task[Any]] = set()
+        self.stagings = asyncio.Semaphore(STAGINGS_AT_ONCE)
+        self.client_stagings: dict[str, asyncio.Semaphore] = {}
         self.next_adoption = 0.0  # when dispatch looks for jobs to adopt next
         self.start_tasks: dict[asyncio.Task[None], str] = {}  # -> the job being started
         self.side_tasks: set[asyncio.Task[None]] = set()

@@ -14,7 +14,7 @@ from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
 from appliance.plan import Plan, PlanError
 from appliance.runners.base import Adopting, StepRun
-from appliance.scheduler.base import IN_FLIGHT, Base, log
+from appliance.scheduler.base import IN_FLIGHT, STAGINGS_PER_CLIENT, Base, log
 from appliance.scheduler.held import Held
 from appliance.states import JobState
 from appliance.tes.transfer import StagingError, stage_in
@@ -83,7 +83,10 @@ class Starting(Base):
         job_id = self.start_tasks.pop(task, None)
         if job_id is not None:
             self.claimed.discard(job_id)
-        self.starting.release()
+        if task in self.slot_lent:  # it ended while its slot was lent: not held, not released
+            self.slot_lent.discard(task)
+        else:
+            self.starting.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("starting a job failed", exc_info=task.exception())
 
@@ -118,8 +121,8 @@ class Starting(Base):
         if failed is not None:
             await self._end(job_id, JobState.ERROR, f"cannot make the job's directory: {failed}")
             return
-        if plan.stage_in and not await self._stage_in(job_id, plan, workdir,
-                                                      str(job.get("owner") or "")):  # fmt: skip
+        if plan.stage_in and not await self._staged(job_id, plan, workdir,
+                                                    str(job.get("owner") or "")):  # fmt: skip
             return
         run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
         try:
@@ -156,6 +159,23 @@ class Starting(Base):
                 # it ended meanwhile (a cancel of a job whose lease ran out): stop what was
                 # just started; never a run another scheduler now holds (the same handle)
                 await self._send_cancel(Held(job_id, plan, runner, handle, JobState.QUEUED))
+
+    async def _staged(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
+        """``_stage_in`` outside the start slots: staging (a big folder, a slow server) may
+        take minutes, and the slots are for starting every other job meanwhile. Stagings
+        have bounds of their own: overall, and per TES client."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.starting.release()
+        self.slot_lent.add(task)
+        try:
+            per_client = self.client_stagings.setdefault(
+                owner, asyncio.Semaphore(STAGINGS_PER_CLIENT))  # fmt: skip
+            async with per_client, self.stagings:
+                return await self._stage_in(job_id, plan, workdir, owner)
+        finally:
+            await self.starting.acquire()  # cancelled here: still lent, never released
+            self.slot_lent.discard(task)
 
     async def _stage_in(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
         """Fetch a task's inputs in before its first step; False if that failed (the job
