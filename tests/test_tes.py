@@ -436,6 +436,24 @@ def test_slow_staging_does_not_hold_up_other_jobs(stack: Stack, files: Files) ->
     assert all(t.logs[0].logs[0].stdout == "slowly\n" for t in ended)
 
 
+def test_a_task_is_no_job_of_the_slivka_routes_or_pages(stack: Stack) -> None:
+    """A task is its client's: without its token it cannot be read or cancelled through
+    the job routes or the pages; its files' list (which its logs point to) stays there."""
+    task_id = post(
+        stack, {"executors": [{"image": TEST_IMAGE, "command": ["sleep", "30"]}]}
+    ).json()["id"]
+    for answer in (httpx.get(f"{stack.proxy}/api/jobs/{task_id}"),
+                   httpx.delete(f"{stack.proxy}/api/jobs/{task_id}"),
+                   httpx.get(f"{stack.proxy}/jobs/{task_id}"),
+                   httpx.post(f"{stack.proxy}/jobs/{task_id}/cancel")):  # fmt: skip
+        assert answer.status_code == 404, (answer.request.method, answer.request.url)
+    assert httpx.get(f"{stack.proxy}/api/jobs/{task_id}/files").status_code == 200
+    state = client(stack).get_task(task_id).state
+    assert state not in ("CANCELED", "CANCELING"), state
+    httpx.post(f"{stack.proxy}/ga4gh/tes/v1/tasks/{task_id}:cancel",
+               headers={"Authorization": f"Bearer {ALICE}"})  # fmt: skip
+
+
 def test_tokens_and_ownership(stack: Stack) -> None:
     body = {"executors": [{"image": TEST_IMAGE, "command": ["true"]}]}
     assert post(stack, body, token=None).status_code == 401
@@ -520,6 +538,9 @@ def test_image_rules_read_names_as_the_engine_does() -> None:
     assert image_allowed("ubuntu:latest", ("ubuntu",)) and not image_allowed(
         "ubuntu:20.04", ("ubuntu",)
     )
+    # after "alpine:" comes a tag, never a registry called alpine on some port
+    assert not image_allowed("alpine:5000/evil/miner:1", rules)
+    assert not image_allowed("alpine:5000/evil", rules)
 
 
 def test_tes_token_prints_a_token_and_the_line_that_lets_it_in(

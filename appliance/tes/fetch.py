@@ -40,9 +40,12 @@ async def _check_host(url: str, settings: Settings) -> None:
         raise FetchError(f"{url}: cannot resolve {parts.hostname}: {exc}") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if (address.is_private or address.is_loopback or address.is_link_local
-                or address.is_multicast or address.is_reserved or address.is_unspecified):  # fmt: skip
-            raise FetchError(f"{url}: {parts.hostname} is a private address "
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        # not global: private, loopback, link-local, reserved, and the shared address space
+        # 100.64.0.0/10 (carrier NAT, where some clouds keep their metadata service)
+        if not address.is_global or address.is_multicast:
+            raise FetchError(f"{url}: {parts.hostname} is not a public address "
                              f"({address}); setting tes_fetch_private allows it")  # fmt: skip
 
 

@@ -104,12 +104,19 @@ def full_image_name(image: str) -> str:
 
 def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
     """Exact names, or prefixes ending in ``/`` or ``:`` (``registry.example/``, ``alpine:``);
-    a name without a tag is its ``:latest``."""
+    a name without a tag is its ``:latest``. After a prefix ending in ``:`` comes a tag and
+    nothing else: ``alpine:`` admits ``alpine:3.20``, never ``alpine:5000/other/image`` (a
+    registry called alpine, on port 5000)."""
     image = full_image_name(image)
-    return any(
-        image.startswith(rule) if rule[-1] in "/:" else image == full_image_name(rule)
-        for rule in allowed
-    )
+    return any(_admits(rule, image) for rule in allowed)
+
+
+def _admits(rule: str, image: str) -> bool:
+    if rule[-1] == "/":
+        return image.startswith(rule)
+    if rule[-1] == ":":
+        return image.startswith(rule) and "/" not in image[len(rule) :]
+    return image == full_image_name(rule)
 
 
 @dataclass(frozen=True)

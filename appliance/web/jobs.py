@@ -124,12 +124,16 @@ def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[
             "media_type": media_type, "created_at": utcnow()}  # fmt: skip
 
 
-async def job_of(request: Request) -> JobRecord:
+async def job_of(request: Request, *, tasks: bool = False) -> JobRecord:
+    """The job the path names; 404 if there is none. A TES task is its client's (its
+    bearer token, through the TES API): here it is no job, unless ``tasks`` (its files'
+    list, which a task's logs point to, readable like any job's by whoever has its id)."""
     state = state_of(request)
     job_id = request.path_params["job_id"]
     job = await state.store.get_job(job_id) if plausible_id(job_id) else None
     service_id = request.path_params.get("service_id")
-    if job is None or (service_id is not None and job["service"] != service_id):
+    if (job is None or (service_id is not None and job["service"] != service_id)
+            or (job.get("kind") == "task" and not tasks)):  # fmt: skip
         raise ApiError(404, f"no job {job_id!r}")
     return job
 
@@ -274,7 +278,7 @@ async def list_jobs(request: Request) -> Response:
 
 async def job_files(request: Request) -> Response:
     state = state_of(request)
-    job = await job_of(request)
+    job = await job_of(request, tasks=True)
     outputs = job.get("outputs") or []
     return JSONResponse(
         {"files": [output_json(str(job["_id"]), o, state.settings) for o in outputs]}
@@ -283,7 +287,7 @@ async def job_files(request: Request) -> Response:
 
 async def job_file(request: Request) -> Response:
     state = state_of(request)
-    job = await job_of(request)
+    job = await job_of(request, tasks=True)
     path = request.path_params["path"]
     for output in job.get("outputs") or []:
         if output.get("path") == path:

@@ -26,6 +26,13 @@ PLAUSIBLE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 QUIET = ("/healthz", "/readyz", "/_internal/")
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class RequestIds:
     def __init__(self, app: ASGIApp, access_log: str = "common") -> None:
         self.app = app
@@ -80,12 +87,13 @@ class RequestIds:
 
     def _log(self, scope: Scope, headers: Headers, status: int, seconds: float,
              request_id: str) -> None:  # fmt: skip
-        path = str(scope.get("path", ""))
+        path = _printable(str(scope.get("path", "")))  # a %0A in a URL forges no log line
         level = logging.DEBUG if path.startswith(QUIET) else logging.INFO
         if not access.isEnabledFor(level):
             return
         client = headers.get("x-real-ip") or (scope.get("client") or ("-",))[0]
-        method = str(scope.get("method", ""))
+        method = _printable(str(scope.get("method", "")))
+        client = _printable(client)
         milliseconds = round(seconds * 1000, 2)
         access.log(level, '%s "%s %s" %d %.2f ms', client, method, path, status, milliseconds,
                    extra={"method": method, "path": path, "status": status, "client": client,

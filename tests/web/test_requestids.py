@@ -51,6 +51,17 @@ def test_health_checks_are_not_in_the_access_log_at_info(
     assert paths == ["/api/version"]
 
 
+def test_a_url_cannot_forge_an_access_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="appliance.access"):
+        client.get("/api/jobs/x%0A127.0.0.1%20%22GET%20/admin%22%20200%0D%1B[2J")
+    [record] = [r for r in caplog.records if r.name == "appliance.access"]
+    line = record.getMessage()
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "\\n127.0.0.1" in line  # the newline is there, written as an escape
+
+
 @pytest.mark.parametrize("reads_body", [True, False])
 def test_an_answer_sent_before_the_body_was_read_closes_the_connection(reads_body: bool) -> None:
     """A refusal made before the upload was read (a quota's 429) leaves the body on the
