@@ -179,7 +179,7 @@ class DockerBackend:
             return name
         container = self._create_container(options)
         if container.status == "created" and self._claim_start(name):
-            self._start(container, options)
+            self._start(container)
         return name
 
     def _create_container(self, options: dict[str, Any]) -> Any:
@@ -208,21 +208,26 @@ class DockerBackend:
             self._started.add(name)
             return True
 
-    def _start(self, container: Any, options: dict[str, Any] | None) -> None:
+    def _start(self, container: Any) -> None:
         """Start a container claimed with ``_claim_start``. If the engine did not take the
         request (it went away, or refused), the claim is given back: the container stays
         created, and a later round starts it (else it would wait, QUEUED, for ever). An
-        engine restarted during a start can leave a half-made container whose every start
-        fails ("task ... already exists"): it is made again, only if its command provably
-        never ran (the engine never started it)."""
+        engine restarted during a start can leave a container whose every start fails
+        ("task ... already exists": a containerd task of it outlived the engine). Its
+        command may have run before the engine went (the engine's own record of the
+        container may still say "created"), so it is never started or made again: the
+        job ends in ERROR, saying so, at once instead of after the retries."""
         try:
             try:
                 container.start()
             except EngineError as exc:
-                if exc.status < 500 or "already exists" not in exc.explanation:
-                    raise
-                container = self._made_again(container, options, exc)
-                container.start()
+                if exc.status >= 500 and "already exists" in exc.explanation:
+                    raise RunnerError(
+                        f"the Docker engine cannot start container {container.name} "
+                        f"({exc.explanation}): the engine was restarted during its start, "
+                        "and its command may have run; it is not started again"
+                    ) from None
+                raise
         except NotFound:
             return
         except Exception:
@@ -232,23 +237,6 @@ class DockerBackend:
         with self._slots_lock:
             if container.name not in self._died:  # it may have ended already
                 self._running[container.name] = time.monotonic()
-
-    def _made_again(self, container: Any, options: dict[str, Any] | None,
-                    exc: EngineError) -> Any:  # fmt: skip
-        """The container, removed and created anew from ``options``; RunnerError when its
-        command may have run (it is never run twice) or there is nothing to make it from."""
-        container.reload()
-        started = str((container.attrs.get("State") or {}).get("StartedAt") or "")
-        if container.status != "created" or not started.startswith("0001-01-01"):
-            raise RunnerError(f"the Docker engine cannot start container {container.name} "
-                              f"({exc.explanation}), which may have run: not starting it again")  # fmt: skip
-        if options is None:
-            raise RunnerError(f"the Docker engine left container {container.name} half-made "
-                              f"({exc.explanation}); it never ran")  # fmt: skip
-        log.warning("container %s was left half-made by the engine (%s); it never ran: "
-                    "making it again", container.name, exc.explanation)  # fmt: skip
-        self._engine.remove(container.id)
-        return self._create_container(options)
 
     def _fill_slots(self) -> None:
         """Create and start the oldest waiting jobs while slots are free (on a
@@ -278,7 +266,7 @@ class DockerBackend:
             else:
                 container = self._create_container(job.options)
             if container.status == "created" and self._claim_start(job.name):
-                self._start(container, job.options)
+                self._start(container)
         except Exception as exc:
             log.warning("could not start container %s: %s", job.name, exc)
             code = 126 if isinstance(exc, RunnerError) else 125
