@@ -616,25 +616,32 @@ async def test_a_job_lost_while_no_scheduler_ran_ends_soon_after_the_next_start(
     assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
 
 
-async def test_a_half_made_container_ends_its_job_at_once_and_never_runs_twice(
-    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
-) -> None:
-    """The engine restarted during a start can leave a created container whose every
-    start fails ("task ... already exists": its containerd task outlived the engine). Its
-    command may have run before the engine went (seen in CI: a container remade that way
-    ran a job twice), so it is never started or made again: the job ends in ERROR at
-    once, saying why, instead of waiting ACCEPTED for the 5-minute retry limit."""
+@pytest.mark.parametrize(
+    "explanation",
+    ["task {id}: already exists", "transport is closing: unavailable",
+     "failed to update store for object type *libnetwork.endpoint: open : no such file"],
+)  # fmt: skip
+async def test_a_start_the_engine_took_and_failed_ends_the_job_never_run_twice(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler,
+    explanation: str,
+) -> None:  # fmt: skip
+    """What the engine answers to a start while it stops or after a restart. It may have
+    run the command (its record can still say "created"): in CI a job started again after
+    "transport is closing" ran twice. The job ends in ERROR at once, saying why, and is
+    never started again (nor left ACCEPTED for the 5-minute retry limit)."""
     backend = scheduler.backends["docker"]
     assert isinstance(backend, DockerBackend)
     engine = backend._engine
 
-    def start_after_a_restart(container: str) -> None:
-        raise EngineError(500, f"task {container}: already exists", "start container")
+    def start_as_the_engine_stops(container: str) -> None:
+        raise EngineError(500, explanation.format(id=container), "start container")
 
-    engine.start = start_after_a_restart  # type: ignore[method-assign]
+    engine.start = start_as_the_engine_stops  # type: ignore[method-assign]
     began = time.monotonic()
     job_id = await submit(store, catalogue, "once", {})
     job = await wait_final(store, job_id, timeout=60)
     assert time.monotonic() - began < 30
-    assert job["state"] == "ERROR" and "may have run; it is not started again" in str(job["error"])
+    assert job["state"] == "ERROR" and "may have run, so it is not started again" in str(
+        job["error"]
+    )
     assert not (settings.jobs_dir / job_id / "runs.txt").exists()

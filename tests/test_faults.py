@@ -215,7 +215,7 @@ def test_docker_engine_restart_under_load(stack: Stack, tmp_path: Path) -> None:
         if job["status"] == "FAILED":  # those running when the engine stopped, with the reason
             assert "signal" in job["error"], job
         if job["status"] == "ERROR":  # being started as the engine went: may have run, so
-            assert "may have run; it is not started again" in job["error"], job  # not again
+            assert "may have run, so it is not started again" in job["error"], job  # not again
     assert all(runs_of(stack, job_id) in ("run\n", "") for job_id in load.accepted)  # none twice
 
 

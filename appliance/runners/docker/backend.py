@@ -211,23 +211,26 @@ class DockerBackend:
     def _start(self, container: Any) -> None:
         """Start a container claimed with ``_claim_start``. If the engine did not take the
         request (it went away, or refused), the claim is given back: the container stays
-        created, and a later round starts it (else it would wait, QUEUED, for ever). An
-        engine restarted during a start can leave a container whose every start fails
-        ("task ... already exists": a containerd task of it outlived the engine). Its
-        command may have run before the engine went (the engine's own record of the
-        container may still say "created"), so it is never started or made again: the
-        job ends in ERROR, saying so, at once instead of after the retries."""
+        created, and a later round starts it (else it would wait, QUEUED, for ever).
+
+        But a start the engine took and failed (a 5xx: it was stopping, "transport is
+        closing", or a containerd task of it outlived a restart, "task ... already
+        exists"), or that it hung up on after it had the request, may have run the
+        command: the engine's record can still say "created" with no start time, and
+        starting it again ran a job twice (seen in CI). Such a job ends in ERROR, saying
+        so, and is never started again."""
         try:
             try:
                 container.start()
-            except EngineError as exc:
-                if exc.status >= 500 and "already exists" in exc.explanation:
-                    raise RunnerError(
-                        f"the Docker engine cannot start container {container.name} "
-                        f"({exc.explanation}): the engine was restarted during its start, "
-                        "and its command may have run; it is not started again"
-                    ) from None
-                raise
+            except (EngineError, Unreachable) as exc:
+                taken = exc.status >= 500 if isinstance(exc, EngineError) else exc.sent
+                if not taken or isinstance(exc, NotFound):
+                    raise
+                why = exc.explanation if isinstance(exc, EngineError) else str(exc)
+                raise RunnerError(
+                    f"the Docker engine failed while starting container {container.name} "
+                    f"({why}); its command may have run, so it is not started again"
+                ) from None
         except NotFound:
             return
         except Exception:

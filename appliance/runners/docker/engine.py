@@ -27,7 +27,16 @@ STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class Unreachable(OSError):
-    """The engine did not answer (no socket, refused, timed out, hung up)."""
+    """The engine did not answer (no socket, refused, timed out, hung up). ``sent``: the
+    request had gone out, so the engine may have acted on it before it went away."""
+
+    sent = False
+
+
+def _unreachable(message: str, sent: bool) -> Unreachable:
+    error = Unreachable(message)
+    error.sent = sent
+    return error
 
 
 class EngineError(Exception):
@@ -113,19 +122,21 @@ class Engine:
         for attempt in (1, 2):  # a kept connection the engine has closed: once more afresh
             connection = self._connection()
             reused = connection.sock is not None
+            sent = False
             try:
                 if connection.sock is not None:  # kept: its timeout set when it was made
                     connection.sock.settimeout(timeout)
                 connection.timeout = timeout
                 connection.request(method, url, body=body, headers=headers)
+                sent = True
                 return connection.getresponse()
             except STALE as exc:
                 self._drop()
                 if not reused or attempt == 2:
-                    raise Unreachable(f"the Docker engine hung up: {exc}") from None
+                    raise _unreachable(f"the Docker engine hung up: {exc}", sent) from None
             except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 self._drop()
-                raise Unreachable(f"the Docker engine at {self.base_url}: {exc}") from None
+                raise _unreachable(f"the Docker engine at {self.base_url}: {exc}", sent) from None
         raise AssertionError("unreachable")
 
     def _url(self, path: str, params: dict[str, Any] | None) -> str:
@@ -172,7 +183,7 @@ class Engine:
             return response.read(amount)
         except OSError as exc:
             self._drop()
-            raise Unreachable(f"the Docker engine hung up: {exc}") from None
+            raise _unreachable(f"the Docker engine hung up: {exc}", True) from None
 
     def close(self) -> None:
         with self._lock:
