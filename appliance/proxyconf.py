@@ -10,9 +10,10 @@ size limit matches the app's, and its own errors are JSON like the app's.
 
 It also keeps one client from taking it from everyone: per-address connection and
 request-rate limits (429 with Retry-After), header and body timeouts short enough that
-slow bodies are cut, and room for thousands of connections. It answers only for the
-host names in ``public_hosts`` (421 for any other, so a DNS-rebinding page cannot reach
-an appliance on localhost).
+slow bodies are cut, and room for thousands of connections. A client is its address (an
+IPv6 one its /64), or the one a trusted front proxy names (``trusted_proxies``). It
+answers only for the host names in ``public_hosts`` (421 for any other, so a
+DNS-rebinding page cannot reach an appliance on localhost).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from appliance.clientkeys import nginx_client_map
 from appliance.pages.staticfiles import STATIC_URL, static_dir
 from appliance.settings import Settings
 from appliance.web_limits import request_limit
@@ -113,6 +115,17 @@ def _access_log(kind: str, path: str) -> str:
     return f"    {ACCESS_FORMATS[kind]}\n    access_log {path} appliance_{kind};"
 
 
+def _real_ip(settings: Settings) -> str:
+    """From the front proxies in ``trusted_proxies`` (a TLS proxy, an Ingress), the
+    client is the last address of X-Forwarded-For that is not one of them; from anyone
+    else the header is not believed. Logs, limits and the app's quotas then see it."""
+    if not settings.trusted_proxies:
+        return ""
+    lines = [f"    set_real_ip_from {network};" for network in settings.trusted_proxies]
+    lines += ["    real_ip_header X-Forwarded-For;", "    real_ip_recursive on;"]
+    return "\n" + "\n".join(lines)
+
+
 def _server_names(hosts: tuple[str, ...]) -> str:
     return " ".join(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in hosts)
 
@@ -190,8 +203,10 @@ http {{
     scgi_temp_path scgi_temp;
     # One client cannot take the proxy from everyone: its connections and request rate are
     # limited per address, and slow headers and bodies are cut (settings proxy_client_*).
-    limit_conn_zone $binary_remote_addr zone=per_address:10m;
-    limit_req_zone $binary_remote_addr zone=rate_per_address:10m rate={max(1, settings.proxy_client_rate)}r/s;
+    # A client is its address, an IPv6 one its /64 (appliance.clientkeys).{_real_ip(settings)}
+{nginx_client_map()}
+    limit_conn_zone $appliance_client zone=per_address:10m;
+    limit_req_zone $appliance_client zone=rate_per_address:10m rate={max(1, settings.proxy_client_rate)}r/s;
     limit_conn_status 429;
     limit_req_status 429;
     limit_conn_log_level warn;

@@ -9,6 +9,7 @@ name the file (or variable) and the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,17 @@ def _words(value: object) -> tuple[str, ...]:
     """A list, in YAML or as comma-separated text (for environment variables)."""
     items = value if isinstance(value, list | tuple) else str(value or "").split(",")
     return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _networks(value: object) -> tuple[str, ...]:
+    """Addresses or CIDR blocks (``10.0.0.0/8``, ``2001:db8::/32``), as nginx writes them."""
+    networks = []
+    for word in _words(value):
+        try:
+            networks.append(str(ipaddress.ip_network(word, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected addresses or CIDR blocks, got {word!r}") from None
+    return tuple(networks)
 
 
 FILE_ROOT_CLIENT = "{client}"
@@ -304,6 +316,10 @@ class Settings:
     public_hosts: tuple[str, ...] = _setting(
         ("localhost", "127.0.0.1", "::1"), _words,
         "host names the proxy answers for (others: 421); '*' for any",
+    )  # fmt: skip
+    trusted_proxies: tuple[str, ...] = _setting(
+        (), _networks, "addresses or CIDR blocks of front proxies (a TLS proxy, an Ingress) "
+        "whose X-Forwarded-For names the client; nobody else's is believed",
     )  # fmt: skip
     proxy_client_connections: int = _setting(
         64,

@@ -68,6 +68,8 @@ def _sample(key: str) -> tuple[str, object]:
         return "/x", "/x"
     if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys"))):
         return "/tmp/x", Path("/tmp/x")
+    if key == "trusted_proxies":
+        return "10.1.0.0/16, 2001:db8::1", ("10.1.0.0/16", "2001:db8::1/128")
     if isinstance(default, tuple):
         return "/a, /b", ("/a", "/b")
     if key == "log_level":
@@ -123,6 +125,7 @@ def test_unknown_environment_variable_is_an_error() -> None:
         ("uploads_url: media\n", "uploads_url"),
         ("log_level: LOUD\n", "log_level"),
         ("lease_seconds: -3\n", "lease_seconds"),
+        ("trusted_proxies: [the-ingress]\n", "trusted_proxies"),  # nginx wants addresses
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

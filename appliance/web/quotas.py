@@ -9,7 +9,8 @@ request's body is read, so a refused request costs almost nothing.
   full, so the jobs already running can still write their results.
 
 Every refusal is JSON with a ``Retry-After`` header. The client's address is the one the
-proxy saw (``X-Real-IP``, which the proxy sets): the web process must be reachable only
+proxy saw or believed (``X-Real-IP``, which the proxy sets; see ``trusted_proxies``), an
+IPv6 one keyed by its /64 (appliance.clientkeys): the web process must be reachable only
 through the proxy, as the bundle's networks make it.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from appliance.clientkeys import client_key
 from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import Store
@@ -36,7 +38,9 @@ COUNT_AGE = 1.0
 
 
 def client_address(request: Request) -> str:
-    return request.headers.get("x-real-ip") or (request.client.host if request.client else "")
+    """The key of the request's client: its address, an IPv6 one as its /64."""
+    address = request.headers.get("x-real-ip") or (request.client.host if request.client else "")
+    return client_key(address)
 
 
 def _free(path: Path) -> int:
