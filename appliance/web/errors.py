@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from appliance.errors import FormErrors, StoreUnavailableError
@@ -44,8 +45,28 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+DRAIN_SECONDS = 60.0  # longest a refused request's body is read for, then dropped
+
+
+async def drain(request: Request) -> None:
+    """Reads what is left of a refused request's body and drops it. A request refused
+    before its body is read (a quota, a token) would otherwise be answered while the
+    proxy still sends the body: hypercorn closes the connection, the proxy's next write
+    fails (EPIPE) and the client gets 502 instead of this answer (about one over-quota
+    upload in six did). The proxy caps the body's size and pauses, this its time."""
+    if request._stream_consumed or hasattr(request, "_body"):  # read whole already
+        return
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in request.stream():
+                pass
+    except (ClientDisconnect, TimeoutError, RuntimeError):
+        pass  # gone, or too slow: the answer goes anyway
+
+
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    await drain(request)
     return error_response(exc.status, exc.message, exc.headers)
 
 
@@ -56,11 +77,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = f"no such resource: {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+    await drain(request)
     return error_response(exc.status_code, message, dict(exc.headers or {}))
 
 
 async def form_errors(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FormErrors)
+    await drain(request)
     return JSONResponse(exc.to_json(), status_code=422)
 
 

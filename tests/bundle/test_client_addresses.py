@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from appliance.web.quotas import COUNT_AGE
@@ -190,3 +191,20 @@ def test_a_trusted_front_proxy_names_each_client_and_no_one_else_can(
     logs = compose("logs", "--no-log-prefix", "proxy", project=PROJECT).stdout
     assert "198.51.100.8" in logs and "198.51.100.10" not in logs
     assert gateway in logs  # the host's own upload
+
+
+def test_an_over_quota_upload_is_answered_429_never_503(bundle: tuple[str, str]) -> None:
+    """Refused before its body is read, an upload's body is still read and dropped: if the
+    web process closed at once, the proxy's write failed and it answered 502 (a 503 page)
+    to about one in six of these."""
+    port, _ = bundle
+    client = {"X-Forwarded-For": "198.51.100.20"}
+    url = f"http://127.0.0.1:{port}/api/files"
+    for _ in range(2):
+        assert httpx.post(url, files={"file": ("a", b"x" * 600)}, headers=client).status_code == 201
+    time.sleep(COUNT_AGE + 0.2)
+    statuses = [
+        httpx.post(url, files={"file": ("a", b"x" * size)}, headers=client, timeout=60).status_code
+        for size in (100_000, 1_000_000, 5_000_000, 20_000_000) * 5
+    ]
+    assert statuses == [429] * 20, statuses
