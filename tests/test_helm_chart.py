@@ -127,6 +127,12 @@ def test_network_policies_isolate_jobs_and_the_database() -> None:
         and "egress" not in jobs
     )
     assert jobs["podSelector"]["matchLabels"]["appliance.network"] == "none"
+    networked = policies["rel-appliance-jobs-network"]
+    assert networked["podSelector"]["matchLabels"]["appliance.network"] == "allowed"
+    assert "ingress" not in networked and networked["policyTypes"] == ["Ingress", "Egress"]
+    (block,) = [rule["to"][0]["ipBlock"] for rule in networked["egress"] if "to" in rule]
+    assert block["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10"} <= set(block["except"])
     sources = [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
                for p in policies["rel-appliance-mongodb"]["ingress"][0]["from"]]  # fmt: skip
     assert sources == ["web", "scheduler"]

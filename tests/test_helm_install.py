@@ -284,13 +284,16 @@ def reaches(name: str, labels: dict[str, str], host: str, port: int) -> bool:
 
 
 def test_network_policies_are_enforced_pod_to_pod(release: str) -> None:
-    """kube-router enforces the chart's policies: a job pod reaches nothing, the database
-    only its two clients; any pod reaches the proxy (the control that the probe works)."""
+    """kube-router enforces the chart's policies: a job pod reaches nothing (one that may
+    use the network, nothing in the cluster), the database only its two clients; any pod
+    reaches the proxy (the control that the probe works)."""
     proxy, database = (f"{PREFIX}-proxy", 80), (f"{PREFIX}-mongodb", 27017)
     assert reaches("probe-plain", {"probe": "plain"}, *proxy)
     assert not reaches("probe-plain-db", {"probe": "plain"}, *database)
     job = {"appliance.instance": PREFIX, "appliance.role": "job", "appliance.network": "none"}
     assert not reaches("probe-job", job, *proxy)
+    # a job that may use the network still reaches no pod of the cluster (only outside it)
+    assert not reaches("probe-job-net", {**job, "appliance.network": "allowed"}, *proxy)
     web = {"app.kubernetes.io/name": "appliance", "app.kubernetes.io/instance": RELEASE,
            "app.kubernetes.io/component": "web"}  # fmt: skip
     assert reaches("probe-web-db", {**web, "probe": "web"}, *database)
