@@ -122,11 +122,15 @@ def _as_text(
         if item is True:
             texts.append("true")
         elif param is not None and param.type is ParamType.CHOICE:
-            texts.append(param.choices.get(str(item), str(item)))
-        elif isinstance(item, float):
+            choice = param.choices.get(str(item), str(item))
+            if choice is not None:  # a choice that maps to null is left out
+                texts.append(choice)
+        elif isinstance(item, float):  # a default as its file wrote it (WrittenNumber)
             texts.append(repr(item))
         else:
             texts.append(str(item))
+    if not texts:
+        return None
     return texts if isinstance(value, list) else texts[:1]
 
 

@@ -19,6 +19,26 @@ class ParamType(enum.Enum):
     FILE = "file"
 
 
+class WrittenNumber(float):
+    """A decimal from a service file that is written on command lines as the file wrote it
+    (``-12``, not ``-12.0``); everywhere else it is the number."""
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> WrittenNumber:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[WrittenNumber], tuple[float, str]]:  # copies keep it
+        return (WrittenNumber, (float(self), self.text))
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class Parameter:
     id: str
@@ -35,7 +55,8 @@ class Parameter:
     max_exclusive: bool = False
     min_length: int | None = None
     max_length: int | None = None
-    choices: dict[str, str] = field(default_factory=dict)
+    # what the user picks -> what the command line gets; None leaves the argument out
+    choices: dict[str, str | None] = field(default_factory=dict)
     media_type: str | None = None
     media_type_parameters: dict[str, Any] = field(default_factory=dict)
     extensions: tuple[str, ...] = ()

@@ -25,6 +25,7 @@ from appliance.model import (
     RunnerChoice,
     Service,
     ServiceTest,
+    WrittenNumber,
 )
 from appliance.symlinks import check_symlink_template
 from appliance.templates import parse_item, parse_template, split_template
@@ -165,7 +166,7 @@ def _parse_parameter(pid: str, data: Any) -> Parameter:
         max_exclusive=_yes_no(data.get("max-exclusive", False), "max-exclusive"),
         min_length=_get(data, "min-length", int),
         max_length=_get(data, "max-length", int),
-        choices={str(k): str(v) for k, v in choices_raw.items()},
+        choices={str(k): None if v is None else str(v) for k, v in choices_raw.items()},
         media_type=_get(data, "media-type", str),
         media_type_parameters=_mapping(data, "media-type-parameters"),
         extensions=tuple(str(e) for e in extensions),
@@ -186,10 +187,19 @@ def _parse_parameter(pid: str, data: Any) -> Parameter:
     if isinstance(default, list) and not array:
         raise ConfigError("a list default needs an array type (with [])", key="default")
     try:
-        values = [coerce_scalar(param, item) for item in items]
+        values = [_as_written(item, coerce_scalar(param, item)) for item in items]
     except ValidationError as exc:
         raise ConfigError(f"the default is not valid: {exc.message}", key="default") from None
     return _replace(param, default=values if array else values[0], required=False)
+
+
+def _as_written(raw: Any, value: Any) -> Any:
+    """A decimal default keeps the text its file wrote (``-12``, ``1e-5``) for the command
+    line, as the previous system passes a default as written; a value a user gives is
+    written as a decimal (``-12.0``), as it does too."""
+    if isinstance(value, float) and not isinstance(raw, bool):
+        return WrittenNumber(value, str(raw))
+    return value
 
 
 def _example(value: Any) -> str | None:

@@ -18,12 +18,13 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 # A test that needs a service (a MongoDB-protocol server, the Docker engine, nginx, the
-# SLURM or Kubernetes cluster, helm) is marked ``services``; the others are the fast core
+# SLURM or Kubernetes cluster, helm, the previous system installed) is marked ``services``; the others are the fast core
 # suite, which runs in seconds on a machine with none of them: pytest -m "not services".
 SERVICE_FIXTURES = {"mongodb_uri", "database_name", "server"}
 SERVICE_MODULES = {"test_docker_engine", "test_isolation", "test_helm_chart",
                    "test_helm_install", "test_kubernetes", "test_slurm", "test_faults",
-                   "test_outage", "test_jalview_live"}  # fmt: skip
+                   "test_outage", "test_jalview_live",
+                   "test_previous_command_lines"}  # fmt: skip # the previous system's code
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
