@@ -8,7 +8,7 @@ from appliance.classifiers import classifier_warnings
 from appliance.errors import ConfigError
 from appliance.model import RunnerChoice, Service
 from appliance.runners.config import RunnerConfig, load_runner_configs, unenforced
-from appliance.servicecheck import ignored_files, service_mistakes
+from appliance.servicecheck import ignored_files, service_idioms, service_mistakes
 from appliance.servicefolder import load_services
 from appliance.settings import Settings
 
@@ -128,4 +128,5 @@ def load_catalogue(settings: Settings) -> Catalogue:
     usable = {sid: s for sid, s in services.items() if s.source not in broken}
     mistakes = [m for s in usable.values() for m in service_mistakes(s)]
     mistakes += ignored_files(settings.services_dir)
-    return Catalogue(usable, runners, errors, runner_errors, classifier_warnings(usable), mistakes)
+    warnings = classifier_warnings(usable) + [w for s in usable.values() for w in service_idioms(s)]
+    return Catalogue(usable, runners, errors, runner_errors, warnings, mistakes)

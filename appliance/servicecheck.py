@@ -1,7 +1,8 @@
 """Mistakes in a service file that load fine but show only when a user's job runs.
 
 A file that parses is not yet right: an ``args`` entry that no parameter feeds drops the
-user's value without a word, ``${gapopen}`` where ``$(value)`` was meant fails every job,
+user's value without a word (in a file of the previous system's form, where its public
+deployment has such entries, only a warning: ``service_idioms``), ``${gapopen}`` where ``$(value)`` was meant fails every job,
 ``$(valeu)`` reaches the tool literally. ``appliance check`` reports every such mistake
 of a file, each with its key; the service still loads (the web process logs them), so a
 running site is not changed by a new check.
@@ -69,7 +70,7 @@ def service_mistakes(
         key = f"args.{argument.id}"
         if argument.id in service.parameters:
             used.add(argument.id)
-        elif argument.default is None and argument.id not in consts:
+        elif _never_used(service, argument.id, consts) and service.format == "native":
             known = ", ".join(sorted(service.parameters)) or "none"
             found.append(_problem(service, key, f"names no parameter (parameters: {known}) and "
                                   "has no default: it is never used"))  # fmt: skip
@@ -105,6 +106,31 @@ def service_mistakes(
         found.append(_problem(service, "image", f"{service.image!r} is not a valid image reference "
                               "(lower case, no spaces: registry/name:tag)"))  # fmt: skip
     return found
+
+
+def _never_used(service: Service, arg_id: str, consts: set[str]) -> bool:
+    argument = service.argument(arg_id)
+    return (
+        argument is not None
+        and arg_id not in service.parameters
+        and argument.default is None
+        and arg_id not in consts
+    )
+
+
+def service_idioms(service: Service) -> list[ConfigError]:
+    """What the previous system accepts without a word and a job never notices: warnings,
+    not mistakes, in its files (its public deployment has them: an ``args`` entry kept
+    for a parameter that was removed, such as MAFFT's ``_clustalout``)."""
+    if service.format == "native":
+        return []
+    consts = {name for choice in service.runners.values() for name in choice.consts}
+    return [
+        _problem(service, f"args.{a.id}", "names no parameter and has no default: it is never "
+                 "used (the previous system ignores it too; delete it to silence this)")
+        for a in service.arguments
+        if _never_used(service, a.id, consts)
+    ]  # fmt: skip
 
 
 def ignored_files(directory: Path) -> list[ConfigError]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -299,3 +300,20 @@ def test_a_previous_system_file_gets_its_folders_image_and_the_mapped_runners(
     assert images.stdout.splitlines() == ["sort\tappliance/sort:latest"]  # named by its folder
     (folder / "image").write_text("# the name to build\ngroup/sort:2.0\n")
     assert run("images", env=env).stdout.splitlines() == ["sort\tgroup/sort:2.0"]
+
+
+def test_check_warns_of_the_previous_systems_idioms_and_passes(tmp_path: Path) -> None:
+    """Its public files keep args entries that no parameter uses (MUSCLE's ``_clwstrict``,
+    MAFFT's ``_clustalout``): a warning naming file and key, not a problem."""
+    folder = tmp_path / "services" / "options"
+    folder.mkdir(parents=True)
+    source = folder / "options.service.yaml"
+    shutil.copy(ROOT / "tests" / "data" / "previous" / "idioms" / "options.service.yaml", source)
+    (folder / "Dockerfile").write_text("FROM scratch\n")  # its image: appliance/options
+    env = {"APPLIANCE_SERVICES_DIR": str(tmp_path / "services"),
+           "APPLIANCE_RUNNERS_DIR": str(ROOT / "runners"),
+           "APPLIANCE_PREVIOUS_RUNNERS": "*=docker"}  # fmt: skip
+    result = run("check", "--offline", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {source}: args._clwstrict: names no parameter" in result.stderr
+    assert "problem(s) found" not in result.stderr and "OK" in result.stdout
