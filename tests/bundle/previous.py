@@ -1,7 +1,8 @@
 """A bundle of the previous system's service files, unchanged, for test_previous_files.py
 and test_parity.py: its own example project (``slivka init``'s template), a file of its
-form for a real tool (Clustal Omega), the parity tests' service, each beside a Dockerfile,
-and one without (it runs on the bundle's local worker pool)."""
+form for a real tool (Clustal Omega), the parity tests' service, files in the idioms of
+the previous system's public deployment (tests/data/previous/idioms), each beside a
+Dockerfile, and one without (it runs on the bundle's local worker pool)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,10 @@ def make_previous_services(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parity = root / "fake"  # the API parity tests' service (test_parity.py)
     shutil.copytree(ROOT / "tests" / "data" / "previous" / "parity", parity)
     (parity / "Dockerfile").write_text("ARG BASE=debian:bookworm-slim\nFROM ${BASE}\n")
+    idioms = ROOT / "tests" / "data" / "previous" / "idioms"  # slivka-bio's idioms
+    for name in ("options", "lists", "wrapper"):
+        shutil.copytree(idioms / "support" / name, root / name)
+        shutil.copy(idioms / f"{name}.service.yaml", root / name)
     sort = root / "sort"  # no Dockerfile: it runs on the worker pool
     sort.mkdir()
     shutil.copy(ROOT / "tests" / "data" / "previous" / "sort.service.yaml", sort)

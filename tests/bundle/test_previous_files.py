@@ -85,15 +85,19 @@ def test_their_own_tests_run_with_their_own_test_data(previous_bundle: str) -> N
     while time.monotonic() < deadline:
         listed = httpx.get(f"{previous_bundle}/api/services", timeout=30).json()["services"]
         statuses = {s["id"]: s["status"]["status"] for s in listed}
-        if {statuses.get("example"), statuses.get("clustalo")} <= {"OK", "DOWN", "WARNING"}:
+        tested = {statuses.get(s) for s in ("example", "clustalo", "wrapper")}
+        if tested <= {"OK", "DOWN", "WARNING"}:
             break
         time.sleep(2)
     assert statuses == {
         "example": "OK",
         "clustalo": "OK",
+        "wrapper": "OK",  # its test file under ${SLIVKA_HOME}/testdata, ${HOME}/bin found
         "sort": "UNKNOWN",
         "fake": "UNKNOWN",
-    }  # sort: no tests
+        "options": "UNKNOWN",
+        "lists": "UNKNOWN",
+    }  # the others: no tests
 
 
 def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(
@@ -109,3 +113,51 @@ def test_a_file_without_a_dockerfile_runs_on_the_worker_pool(
                     "import socket; socket.create_connection(('mongo', 27017), timeout=3)",
                     project=PROJECT)  # fmt: skip
     assert probe.returncode == 1 and "socket.gaierror" in probe.stderr, probe  # no such name
+
+
+def lines(bundle: str, service: str, data: dict[str, Any], path: str) -> list[str]:
+    """Run a job of ``service`` with ``data`` (no file), and read its file ``path``."""
+    client = SlivkaClient(bundle + "/")
+    job = client[service].submit_job(data=data)
+    wait(job)
+    assert job.status == "COMPLETED", job.status
+    [found] = [f for f in job.files if f.path == path]
+    return httpx.get(found.content_url, timeout=30).text.splitlines()
+
+
+OPTIONS_DEFAULT = ["-quiet", "--auto", "skipPDB=on", "-log", "stat.log", "-in", "input.txt",
+                   "-anchors", "--sure", "-maxiters", "16", "-gapopen", "-12", "-center", "0",
+                   "-hydrofactor", "1.2", "--tiny=1e-5", "-matrix",
+                   "/srv/slivka/matrices/BLOSUM62", "-out", "output.fasta"]  # fmt: skip
+
+
+def test_slivka_bios_idioms_run_unchanged_with_defaults_and_without(
+    previous_bundle: str, tmp_path: Path
+) -> None:
+    """Files in the idioms of the previous system's public deployment (a choice mapped to
+    null, decimals with whole defaults, unused args entries, constants, ``$(value)``
+    inside arguments, ``$SLIVKA_HOME`` and ``${HOME}``, symlinked inputs, joined and
+    repeated lists, a wrapper script) through the bundle with the previous client: each
+    completes, and its command line is the previous system's (tests/test_previous_
+    command_lines.py compares the same files with its own code)."""
+    source = tmp_path / "in.fa"
+    source.write_text(">a\nMKV\n")
+    assert output(previous_bundle, "options", source, {}, "output.fasta").splitlines() == (
+        OPTIONS_DEFAULT
+    )
+    changed = output(previous_bundle, "options", source, {
+        "profile-scoring": "sp", "pairwise": "none", "gap-open": "-3.5", "dimer": "true",
+        "title": "two words", "matrix": "pam250"}, "output.fasta").splitlines()  # fmt: skip
+    assert changed[changed.index("-gapopen") + 1] == "-3.5" and "-sp" in changed
+    assert "-dimer" in changed and "--title=two words" in changed
+    assert "/srv/slivka/matrices/PAM250" in changed
+    assert not [item for item in changed if "None" in item]
+    assert lines(previous_bundle, "lists", {}, "stdout") == ["-w", "1", "-w", "2.5", "--"]
+    listed = lines(previous_bundle, "lists", {"method": ["none", "shannon", "kabat"],
+                   "rep": ["a", "b c"], "counts": ["1", "2"]}, "stdout")  # fmt: skip
+    assert listed == ["-m=SHANNON_ENTROPY,KABAT_SCORE", "--rep", "a,b c", "--count=1",
+                      "--count=2", "-w", "1", "-w", "2.5", "--"]  # fmt: skip
+    wrapped = output(previous_bundle, "wrapper", source, {"window": "12"}, "output.txt")
+    assert wrapped.splitlines() == [
+        "input.fasta", "--window=12", "FASTA_4_MAFFT=/home/appliance/bin/fasta36",
+        "TOOL_DATA=/srv/slivka/bin/tool/", "TEMP=/tmp/", ">a"]  # fmt: skip
