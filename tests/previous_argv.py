@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import yaml
 from slivka.conf.loaders import ServiceConfig, _deserialize
@@ -22,11 +23,11 @@ from slivka.utils import ConfigYamlLoader
 from werkzeug.datastructures import MultiDict
 
 
-def _file_value(self, value):  # no database: the value names the parameter
+def _file_value(self: Any, value: Any) -> Any:  # no database: the value names the parameter
     return None if value in (None, "") else value
 
 
-def _file_arg(self, value):
+def _file_arg(self: Any, value: Any) -> str | None:
     return None if value is None else f"FILE:{self.id}"
 
 
