@@ -1,6 +1,6 @@
 """The slurm backend against a real single-node SLURM cluster (scripts/test starts it):
 SLURM's own time limit, memory limit, cancelling a pending job, a scheduler restarted
-while jobs are pending and running, fifty jobs followed with one squeue per status round,
+while jobs are pending and running, fifty jobs followed asking SLURM only about its own,
 and Clustal Omega submitted by the previous system's client, compared with the docker
 runner. The behavioural suite (tests/test_runners.py) runs over both tool modes too."""
 
@@ -217,20 +217,24 @@ async def _states(store: Store, ids: list[str], states: set[str], count: int) ->
     return sum(1 for j in jobs if j and j["state"] in states) >= count
 
 
-async def test_fifty_jobs_with_one_squeue_per_status_round(
+async def test_fifty_jobs_asking_slurm_only_about_its_own_rarely(
     rig: Rig, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every SLURM command is logged: squeue is asked about the appliance's own jobs only
+    (by id, never the whole cluster), at most once per status_interval (ends come from
+    the exit records meanwhile), and no submission asks anything first."""
     shim = tmp_path / "bin"
     shim.mkdir()
-    log = tmp_path / "squeue.log"
-    real = subprocess.run(
-        ["sh", "-c", "command -v squeue"], capture_output=True, text=True
-    ).stdout.strip()
-    (shim / "squeue").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
-    (shim / "squeue").chmod(0o755)
+    log = tmp_path / "slurm.log"
+    for command in ("squeue", "sacct", "scontrol", "sbatch"):
+        real = subprocess.run(["sh", "-c", f"command -v {command}"], capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+        (shim / command).write_text(f'#!/bin/sh\necho "{command} $*" >> {log}\nexec {real} "$@"\n')
+        (shim / command).chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
     backend = rig.backends["slurm"]
     assert isinstance(backend, SlurmBackend)
+    backend.status_interval = 5.0
     sizes: list[int] = []
     status = backend.status
 
@@ -240,13 +244,24 @@ async def test_fifty_jobs_with_one_squeue_per_status_round(
 
     monkeypatch.setattr(backend, "status", counted)
     rounds_before = backend.status_rounds
-    ids = [await rig.run("slurm", "true") for _ in range(50)]
+    began = time.monotonic()
+    ids = [await rig.run("slurm", "sleep 1") for _ in range(50)]
     jobs = [await wait_final(store, job_id, timeout=300) for job_id in ids]
+    took = time.monotonic() - began
     assert [j["state"] for j in jobs] == ["COMPLETED"] * 50
+    ours = {str(j["handle"]).split(":")[0] for j in jobs}
     calls = log.read_text().splitlines()
+    queries = [c for c in calls if c.startswith("squeue")]
     rounds = backend.status_rounds - rounds_before
-    assert sum(1 for c in calls if "--json" in c) == rounds == len(sizes)  # one per round
-    assert max(sizes) >= 10  # and each round asked about many jobs at once
+    assert len(queries) == rounds >= 1
+    for query in queries:  # only the appliance's own jobs, by id
+        asked = query.split("--jobs=")[1].split()[0].split(",")
+        assert set(asked) <= ours, query
+    assert not [c for c in calls if "--json" in c or "--name" in c]
+    assert sum(1 for c in calls if c.startswith("sbatch")) == 50
+    assert rounds <= took / backend.status_interval + 2, (rounds, took)
+    assert len(sizes) > 4 * rounds  # the scheduler's rounds read the exit records meanwhile
+    assert max(sizes) >= 10
 
 
 def ensure_tool_images() -> None:

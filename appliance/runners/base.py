@@ -57,6 +57,10 @@ class StepRun:
     step: int = 0
     service_id: str = ""  # for labels and logs only
     submitted_at: float = 0.0  # unix time; runners that queue jobs start older ones first
+    # True when an earlier holder of the job may have submitted this step already (it was
+    # claimed before, or it is a later step): a backend that cannot tell a submission
+    # apart by itself looks for that run first
+    resumed: bool = False
 
     @property
     def current(self) -> Step:

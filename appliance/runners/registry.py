@@ -158,6 +158,14 @@ BACKENDS: dict[str, BackendInfo] = {
             "roots": VOLUME_ROOTS,
             "tmp_size": Option("str", "64m", "size of each container's /tmp (docker mode)"),
             "timeout": Option("float", 30.0, "seconds to wait for a SLURM command", 1, 600),
+            "status_interval": Option(
+                "float",
+                15.0,
+                "seconds between two questions to slurmctld about the "
+                "appliance's jobs (ends are read from the jobs' exit records meanwhile)",
+                1,
+                3600,
+            ),
             "script_dir": Option(
                 "path", None, "where the batch script is kept (default ~/.cache/appliance/slurm)"
             ),

@@ -124,7 +124,8 @@ class Starting(Base):
         if plan.stage_in and not await self._staged(job_id, plan, workdir,
                                                     str(job.get("owner") or "")):  # fmt: skip
             return
-        run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job))
+        run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job),
+                      resumed=int(job.get("claims") or 0) > 1)  # fmt: skip
         try:
             handle = await backend.submit(run)
         except RunnerUnavailableError as exc:

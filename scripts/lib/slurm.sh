@@ -74,6 +74,9 @@ MpiDefault=none
 MailProg=/bin/true
 NodeName=$host CPUs=$cpus $hw RealMemory=$real State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# more partitions, as a real site has (bench/slurm_rounds.py spreads other users' jobs)
+PartitionName=long Nodes=ALL Default=NO MaxTime=INFINITE State=UP
+PartitionName=short Nodes=ALL Default=NO MaxTime=60 State=UP
 EOF
   cat >"$dir/cgroup.conf" <<EOF
 CgroupPlugin=autodetect

@@ -8,7 +8,8 @@ tool exactly as it was (spaces, quotes, ``$(...)``, newlines and all):
 
 The script goes to the work directory, runs the program with a clean environment (PATH
 and the step's variables only), its stdout and stderr into the step's files, passes a
-SIGTERM (scancel, a time limit) on to it, and records its end in the step's exit record,
+SIGTERM (scancel, a time limit) on to it, marks its start (``.started-STEP`` in the
+record folder) and records its end in the step's exit record,
 as every backend does (``.exit.json``, ``.exit-N.json`` in the job's record folder,
 ``<jobs>/.records/<job>``, out of the job's reach). The scheduler made the step's stdout
 and stderr files just before (fresh regular files, see ``appliance.safefs``), so the
@@ -30,8 +31,11 @@ vars=("${@:1:$nenv}")
 shift "$nenv"
 [ "${1-}" = "--" ] && shift
 cd -- "$workdir" || exit 126
+records="${workdir%/*}/.records/${workdir##*/}"
+# that it started: the scheduler reads this beside the exit records, asking SLURM nothing
+mkdir -p -- "$records" && : >"$records/.started-$step"
 record() {  # CODE OOM: the step's exit record, written whole or not at all
-  local records="${workdir%/*}/.records/${workdir##*/}" file
+  local file
   mkdir -p -- "$records" || return
   file="$records/.exit.json"
   [ "$step" = 0 ] || file="$records/.exit-$step.json"
