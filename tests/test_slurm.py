@@ -352,3 +352,52 @@ def test_a_tes_task_runs_on_slurm_as_on_docker(
             work = stack.settings.jobs_dir / task_id / "fs" / "work"
             assert (work / "sorted.txt").read_text() == "a\nb\nc\n", runner
             assert (work / "count.txt").read_text().split() == ["/work", "3"], runner
+
+
+async def test_a_status_round_costs_the_same_with_other_users_jobs_queued(
+    cluster: None, tmp_path: Path
+) -> None:
+    """A busy cluster: 300 held jobs of another user, in every partition. A round asks
+    one command about the appliance's jobs alone, with or without them, and its answer
+    does not grow (bench/slurm_rounds.py measures the same with thousands)."""
+    settings = make_settings(tmp_path, "mongodb://unused", "unused")
+    from appliance.runners.config import parse_runner_config
+
+    backend = create_backend(parse_runner_config("slurm", {"backend": "slurm"}), settings)
+    assert isinstance(backend, SlurmBackend)
+    backend.status_interval = 0.0  # every call a round
+    handles = []
+    for _ in range(3):
+        job_id = new_id()
+        (settings.jobs_dir / job_id).mkdir()
+        plan = Plan(job_location(job_id), (Step(("sleep", "120")),))
+        handles.append(await backend.submit(StepRun(job_id, plan)))
+
+    async def one_round() -> tuple[int, int]:
+        calls, answered = sum(backend.calls.values()), backend.parsed_bytes
+        await backend.status(handles)
+        return sum(backend.calls.values()) - calls, backend.parsed_bytes - answered
+
+    other = "appliance-test-other"
+    if subprocess.run(["id", other], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", other], check=True)
+    try:
+        before = await one_round()
+        partitions = subprocess.run(["sinfo", "--noheader", "--format=%R"], capture_output=True,
+                                    text=True).stdout.split()  # fmt: skip
+        script = "".join(f"sbatch --hold --quiet --output=/dev/null --partition="
+                         f"{partitions[i % len(partitions)]} --wrap 'sleep 600'\n"
+                         for i in range(300))  # fmt: skip
+        subprocess.run(["runuser", "-u", other, "--", "bash", "-s"], input=script, text=True,
+                       check=True, cwd="/tmp")  # fmt: skip
+        queued = subprocess.run(["squeue", "--noheader", f"--user={other}", "--format=%i"],
+                                capture_output=True, text=True).stdout.split()  # fmt: skip
+        assert len(queued) == 300
+        after = await one_round()
+        # one command each time; the answer is the appliance's three jobs (a state may have
+        # changed between the rounds: a few bytes), never the other 300 (~10 KB more)
+        assert before[0] == after[0] == 1 and after[1] < before[1] + 100, (before, after)
+    finally:
+        subprocess.run(["scancel", f"--user={other}"], capture_output=True)
+        for handle in handles:
+            subprocess.run(["scancel", handle.split(":")[0]], capture_output=True)
