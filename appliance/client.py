@@ -34,8 +34,12 @@ def _message(response: httpx.Response) -> str:
 
 
 class Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
+                 where: str = "") -> None:  # fmt: skip
+        """``where``: how ``url`` was chosen, said when nothing answers there (a user who
+        gave no ``--url`` learns which address was tried)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.where = where
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -46,7 +50,8 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the appliance at {self.url}: {exc}") from None
+            where = f" ({self.where})" if self.where else ""
+            raise ClientError(f"cannot reach the appliance at {self.url}{where}: {exc}") from None
         if response.status_code >= 400:
             raise ClientError(f"{method} {path}: {response.status_code} {_message(response)}")
         return response
@@ -64,6 +69,14 @@ class Client:
             data.setdefault(name, []).append(value)  # repeated names: an array parameter
         answer = self._call("POST", f"/api/services/{service}/jobs", data=data)
         return str(answer.json()["id"])
+
+    def services(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self._call("GET", "/api/services").json()["services"]
+        return listed
+
+    def service(self, service_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", f"/api/services/{service_id}").json()
+        return found
 
     def job(self, job_id: str) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", f"/api/jobs/{job_id}").json()

@@ -1,17 +1,21 @@
-"""The user commands: ``appliance submit``, ``jobs``, ``watch`` and ``cancel``, against an
-appliance's public API (the ``api_url`` setting, or ``--url``).
+"""The user commands: ``appliance services``, ``describe``, ``submit``, ``jobs``, ``watch``
+and ``cancel``, against an appliance's public API (the ``api_url`` setting, or ``--url``).
 
+    appliance services         appliance describe clustalo
     appliance submit clustalo --file input=seqs.fa --set iterations=1 --wait --download out/
     appliance watch JOB        appliance cancel JOB        appliance jobs --status RUNNING
 
-Exit codes follow the job's end when the command waits: 0 COMPLETED, 1 FAILED, 2 ERROR or
-REJECTED, 3 INTERRUPTED or DELETED; 4 when the appliance refused the request or could not be
-reached (its message on stderr).
+Every command takes ``--json``: what it found, as JSON on stdout, for scripts. Exit codes
+follow the job's end when the command waits: 0 COMPLETED, 1 FAILED, 2 ERROR or REJECTED,
+3 INTERRUPTED or DELETED; 4 when the appliance refused the request or could not be reached
+(its message on stderr, with the address tried); 5 when ``cancel`` met a job that had
+already ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +33,30 @@ EXIT_CODES = {
     "DELETED": 3,
 }
 EXIT_REFUSED = 4
+EXIT_ENDED = 5  # cancel: the job had already ended
 
 Handler = Callable[[argparse.Namespace, Client], int]
 
 
 def _client(args: argparse.Namespace) -> Client:
-    url = args.url or load_settings().api_url
-    return Client(url, token=args.token)
+    if args.url:
+        return Client(args.url, token=args.token)
+    return Client(load_settings().api_url, token=args.token,
+                  where="the api_url setting, as no --url was given; give --url or set "
+                  "APPLIANCE_API_URL")  # fmt: skip
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _bounds(param: dict[str, Any]) -> str:
+    low, high = param.get("min"), param.get("max")
+    if low is None and high is None:
+        return ""
+    opening = "(" if param.get("minExclusive") else "["
+    closing = ")" if param.get("maxExclusive") else "]"
+    return f" {opening}{'' if low is None else low}, {'' if high is None else high}{closing}"
 
 
 def _split(items: list[str] | None, option: str) -> list[tuple[str, str]]:
@@ -76,9 +97,13 @@ def _finish(client: Client, args: argparse.Namespace, job_id: str) -> int:
     job = client.wait(job_id, progress, timeout=args.timeout)
     progress.done()
     status = str(job.get("status"))
+    downloaded = []
     if getattr(args, "download", None):
-        for path in client.download(job_id, args.download):
-            print(path)
+        downloaded = client.download(job_id, args.download)
+    if args.json:
+        _json({**job, "downloaded": [str(p) for p in downloaded]})
+    for path in [] if args.json else downloaded:
+        print(path)
     if status != "COMPLETED":
         code = f" (exit code {job['exitCode']})" if job.get("exitCode") is not None else ""
         print(
@@ -95,9 +120,14 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
         if not path.is_file():
             raise ClientError(f"--file {name}={path}: no such file")
     job_id = client.submit(args.service, _split(args.set, "--set"), files)
-    print(job_id)
     if not (args.wait or args.download):
+        if args.json:
+            _json(client.job(job_id))
+        else:
+            print(job_id)
         return 0
+    if not args.json:
+        print(job_id)
     return _finish(client, args, job_id)
 
 
@@ -106,13 +136,64 @@ def cmd_watch(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    job = client.job(args.job)
+    if job.get("finished"):
+        if args.json:
+            _json({"id": args.job, "cancelled": False, "status": job.get("status")})
+        else:
+            print(f"job {args.job} had already ended: {job.get('status')}; nothing to cancel",
+                  file=sys.stderr)  # fmt: skip
+        return EXIT_ENDED
     client.cancel(args.job)
-    print(f"job {args.job}: cancel requested")
+    if args.json:
+        _json({"id": args.job, "cancelled": True, "status": client.job(args.job).get("status")})
+    else:
+        print(f"job {args.job}: cancel requested")
+    return 0
+
+
+def cmd_services(args: argparse.Namespace, client: Client) -> int:
+    services = client.services()
+    if args.json:
+        _json(services)
+        return 0
+    for service in services:
+        status = (service.get("status") or {}).get("status", "")
+        print(f"{service.get('id', ''):<20} {status:<8} {service.get('name', '')}")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace, client: Client) -> int:
+    service = client.service(args.service)
+    if args.json:
+        _json(service)
+        return 0
+    print(f"{service.get('id')}: {service.get('name')}")
+    if service.get("description"):
+        print(f"  {service['description']}")
+    print("parameters (--set NAME=VALUE, --file NAME=PATH for files):")
+    for param in service.get("parameters") or []:
+        kind = str(param.get("type")) + ("[]" if param.get("array") else "")
+        need = "required" if param.get("required") else "optional"
+        line = f"  {param.get('id')}  {kind}, {need}{_bounds(param)}"
+        if param.get("default") is not None:
+            line += f", default {param['default']}"
+        if param.get("choices"):
+            line += f", one of: {', '.join(str(c) for c in param['choices'])}"
+        print(line)
+        if param.get("name") or param.get("description"):
+            print(f"      {param.get('name', '')}: {param.get('description', '')}".rstrip(": "))
+    for preset in service.get("presets") or []:
+        values = " ".join(f"--set {k}={v}" for k, v in (preset.get("values") or {}).items())
+        print(f"preset {preset.get('id')} ({preset.get('name')}): {values}")
     return 0
 
 
 def cmd_jobs(args: argparse.Namespace, client: Client) -> int:
     jobs = client.jobs(service=args.service, status=args.status, limit=args.limit)
+    if args.json:
+        _json(jobs)
+        return 0
     for job in jobs:
         print(f"{job.get('id')}  {job.get('service', ''):<16} {job.get('status', ''):<12} "
               f"{job.get('submissionTime', '')}")  # fmt: skip
@@ -144,10 +225,18 @@ def add_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the appliance's address (default: the api_url setting)")
     common.add_argument("--token", help="a bearer token (the operator's, to list every job)")
+    common.add_argument("--json", action="store_true", help="print what was found as JSON")
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument(
         "--timeout", type=float, default=None, help="give up after this many seconds"
     )
+
+    services = sub.add_parser("services", parents=[common], help="list the services")
+    services.set_defaults(handler=_run(cmd_services))
+    describe = sub.add_parser("describe", parents=[common], help="a service's parameters: "
+                              "types, defaults, bounds, choices, presets")  # fmt: skip
+    describe.add_argument("service", help="the service's id, e.g. clustalo")
+    describe.set_defaults(handler=_run(cmd_describe))
 
     submit = sub.add_parser(
         "submit", parents=[common, waiting], help="submit a job (and wait for it)"

@@ -4,6 +4,7 @@ nginx, the web process, the scheduler and the Docker engine; only the public API
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,3 +96,48 @@ def test_jobs_lists_with_the_operators_token_only(stack: Stack) -> None:
     listed = appliance(stack, "jobs", f"--token={TOKEN}", "--service=upper")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() and all(" upper " in line for line in listed.stdout.splitlines())
+
+
+def test_services_and_describe_say_what_to_submit(stack: Stack) -> None:
+    listed = appliance(stack, "services")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.split()[0] == "upper" for line in listed.stdout.splitlines())
+    described = appliance(stack, "describe", "upper")
+    assert described.returncode == 0, described.stderr
+    assert "upper: Upper case" in described.stdout
+    assert "  delay  integer, optional [0, 60], default 0" in described.stdout
+    assert "  input  file, required" in described.stdout
+    as_json = json.loads(appliance(stack, "describe", "upper", "--json").stdout)
+    assert {p["id"] for p in as_json["parameters"]} == {"input", "tag", "delay"}
+    assert {s["id"] for s in json.loads(appliance(stack, "services", "--json").stdout)} >= {
+        "upper", "fails"}  # fmt: skip
+    missing = appliance(stack, "describe", "nosuch")
+    assert missing.returncode == 4 and "404" in missing.stderr
+
+
+def test_json_for_scripts_and_cancel_of_an_ended_job(stack: Stack, tmp_path: Path) -> None:
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    done = appliance(stack, "submit", "upper", f"--file=input={source}", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)  # the whole of stdout is one JSON document
+    assert job["status"] == "COMPLETED" and job["finished"] is True
+    ended = appliance(stack, "cancel", job["id"])
+    assert ended.returncode == 5, ended.stderr  # its own code: nothing was cancelled
+    assert f"job {job['id']} had already ended: COMPLETED" in ended.stderr
+    said = json.loads(appliance(stack, "cancel", job["id"], "--json").stdout)
+    assert said == {"id": job["id"], "cancelled": False, "status": "COMPLETED"}
+    queued = json.loads(appliance(stack, "submit", "upper", f"--file=input={source}",
+                                  "--set=delay=60", "--json").stdout)  # fmt: skip
+    assert queued["status"] in ("ACCEPTED", "QUEUED", "RUNNING")
+    cancelled = json.loads(appliance(stack, "cancel", queued["id"], "--json").stdout)
+    assert cancelled["cancelled"] is True
+
+
+def test_the_address_tried_is_named_when_none_was_given(stack: Stack) -> None:
+    env = {k: v for k, v in stack.env.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_API_URL"] = "http://127.0.0.1:9"  # nothing answers there
+    done = subprocess.run([sys.executable, "-m", "appliance", "services"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 4
+    assert "cannot reach the appliance at http://127.0.0.1:9 (the api_url setting" in done.stderr
