@@ -388,8 +388,17 @@ async def test_a_status_round_costs_the_same_with_other_users_jobs_queued(
         script = "".join(f"sbatch --hold --quiet --output=/dev/null --partition="
                          f"{partitions[i % len(partitions)]} --wrap 'sleep 600'\n"
                          for i in range(300))  # fmt: skip
-        subprocess.run(["runuser", "-u", other, "--", "bash", "-s"], input=script, text=True,
-                       check=True, cwd="/tmp")  # fmt: skip
+        # the cluster's configuration is in the test run's private folder: the other
+        # user gets a copy it can read (sbatch would otherwise look for one, retrying)
+        conf = Path(f"/tmp/appliance-foreign-{os.getpid()}.conf")
+        conf.write_text(Path(os.environ["SLURM_CONF"]).read_text())
+        conf.chmod(0o644)
+        env = {"PATH": os.environ["PATH"], "SLURM_CONF": str(conf), "HOME": "/tmp"}
+        try:
+            subprocess.run(["runuser", "-u", other, "--", "bash", "-s"], input=script,
+                           text=True, check=True, cwd="/tmp", env=env, timeout=120)  # fmt: skip
+        finally:
+            conf.unlink()
         queued = subprocess.run(["squeue", "--noheader", f"--user={other}", "--format=%i"],
                                 capture_output=True, text=True).stdout.split()  # fmt: skip
         assert len(queued) == 300

@@ -221,8 +221,9 @@ class Following(Starting):
     async def _next_step(self, held: Held, index: int) -> None:
         """Submit the next step; if the runner cannot take it now, the next status round
         (which sees this step finished again) tries again, for a while."""
+        # a job taken over: its earlier holder may have submitted this step already
         run = StepRun(held.job_id, held.plan, index, held.service, held.submitted_at,
-                      resumed=True)  # fmt: skip # an earlier holder may have submitted it
+                      resumed=held.adopted)  # fmt: skip
         try:
             await self.files.call("prepare a step", prepare_step,
                                   self.volumes.path(held.plan.work), held.plan, index)  # fmt: skip

@@ -33,6 +33,7 @@ class Held:
     request_id: str = ""  # the submission's (appliance.logs)
     owner: str = ""  # a task's TES client (whose shared folders its file:// URLs name)
     waiting: dict[str, Any] | None = None  # why it is not running yet, as last recorded
+    adopted: bool = False  # taken over from another holder (or from before a restart)
 
     @property
     def log_fields(self) -> dict[str, str | None]:

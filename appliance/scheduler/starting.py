@@ -237,7 +237,7 @@ class Starting(Base):
                     list(job.get("steps") or []), started_at=job.get("started_at"),
                     submitted_at=submitted_timestamp(job),
                     request_id=str(job.get("request_id") or ""), owner=str(job.get("owner") or ""),
-                    waiting=job.get("waiting"))  # fmt: skip
+                    waiting=job.get("waiting"), adopted=True)  # fmt: skip
         backend = self.backends[runner]
         if isinstance(backend, Adopting):
             backend.adopt(StepRun(job_id, plan, held.step, held.service, held.submitted_at))

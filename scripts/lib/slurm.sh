@@ -59,6 +59,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/jobcomp.txt
 MinJobAge=3600
+# jobs kept an hour after they end: room for the tests' and benchmarks' (bench/slurm_rounds)
+MaxJobCount=100000
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1,sched_interval=1
 SelectType=select/cons_tres
