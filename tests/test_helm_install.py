@@ -18,6 +18,7 @@ import httpx
 import pytest
 from slivka_client import SlivkaClient
 
+from appliance import __version__
 from tests import kube
 from tests.bundle.compose import PROTEINS
 from tests.bundle.test_bundle import run_job
@@ -28,7 +29,8 @@ CHART = ROOT / "helm" / "appliance"
 NAMESPACE = "appliance-helm"
 RELEASE = "rel"
 PREFIX = "rel-appliance"
-IMAGES = ["appliance/appliance:0.1.0", "appliance/proxy:0.1.0", "appliance/ferretdb:0.1.0",
+IMAGES = [f"appliance/appliance:{__version__}", f"appliance/proxy:{__version__}",
+          f"appliance/ferretdb:{__version__}",
           "appliance/clustalo:1.2.4", "appliance/mafft:7.505", "appliance/muscle:5.1.0", TEST_IMAGE]  # fmt: skip
 SLEEPER = f"""\
 appliance-version: 1
@@ -46,7 +48,7 @@ outputs:
 """
 VALUES = [
     "image.pullPolicy=Never", "proxyImage.pullPolicy=Never", "runner.imagePullPolicy=Never",
-    "mongodb.image.repository=appliance/ferretdb", "mongodb.image.tag=0.1.0",
+    "mongodb.image.repository=appliance/ferretdb", f"mongodb.image.tag={__version__}",
     "mongodb.image.pullPolicy=Never", "mongodb.flavour=ferretdb", "mongodb.persistence.enabled=false",
     "persistence.storageClass=-", "persistence.accessModes={ReadWriteMany}",
     "proxy.service.type=NodePort", "web.replicas=1",
