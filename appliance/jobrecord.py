@@ -56,6 +56,7 @@ class JobRecord(TypedDict, total=False):
     plan: str | dict[str, Any]  # JSON text (a document in records made before 2026-12)
     client: str  # the address it came from (quotas per client, appliance.web.quotas)
     request_id: str  # the request that submitted it (the proxy's id; appliance.logs)
+    format: int  # the stored format it is in (appliance.store.formats)
     # leases (appliance.store.claims)
     lease_owner: str | None
     lease_expires: datetime | None

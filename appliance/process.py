@@ -49,6 +49,7 @@ async def run_scheduler(
     backends: dict[str, Backend] = {}
     try:
         log.info("claims: %s", await store.check_claims())
+        log.info("%s", await store.check_format())  # older records migrated; newer: refused
         await store.ensure_indexes()
         # Each runner configuration is instantiated once, here, and shared by every job.
         for runner_id in chosen:

@@ -25,9 +25,8 @@ def job(state: str = "ACCEPTED", service: str = "svc", age: float = 0.0,
 
 async def test_indexes_exist_for_every_query_where_the_server_uses_them(store: Store) -> None:
     await store.jobs.create_index([("submitted_at", -1)], name="newest")  # made by earlier code
-    await store.db["active"].insert_one({"_id": "x"})  # a collection of earlier versions
-    await store.ensure_indexes()  # idempotent, and drops what it replaced
-    assert "active" not in await store.db.list_collection_names()
+    await store.ensure_indexes()  # idempotent, and drops what it replaced (the collections
+    # of 0.1.0 go with the migration of its records: tests/test_store_formats.py)
     names = {index["name"] async for index in await store.jobs.list_indexes()}
     lists = {"list_service_state", "list_service", "list_state", "list_all", "tasks"}
     info = await store.client.admin.command("buildInfo")

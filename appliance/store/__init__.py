@@ -7,6 +7,7 @@ Store
 ├── files       upload records, service health
 ├── upkeep      what retention and housekeeping read and mark
 ├── indexes     the indexes each query needs (on servers that use them)
+├── formats     the stored records' format, and migrations from older ones
 └── coalesce    concurrent inserts sent together
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.store import indexes
+from appliance.store import formats, indexes
 from appliance.store.claims import Claims, check_server
 from appliance.store.connection import Doc, new_id, utcnow
 from appliance.store.upkeep import Upkeep
@@ -37,3 +38,7 @@ class Store(Upkeep):
 
     async def ensure_indexes(self) -> None:
         await indexes.ensure_indexes(self)
+
+    async def check_format(self) -> str:
+        """Migrate older records, refuse newer ones (``appliance.store.formats``)."""
+        return await formats.check_format(self)

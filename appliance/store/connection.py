@@ -154,6 +154,7 @@ class Connection:
         self.planning = self.db["planning"]  # the web process's planning environment
         self.usage = self.db["usage"]  # bytes uploaded per client address and period
         self.stats = self.db["stats"]  # submissions per month and service (GET /api/stats)
+        self.meta = self.db["meta"]  # the stored records' format (appliance.store.formats)
 
     def collection(self, name: str) -> AsyncCollection[Doc]:
         """The collection ``name`` of the client in use now."""

@@ -11,10 +11,12 @@ from pymongo import ReturnDocument
 from appliance.errors import StoreError
 from appliance.store.connection import Connection, Doc, new_id
 from appliance.store.counters import Count
+from appliance.store.formats import FORMAT
 
 
 class Files(Connection):
     async def insert_file(self, record: Doc) -> None:
+        record = {"format": FORMAT, **record}
         if not await self._insert_unique(
             "insert file", "files", record, retried_ok=True, together=self._file_inserts
         ):

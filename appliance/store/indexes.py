@@ -39,8 +39,6 @@ JOB_INDEXES: Indexes = [
 ]  # fmt: skip
 # Replaced by the indexes above; dropped where they exist.
 RETIRED_JOB_INDEXES = ("newest", "by_service", "by_state", "claim")
-# Collections of earlier versions (active entries, lease documents): dropped.
-RETIRED_COLLECTIONS = ("active", "leases")
 FERRETDB = {"claimable", "by_client", "list_service_state", "list_service", "list_state",
             "list_all", "tasks"}  # fmt: skip
 FILE_INDEXES: Indexes = [
@@ -67,9 +65,6 @@ async def ensure_indexes(store: Connection) -> None:
     async def names() -> set[str]:
         return {index["name"] async for index in await store.jobs.list_indexes()}
 
-    collections = set(await store._call("list collections", store.db.list_collection_names))
-    for retired in collections.intersection(RETIRED_COLLECTIONS):
-        await store._call(f"drop {retired}", lambda n=retired: store.db.drop_collection(n))  # type: ignore[misc]
     existing = await store._call("list indexes", names)
     for retired in existing.intersection(RETIRED_JOB_INDEXES):
         await store._call(f"drop index {retired}", lambda n=retired: store.jobs.drop_index(n))  # type: ignore[misc]

@@ -19,6 +19,7 @@ from appliance.errors import StoreError
 from appliance.jobrecord import JobRecord
 from appliance.states import FINAL, JobState
 from appliance.store.connection import Connection, Doc
+from appliance.store.formats import FORMAT
 
 FINAL_NAMES = frozenset(str(s) for s in FINAL)
 UNFINISHED_NAMES = frozenset(str(s) for s in JobState if s not in FINAL)
@@ -35,7 +36,7 @@ class Jobs(Connection):
         harmless). An ``ACCEPTED`` job is claimable by this write alone
         (``appliance.store.claims``): no message, entry or second write is needed."""
         document: JobRecord = {"lease_owner": None, "lease_expires": None, "lease_gen": 0,
-                               "claims": 0, **job}  # fmt: skip
+                               "claims": 0, "format": FORMAT, **job}  # fmt: skip
         if not await self._insert_unique("insert job", "jobs", cast(Doc, document),
                                          retried_ok=True, together=self._job_inserts):  # fmt: skip
             raise StoreError(f"a job with id {job['_id']!r} exists already")

@@ -20,6 +20,7 @@ from appliance.pages import views as pages
 from appliance.planning import Planner
 from appliance.settings import Settings
 from appliance.store import Store
+from appliance.store.formats import StoreFormatError
 from appliance.submission import planning_environment
 from appliance.tes.setup import tes_state
 from appliance.web import files, jobs, meta, origins, tes
@@ -112,6 +113,12 @@ def create_app(settings: Settings) -> Starlette:
             tes_state(settings, catalogue),
         )
         try:
+            try:
+                log.info("%s", await store.check_format())
+            except StoreFormatError:
+                raise  # records of a newer appliance: never served by this one
+            except Exception as exc:  # the database may come later; the scheduler checks too
+                log.warning("could not check the stored records' format yet: %s", exc)
             try:
                 await store.ensure_indexes()
                 await store.publish_environment(environment)  # the service tests' too

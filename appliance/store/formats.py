@@ -1,0 +1,99 @@
+"""The format of the stored records, and the migrations from older ones.
+
+A database records the format its records are in (a document ``format`` in the ``meta``
+collection), and every job and file record carries its own (``format``). An appliance
+reads its own format and older ones; when it starts it migrates older records forward,
+one format at a time, each step idempotent (a step run twice, or interrupted and run
+again, changes nothing more), the format recorded after each step, every step logged.
+A database in a newer format than this appliance's is refused: an older appliance never
+reads or writes records it does not know (CHANGELOG.md lists the formats).
+
+Formats:
+
+1. appliance 0.1.0 (no ``meta`` document): jobs with ``active`` entries and lease
+   documents beside them.
+2. appliance 0.2.0: a job document is all a claim needs (lease fields on the job), a
+   ``waiting`` reason on every job that waits; no ``active`` or ``leases`` collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from appliance import __version__
+from appliance.errors import ConfigError
+from appliance.waiting import waiting
+
+if TYPE_CHECKING:
+    from appliance.store.connection import Connection
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # what this version writes and reads (and everything older, by migrating)
+RETIRED_COLLECTIONS = ("active", "leases")  # format 1's active entries and lease documents
+
+
+class StoreFormatError(ConfigError):
+    """The database holds records of a format this appliance cannot read."""
+
+
+async def _from_1(store: Connection) -> None:
+    """Format 1 (0.1.0) to 2: lease fields on the job documents (a job a 0.1.0 scheduler
+    held is then free to be adopted and followed to its end), a waiting reason on every
+    job that waits for a scheduler, the collections of active entries and leases gone."""
+    now = await store.now()
+    lease = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0}
+    await store._call("migrate jobs' leases", lambda: store.jobs.update_many(
+        {"lease_gen": {"$exists": False}}, {"$set": lease}))  # fmt: skip
+    await store._call("migrate waiting jobs", lambda: store.jobs.update_many(
+        {"state": "ACCEPTED", "waiting": {"$exists": False}},
+        {"$set": {"waiting": waiting("scheduler", now)}}))  # fmt: skip
+    for records in (store.jobs, store.files):  # each record says its format from now on
+        await store._call("mark the records' format", lambda c=records: c.update_many(  # type: ignore[misc]
+            {"format": {"$exists": False}}, {"$set": {"format": 2}}))  # fmt: skip
+    names = set(await store._call("list collections", store.db.list_collection_names))
+    for retired in names.intersection(RETIRED_COLLECTIONS):
+        await store._call(f"drop {retired}", lambda n=retired: store.db.drop_collection(n))  # type: ignore[misc]
+
+
+# format N -> the step that makes it N + 1
+MIGRATIONS: dict[int, Callable[[Connection], Awaitable[None]]] = {1: _from_1}
+
+
+async def _stored(store: Connection) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = await store._call(
+        "read the stored format", lambda: store.meta.find_one({"_id": "format"})
+    )
+    return found
+
+
+async def check_format(store: Connection) -> str:
+    """Migrate the database's records to ``FORMAT`` if they are older (logged, step by
+    step); StoreFormatError if they are newer. A line for the logs."""
+    began = time.monotonic()
+    found = await _stored(store)
+    stored = int(found["version"]) if found else 1
+    if stored > FORMAT:
+        writer = (found or {}).get("appliance", "a newer version")
+        raise StoreFormatError(
+            f"its records are in format {stored} (written by appliance {writer}); appliance "
+            f"{__version__} reads format {FORMAT} and older. Run appliance {writer} or newer, "
+            "or restore the backup made before the upgrade",
+            source=f"database {store.db.name}",
+        )
+    first = stored
+    while stored < FORMAT:
+        log.info("stored records: migrating format %d to %d", stored, stored + 1)
+        await MIGRATIONS[stored](store)
+        stored += 1
+        await store._call("record the stored format", lambda v=stored: store.meta.update_one(  # type: ignore[misc]
+            {"_id": "format"},
+            {"$set": {"version": v, "appliance": __version__, "at": store.now_cached()}},
+            upsert=True))  # fmt: skip
+    if first == FORMAT:
+        return f"stored records: format {FORMAT}"
+    return (f"stored records: format {FORMAT}, migrated from format {first} in "
+            f"{time.monotonic() - began:.1f} s")  # fmt: skip
