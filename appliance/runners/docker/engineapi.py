@@ -7,6 +7,7 @@ a created container's id, name and labels; a listed container's state.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,20 +119,37 @@ def listed(engine: Engine, label: str) -> list[Container]:
     return [Container(engine, attrs) for attrs in engine.list(label)]
 
 
+OOM_SETTLE = 2.0  # seconds an exit 137 waits for the engine's word on memory
+
+
+def _state(container: Container) -> dict[str, Any]:
+    state = container.attrs.get("State")
+    if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
+        return {"ExitCode": 0}
+    return state
+
+
 def exit_of(container: Container) -> tuple[int, bool, str]:
     """An ended container's exit code, whether it ran out of memory, and why it failed.
 
     A container from the engine's list says only "Exited (N)": unless N is 0, it is
     inspected to learn why (out of memory, an engine error, ...).
     """
-    state = container.attrs.get("State")
-    if not isinstance(state, dict) and not str(container.attrs.get("Status", "")).startswith(
-        "Exited (0)"
-    ):
+    if not isinstance(container.attrs.get("State"), dict) and not str(
+        container.attrs.get("Status", "")
+    ).startswith("Exited (0)"):
         container.reload()
-    state = container.attrs.get("State")
-    if not isinstance(state, dict):  # from the list: only "exited", and the code was 0
-        state = {"ExitCode": 0}
+    state = _state(container)
+    # Killed (137) but not marked out of memory: the engine may learn of the kernel's OOM
+    # kill just after the exit (containerd sends the two events apart; seen in CI under
+    # load), so it is asked again for a moment before the kill counts as from outside.
+    deadline = time.monotonic() + OOM_SETTLE
+    while (
+        state.get("ExitCode") == 137 and not state.get("OOMKilled") and time.monotonic() < deadline
+    ):
+        time.sleep(0.25)
+        container.reload()
+        state = _state(container)
     oom = bool(state.get("OOMKilled"))
     message = "the job ran out of memory and was killed" if oom else str(state.get("Error") or "")
     return int(state.get("ExitCode", -1)), oom, message
