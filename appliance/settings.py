@@ -9,7 +9,6 @@ name the file (or variable) and the key.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,189 +16,33 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError, ConfigErrors
-from appliance.tokens import is_hash
-from appliance.units import parse_duration, parse_size
+from appliance.settingvalues import (
+    DAY,
+    GIB,
+    as_bool,
+    as_path,
+    as_str,
+    bind_or_off,
+    byte_size,
+    file_roots,
+    log_level,
+    networks,
+    nonempty_words,
+    number,
+    one_of,
+    optional_path,
+    positive_int,
+    token_hash,
+    url_prefix,
+    whole,
+    within,
+    words,
+)
+from appliance.units import parse_duration
 from appliance.yamlfile import read_mapping
 
 SETTINGS_ENV = "APPLIANCE_SETTINGS"
 ENV_PREFIX = "APPLIANCE_"
-
-
-def _path(value: object) -> Path:
-    if not isinstance(value, str | Path) or not str(value):
-        raise ValueError(f"expected a path, got {value!r}")
-    return Path(value)
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _url_prefix(value: object) -> str:
-    text = _str(value)
-    if not text.startswith("/") and "://" not in text:
-        raise ValueError(f"expected a URL path starting with / or an absolute URL, got {text!r}")
-    return text.rstrip("/")
-
-
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    try:
-        number = int(str(value)) if isinstance(value, str) else value
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {value!r}") from None
-    if not isinstance(number, int) or number < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
-    return number
-
-
-def _count(value: object) -> int:
-    """A whole number of at least 0 (0 often meaning "no limit")."""
-    return 0 if value in (0, "0") else _positive_int(value)
-
-
-def _bind_or_off(value: object) -> str:
-    """HOST:PORT, or empty (off)."""
-    text = "" if value is None else str(value).strip()
-    if text and not text.rpartition(":")[2].isdigit():
-        raise ValueError(f"expected HOST:PORT or nothing, got {value!r}")
-    return text
-
-
-def _one_of(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = _str(value).lower()
-        if text not in choices:
-            raise ValueError(f"expected {' or '.join(choices)}, got {value!r}")
-        return text
-
-    return parse
-
-
-def _log_level(value: object) -> str:
-    text = _str(value).upper()
-    if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError(f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}")
-    return text
-
-
-def _size(value: object) -> int:
-    return parse_size(value.strip() if isinstance(value, str) else value)
-
-
-def _optional_path(value: object) -> Path | None:
-    return None if value in (None, "") else _path(value)
-
-
-def _token_hash(value: object) -> str:
-    text = "" if value is None else str(value).strip().lower()
-    if text and not is_hash(text):
-        raise ValueError("expected the hex SHA-256 of a token (appliance operator-token makes one)")
-    return text
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _words(value: object) -> tuple[str, ...]:
-    """A list, in YAML or as comma-separated text (for environment variables)."""
-    items = value if isinstance(value, list | tuple) else str(value or "").split(",")
-    return tuple(str(item).strip() for item in items if str(item).strip())
-
-
-def _networks(value: object) -> tuple[str, ...]:
-    """Addresses or CIDR blocks (``10.0.0.0/8``, ``2001:db8::/32``), as nginx writes them."""
-    networks = []
-    for word in _words(value):
-        try:
-            networks.append(str(ipaddress.ip_network(word, strict=False)))
-        except ValueError:
-            raise ValueError(f"expected addresses or CIDR blocks, got {word!r}") from None
-    return tuple(networks)
-
-
-FILE_ROOT_CLIENT = "{client}"
-
-
-def check_file_root(root: str) -> str:
-    """``root`` if it is a usable TES file root (absolute, no '.' or '..'; ``{client}``
-    only as a whole folder name and at most once), else ValueError saying why."""
-    if not root.startswith("/"):
-        raise ValueError(f"expected absolute paths, got {root!r}")
-    parts = root.split("/")
-    client = FILE_ROOT_CLIENT
-    if root.count(client) > 1 or any(client in p and p != client for p in parts):
-        raise ValueError(f"{client} must be a whole folder name, at most once: {root!r}")
-    if any(p in (".", "..") for p in parts):
-        raise ValueError(f"a root holds no '.' or '..': {root!r}")
-    return root.rstrip("/") or "/"
-
-
-def _nonempty_words(value: object) -> tuple[str, ...]:
-    words = _words(value)
-    if not words:
-        raise ValueError("expected at least one value")
-    return words
-
-
-def _file_roots(value: object) -> tuple[str, ...]:
-    return tuple(check_file_root(path) for path in _words(value))
-
-
-def _within(
-    parse: Callable[[object], Any], low: float, high: float, *, off: str = ""
-) -> Callable[[object], Any]:
-    """``parse``, then refused outside [``low``, ``high``]; with ``off``, 0 is allowed
-    too and means that (e.g. "no limit"). A value that would undo a safety net (a
-    database call without a time limit, a lease or sweep of 0 s) is an error naming its
-    key, at start and in ``appliance check``."""
-
-    def parsed(value: object) -> Any:
-        number = parse(value)
-        if off and number == 0:
-            return number
-        if not low <= number <= high:
-            zero = f", or 0 ({off})" if off else ""
-            raise ValueError(f"expected from {_show(low, parse)} to {_show(high, parse)}"
-                             f"{zero}, got {value!r}")  # fmt: skip
-        return number
-
-    return parsed
-
-
-def _show(bound: float, parse: Callable[[object], Any]) -> str:
-    if parse is parse_duration:
-        return f"{bound:g} s"
-    if parse is _size:
-        return f"{int(bound)} bytes"
-    return f"{bound:g}"
-
-
-DAY = 86400.0
-GIB = 1024**3
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        number = float(str(value))
-    except ValueError:
-        raise ValueError(f"expected a number, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"expected a number of at least 0, got {value!r}")
-    return number
 
 
 def _setting(default: Any, parse: Callable[[object], Any], doc: str) -> Any:
@@ -210,237 +53,235 @@ def _setting(default: Any, parse: Callable[[object], Any], doc: str) -> Any:
 class Settings:
     """Every setting, with a default that works for a local run from the project folder."""
 
-    mongodb_uri: str = _setting("mongodb://127.0.0.1:27017", _str, "MongoDB connection string")
-    mongodb_database: str = _setting("appliance", _str, "database holding jobs and files")
-    uploads_dir: Path = _setting(Path("var/uploads"), _path, "where uploaded files are stored")
-    jobs_dir: Path = _setting(Path("var/jobs"), _path, "where each job gets its directory")
+    mongodb_uri: str = _setting("mongodb://127.0.0.1:27017", as_str, "MongoDB connection string")
+    mongodb_database: str = _setting("appliance", as_str, "database holding jobs and files")
+    uploads_dir: Path = _setting(Path("var/uploads"), as_path, "where uploaded files are stored")
+    jobs_dir: Path = _setting(Path("var/jobs"), as_path, "where each job gets its directory")
     uploads_url: str = _setting(
-        "/media/uploads", _url_prefix, "URL prefix under which the proxy serves uploads_dir"
+        "/media/uploads", url_prefix, "URL prefix under which the proxy serves uploads_dir"
     )
     jobs_url: str = _setting(
-        "/media/jobs", _url_prefix, "URL prefix under which the proxy serves jobs_dir"
+        "/media/jobs", url_prefix, "URL prefix under which the proxy serves jobs_dir"
     )
     services_dir: Path = _setting(
-        Path("services"), _path, "folder searched for *.service.yaml files"
+        Path("services"), as_path, "folder searched for *.service.yaml files"
     )
-    runners_dir: Path = _setting(Path("runners"), _path, "folder of runner configurations")
+    runners_dir: Path = _setting(Path("runners"), as_path, "folder of runner configurations")
     upload_max_bytes: int = _setting(
-        100 * 1024**2, _within(_size, 1024, 1024 * GIB), "largest accepted upload, e.g. 100M"
+        100 * 1024**2, within(byte_size, 1024, 1024 * GIB), "largest accepted upload, e.g. 100M"
     )
     job_max_output_bytes: int = _setting(
-        20 * 1024**3, _within(_size, 1024**2, 1024**5, off="no limit"),
+        20 * 1024**3, within(byte_size, 1024**2, 1024**5, off="no limit"),
         "most a job may write into its directory (checked at its end: "
         "FAILED, files deleted); 0: no limit",
     )  # fmt: skip
     upload_max_files: int = _setting(
-        50, _within(_positive_int, 1, 10_000), "most files one job submission may carry (more: 413)"
+        50, within(positive_int, 1, 10_000), "most files one job submission may carry (more: 413)"
     )
     scheduler_address: tuple[str, ...] = _setting(
-        ("tcp://127.0.0.1:5570",), _nonempty_words,
+        ("tcp://127.0.0.1:5570",), nonempty_words,
         "ZeroMQ address where a scheduler takes wake-ups; the web process wakes every "
         "scheduler listed (comma-separated), a scheduler listens on the one it is given",
     )  # fmt: skip
     wake_keys: Path | None = _setting(
-        None, _optional_path,
+        None, optional_path,
         "CURVE key file shared by the web processes and the schedulers (appliance keygen); "
         "needed when scheduler_address is not loopback or ipc",
     )  # fmt: skip
     worker_address: str = _setting(
-        "tcp://127.0.0.1:5571", _str, "ZeroMQ address of the local worker pool"
+        "tcp://127.0.0.1:5571", as_str, "ZeroMQ address of the local worker pool"
     )
     worker_slots: int = _setting(
-        0, _within(_count, 1, 4096, off="one per CPU"),
+        0, within(whole, 1, 4096, off="one per CPU"),
         "jobs the local worker pool runs at once (0: one per CPU); in the compose "
         "bundle, a number turns the pool on"
     )  # fmt: skip
-    web_bind: str = _setting("127.0.0.1:8000", _str, "host:port the web process listens on")
-    web_workers: int = _setting(1, _within(_positive_int, 1, 256), "number of web worker processes")
+    web_bind: str = _setting("127.0.0.1:8000", as_str, "host:port the web process listens on")
+    web_workers: int = _setting(1, within(positive_int, 1, 256), "number of web worker processes")
     instance: str = _setting(
-        "appliance", _str, "name of this appliance, put on every container it starts"
+        "appliance", as_str, "name of this appliance, put on every container it starts"
     )
     database_timeout: float = _setting(
         20.0,
-        _within(parse_duration, 0.5, 600),
+        within(parse_duration, 0.5, 600),
         "longest wait for one MongoDB operation before it counts as failed",
     )
     file_timeout: float = _setting(
-        30.0, _within(parse_duration, 1, 600),
+        30.0, within(parse_duration, 1, 600),
         "longest wait for one read or write of the jobs' file system by the scheduler (a "
         "hung network file system then delays that job only, never the scheduler's loop)",
     )  # fmt: skip
     lost_after: float = _setting(
-        60.0, _within(parse_duration, 5, DAY),
+        60.0, within(parse_duration, 5, DAY),
         "a started job whose runner does not answer for this long ends in ERROR with the "
         "reason (its container, pod, batch job or worker may be gone with its engine or node)",
     )  # fmt: skip
     lease_seconds: float = _setting(
         30.0,
-        _within(parse_duration, 1, DAY),
+        within(parse_duration, 1, DAY),
         "how long a scheduler holds a job before others may take it over",
     )
     sweep_seconds: float = _setting(
         5.0,
-        _within(parse_duration, 0.05, 3600),
+        within(parse_duration, 0.05, 3600),
         "how often the scheduler looks for work it was not woken for",
     )
     job_retention: float = _setting(
         7 * 86400.0,
-        _within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
+        within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
         "finished jobs older than this are deleted (0: keep forever)",
     )
     upload_retention: float = _setting(
         7 * 86400.0,
-        _within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
+        within(parse_duration, 3600, 100 * 365 * DAY, off="keep forever"),
         "uploads older than this are deleted (0: keep forever)",
     )
     service_tests: bool = _setting(
-        True, _bool, "run the service files' tests (their 'tests' section) at the scheduler's "
+        True, as_bool, "run the service files' tests (their 'tests' section) at the scheduler's "
         "start and every test's interval; each service's status (OK, WARNING, DOWN) comes from them",
     )  # fmt: skip
-    log_level: str = _setting("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR")
+    log_level: str = _setting("INFO", log_level, "DEBUG, INFO, WARNING or ERROR")
     metrics_public: bool = _setting(
-        False, _bool, "let anyone read the web process's /metrics (else the operator's token)"
+        False, as_bool, "let anyone read the web process's /metrics (else the operator's token)"
     )
     scheduler_metrics_bind: str = _setting(
-        "", _bind_or_off, "HOST:PORT where the scheduler serves its Prometheus metrics (empty: off)"
+        "", bind_or_off, "HOST:PORT where the scheduler serves its Prometheus metrics (empty: off)"
     )
     log_format: str = _setting(
-        "text", _one_of("text", "json"), "the processes' logs as text lines or JSON lines (with "
+        "text", one_of("text", "json"), "the processes' logs as text lines or JSON lines (with "
         "request id, job, service and runner as fields)",
     )  # fmt: skip
     access_log: str = _setting(
-        "common", _one_of("common", "json", "off"), "one line per HTTP request, from the proxy "
+        "common", one_of("common", "json", "off"), "one line per HTTP request, from the proxy "
         "and from the web process, each with its request id: common (text), json, or off",
     )  # fmt: skip
     # The proxy (appliance proxy-config): who it answers, and how much one client may take
     public_hosts: tuple[str, ...] = _setting(
-        ("localhost", "127.0.0.1", "::1"), _words,
+        ("localhost", "127.0.0.1", "::1"), words,
         "host names the proxy answers for (others: 421); '*' for any",
     )  # fmt: skip
     trusted_proxies: tuple[str, ...] = _setting(
-        (), _networks, "addresses or CIDR blocks of front proxies (a TLS proxy, an Ingress) "
+        (), networks, "addresses or CIDR blocks of front proxies (a TLS proxy, an Ingress) "
         "whose X-Forwarded-For names the client; nobody else's is believed",
     )  # fmt: skip
     proxy_client_connections: int = _setting(
         64,
-        _within(_count, 1, 1_000_000, off="no limit"),
+        within(whole, 1, 1_000_000, off="no limit"),
         "most open connections per client address at the proxy (0: no limit)",
     )
     proxy_client_rate: int = _setting(
-        100, _within(_count, 1, 1_000_000, off="no limit"),
+        100, within(whole, 1, 1_000_000, off="no limit"),
         "requests per second per client address at the proxy, bursts of 10 s "
         "allowed (0: no limit)",
     )  # fmt: skip
     proxy_body_timeout: float = _setting(
         20.0,
-        _within(parse_duration, 1, 3600),
+        within(parse_duration, 1, 3600),
         "longest pause between two reads of a request body at the proxy",
     )
     previous_runners: tuple[str, ...] = _setting(
-        (), _words, "runners for the previous system's runner classes in its service files: "
+        (), words, "runners for the previous system's runner classes in its service files: "
         "CLASS=RUNNER pairs, * for any class (e.g. *=docker)",
     )  # fmt: skip
     runner_aliases: tuple[str, ...] = _setting(
-        (), _words, "runners that stand in for others: NAME=RUNNER pairs; a service that names "
+        (), words, "runners that stand in for others: NAME=RUNNER pairs; a service that names "
         "runner NAME runs on RUNNER (a Kubernetes install: docker=kubernetes)",
     )  # fmt: skip
     # Quotas (appliance/web/quotas.py): 0 turns one off
     client_max_active_jobs: int = _setting(
         100,
-        _within(_count, 1, 10**9, off="no limit"),
+        within(whole, 1, 10**9, off="no limit"),
         "most unfinished jobs one client address may have (more: 429)",
     )
     client_upload_bytes: int = _setting(
         10 * 1024**3,
-        _within(_size, 1, 1024**5, off="no limit"),
+        within(byte_size, 1, 1024**5, off="no limit"),
         "most bytes one client address may upload per client_upload_period",
     )
     client_upload_period: float = _setting(
-        3600.0, _within(parse_duration, 1, 365 * DAY), "the period of client_upload_bytes"
+        3600.0, within(parse_duration, 1, 365 * DAY), "the period of client_upload_bytes"
     )
     max_queued_jobs: int = _setting(
         10000,
-        _within(_count, 1, 10**9, off="no limit"),
+        within(whole, 1, 10**9, off="no limit"),
         "most jobs waiting to start, all clients together (more: 503)",
     )
     min_free_disk: int = _setting(
         1024**3,
-        _within(_size, 0, 2**63 - 1),
+        within(byte_size, 0, 2**63 - 1),
         "uploads and jobs are refused (507) when their volume has less free",
     )
     allowed_origins: tuple[str, ...] = _setting(
-        (), _words, "web sites (scheme://host[:port]) whose pages may call the API from a "
+        (), words, "web sites (scheme://host[:port]) whose pages may call the API from a "
         "browser (CORS, and cross-site writes)",
     )  # fmt: skip
     # Who may see what (docs/api.md, "What anyone can see and do")
     operator_token_sha256: str = _setting(
-        "", _token_hash, "hex SHA-256 of the operator's token, which lists everyone's jobs"
+        "", token_hash, "hex SHA-256 of the operator's token, which lists everyone's jobs"
     )
     public_job_lists: bool = _setting(
-        False, _bool, "let anyone list every job, as the previous system did"
+        False, as_bool, "let anyone list every job, as the previous system did"
     )
     # The GA4GH Task Execution API (docs/tes.md): off until enabled.
-    tes_enabled: bool = _setting(False, _bool, "serve the TES API under /ga4gh/tes/v1")
+    tes_enabled: bool = _setting(False, as_bool, "serve the TES API under /ga4gh/tes/v1")
     tes_tokens_file: Path | None = _setting(
-        None, _optional_path, "file of TES clients: a line 'name sha256-of-token' each"
+        None, optional_path, "file of TES clients: a line 'name sha256-of-token' each"
     )
     tes_anonymous: bool = _setting(
-        False, _bool, "let TES requests without a token in (as one shared client)"
+        False, as_bool, "let TES requests without a token in (as one shared client)"
     )
     tes_images: tuple[str, ...] = _setting(
-        (), _words, "images TES tasks may use: exact names, or prefixes ending in / or :"
+        (), words, "images TES tasks may use: exact names, or prefixes ending in / or :"
     )
     tes_network_images: tuple[str, ...] = _setting(
-        (), _words, "of those, the images whose executors get a network"
+        (), words, "of those, the images whose executors get a network"
     )
-    tes_runner: str = _setting("docker", _str, "the runner (one that runs images) for tasks")
+    tes_runner: str = _setting("docker", as_str, "the runner (one that runs images) for tasks")
     api_url: str = _setting(
-        "http://localhost:8080", _str,
+        "http://localhost:8080", as_str,
         "the appliance that the user commands (submit, jobs, watch, cancel) talk to",
     )  # fmt: skip
     tes_file_roots: tuple[str, ...] = _setting(
-        (), _file_roots,
+        (), file_roots,
         "folders that file:// inputs and outputs may be under; {client} in one (a whole "
         "folder name) gives each TES client its own folder there",
     )  # fmt: skip
     tes_max_task_bytes: int = _setting(
-        4 * 1024**2, _within(_size, 1024, 8 * 1024**2),
+        4 * 1024**2, within(byte_size, 1024, 8 * 1024**2),
         "largest task a client may send (its JSON, inline inputs included; more: 413)",
     )  # fmt: skip
     tes_max_executors: int = _setting(
-        20, _within(_positive_int, 1, 1000), "most executors one task may have"
+        20, within(positive_int, 1, 1000), "most executors one task may have"
     )
     tes_fetch_private: bool = _setting(
-        False, _bool, "let http(s) inputs and outputs reach private and loopback addresses"
+        False, as_bool, "let http(s) inputs and outputs reach private and loopback addresses"
     )
     tes_fetch_max_bytes: int = _setting(
-        1024**3, _within(_size, 1, 1024**5), "largest http(s) input, e.g. 1G"
+        1024**3, within(byte_size, 1, 1024**5), "largest http(s) input, e.g. 1G"
     )
     tes_fetch_timeout: float = _setting(
-        300.0, _within(parse_duration, 1, DAY), "longest wait for one http(s) input or output"
+        300.0, within(parse_duration, 1, DAY), "longest wait for one http(s) input or output"
     )
     tes_staged_schemes: tuple[str, ...] = _setting(
-        (), _words, "other URL schemes accepted at creation (staged by the site; e.g. s3)"
+        (), words, "other URL schemes accepted at creation (staged by the site; e.g. s3)"
     )
-    tes_max_cpus: int = _setting(
-        4, _within(_positive_int, 1, 4096), "most CPU cores a task may have"
-    )
+    tes_max_cpus: int = _setting(4, within(positive_int, 1, 4096), "most CPU cores a task may have")
     tes_max_ram_gb: float = _setting(
-        8.0, _within(_number, 0.001, 1024**2), "most memory a task may have, in GB"
+        8.0, within(number, 0.001, 1024**2), "most memory a task may have, in GB"
     )
     tes_max_disk_gb: float = _setting(
         10.0,
-        _within(_number, 0.001, 1024**3),
+        within(number, 0.001, 1024**3),
         "most disk a task may ask for, in GB (reported, not enforced)",
     )
     tes_time_limit: float = _setting(
         24 * 3600.0,
-        _within(parse_duration, 1, 365 * DAY),
+        within(parse_duration, 1, 365 * DAY),
         "how long a task may run before it is stopped",
     )
     tes_create_wait: float = _setting(
         0.0,
-        _within(parse_duration, 0, 60),
+        within(parse_duration, 0, 60),
         "how long POST /tasks may wait for all executors but the last to end (0: not)",
     )
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.settings import check_file_root
+from appliance.settingvalues import check_file_root
 from appliance.tes import shared
 from appliance.tes.shared import Root, SharedError, locate, roots_for
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from appliance.safefs import regular_files
-from appliance.settings import FILE_ROOT_CLIENT as CLIENT
+from appliance.settingvalues import FILE_ROOT_CLIENT as CLIENT
 
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
