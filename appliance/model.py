@@ -30,6 +30,15 @@ class WrittenNumber(float):
         number.text = text
         return number
 
+    @classmethod
+    def of(cls, raw: Any, value: Any) -> Any:
+        """``value`` (``raw`` as a file wrote it, converted): a decimal keeps that text for
+        the command line, as the previous system passes a default as written; a value a
+        user gives is written as a decimal (``-12.0``), as it does too."""
+        if isinstance(value, float) and not isinstance(raw, bool):
+            return cls(value, str(raw))
+        return value
+
     def __reduce__(self) -> tuple[type[WrittenNumber], tuple[float, str]]:  # copies keep it
         return (WrittenNumber, (float(self), self.text))
 

@@ -187,19 +187,10 @@ def _parse_parameter(pid: str, data: Any) -> Parameter:
     if isinstance(default, list) and not array:
         raise ConfigError("a list default needs an array type (with [])", key="default")
     try:
-        values = [_as_written(item, coerce_scalar(param, item)) for item in items]
+        values = [WrittenNumber.of(item, coerce_scalar(param, item)) for item in items]
     except ValidationError as exc:
         raise ConfigError(f"the default is not valid: {exc.message}", key="default") from None
     return _replace(param, default=values if array else values[0], required=False)
-
-
-def _as_written(raw: Any, value: Any) -> Any:
-    """A decimal default keeps the text its file wrote (``-12``, ``1e-5``) for the command
-    line, as the previous system passes a default as written; a value a user gives is
-    written as a decimal (``-12.0``), as it does too."""
-    if isinstance(value, float) and not isinstance(raw, bool):
-        return WrittenNumber(value, str(raw))
-    return value
 
 
 def _example(value: Any) -> str | None:
