@@ -250,14 +250,16 @@ async def test_deleted_pod_never_reruns(
 async def test_deleted_job_ends_with_reason(
     settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler
 ) -> None:
-    """A Kubernetes Job deleted behind the scheduler's back."""
+    """A Kubernetes Job deleted behind the scheduler's back, soon after it was made: the
+    watch reports the deletion, and a Job once seen gets no grace for "just made" (which
+    once held its end back to a minute after it was made)."""
     job_id = await submit(store, catalogue, "once", {"seconds": ["60"]})
     job = await wait_state(store, job_id, "RUNNING", timeout=90)
     name = str(job["handle"]).split(":")[0]
     kube.kubectl("-n", kube.NAMESPACE, "delete", "job", name, "--wait=false")
     deleted = time.monotonic()
     job = await wait_final(store, job_id, timeout=settings.lost_after)
-    assert time.monotonic() - deleted < settings.lost_after
+    assert time.monotonic() - deleted < 20  # the watch's word, not the job's own end
     assert job["state"] == "ERROR" and "Kubernetes has no Job" in str(job["error"]), job
     assert (settings.jobs_dir / job_id / "runs.txt").read_text() == "run\n"
 

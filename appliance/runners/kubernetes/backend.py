@@ -250,7 +250,9 @@ class KubernetesBackend:
         if record is not None:
             return RunStatus(RunState.FINISHED, record.code, record.message, record.oom)
         job = jobs.objects.get(name)
-        if job is None:
+        if job is not None:
+            self._made.pop(name, None)  # seen: from now on, its absence means it was deleted
+        else:
             made = self._made.get(name)
             if made is not None and time.monotonic() - made < JUST_MADE_SECONDS:
                 return RunStatus(
