@@ -1,6 +1,6 @@
-"""Live checks for ``appliance check``: does the database answer, does a scheduler take
-wake-ups at each address, does each runner's engine answer, does it have the images the
-services name."""
+"""Live checks for ``appliance check``: is there room on the volumes, does the database
+answer, does a scheduler take wake-ups at each address, does each runner's engine
+answer, does it have the images the services name."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import re
 import sys
 
 from appliance.catalogue import Catalogue
+from appliance.diskspace import volumes, warnings
 from appliance.errors import ConfigError, RunnerError, StoreError
 from appliance.messaging import WakeSender, wake_keys
 from appliance.runners.base import Probing
 from appliance.runners.config import create_backend
 from appliance.settings import Settings
 from appliance.store import Store
+from appliance.units import format_size
 
 
 def redact(uri: str) -> str:
@@ -98,9 +100,26 @@ async def check_wakeups(settings: Settings, within: float = 3.0) -> int:
         sender.close()
 
 
+def check_volumes(settings: Settings) -> int:
+    """Each volume's space; a warning past ``disk_warning_percent``, a problem when new
+    work is already refused for want of space."""
+    problems = 0
+    for space in volumes(settings):
+        print(f"{space.volume}: {space.path}: {format_size(space.free)} free of "
+              f"{format_size(space.size)} ({space.used_percent:.0f}% full)")  # fmt: skip
+        if settings.min_free_disk and space.free < settings.min_free_disk:
+            problems += _problem(f"{space.volume}: less than min_free_disk "
+                                 f"({format_size(settings.min_free_disk)}) is free: new "
+                                 "uploads and jobs are refused (507)")  # fmt: skip
+    for warning in warnings(settings, volumes(settings)):
+        print(f"warning: {warning}", file=sys.stderr)
+    return problems
+
+
 async def live_checks(settings: Settings, catalogue: Catalogue) -> int:
     """Print what answers and what is missing; returns the number of problems."""
-    problems = await check_database(settings)
+    problems = await asyncio.to_thread(check_volumes, settings)
+    problems += await check_database(settings)
     problems += await check_wakeups(settings)
     for runner_id in sorted(catalogue.runners):
         problems += await check_runner(settings, catalogue, runner_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +27,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from appliance.settings import Settings
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -76,34 +79,79 @@ class HeldJobs(Collector):
         yield family
 
 
-def registry() -> Any:
-    """The registry a scrape reads: every worker's, with several web workers."""
+class VolumeSpace(Collector):
+    """The uploads and jobs volumes' size and free bytes, read at each scrape, and the
+    percentage at which readiness warns (an alert rule's threshold)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from appliance.diskspace import volumes
+
+        size = GaugeMetricFamily("appliance_volume_size_bytes", "bytes a volume has for "
+                                 "its users", labels=["volume"])  # fmt: skip
+        free = GaugeMetricFamily("appliance_volume_free_bytes", "bytes still free on a "
+                                 "volume", labels=["volume"])  # fmt: skip
+        for space in volumes(self.settings):
+            size.add_metric([space.volume], space.size)
+            free.add_metric([space.volume], space.free)
+        yield size
+        yield free
+        yield GaugeMetricFamily("appliance_volume_warning_percent", "how full a volume may "
+                                "be before readiness warns (0: never)",
+                                value=self.settings.disk_warning_percent)  # fmt: skip
+
+
+def registry(*extra: Collector) -> Any:
+    """The registry a scrape reads: every worker's, with several web workers, and the
+    ``extra`` collectors (read afresh at each scrape)."""
     if os.environ.get(MULTIPROCESS_ENV):
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected)  # type: ignore[no-untyped-call]
-        return collected
-    from prometheus_client import REGISTRY
+    else:
+        from prometheus_client import REGISTRY
 
-    return REGISTRY
+        if not extra:
+            return REGISTRY
+        collected = CollectorRegistry()
+        collected.register(_Everything(REGISTRY))
+    for collector in extra:
+        collected.register(collector)
+    return collected
 
 
-def scrape() -> bytes:
-    return bytes(generate_latest(registry()))
+class _Everything(Collector):
+    """Another registry's metrics, as one collector of a scrape's own registry."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Any]:
+        return self.source.collect()  # type: ignore[no-any-return]
+
+
+def scrape(*extra: Collector) -> bytes:
+    return bytes(generate_latest(registry(*extra)))
 
 
 _HELD: list[HeldJobs] = []
+_SPACE: list[VolumeSpace] = []
 
 
-def serve(bind: str, held: Callable[[], Iterable[tuple[str, str, int]]]) -> Any:
-    """The scheduler's metrics over HTTP on ``bind`` (HOST:PORT), with its held jobs;
-    returns the server (``shutdown()`` stops it)."""
+def serve(bind: str, held: Callable[[], Iterable[tuple[str, str, int]]], settings: Settings) -> Any:
+    """The scheduler's metrics over HTTP on ``bind`` (HOST:PORT), with its held jobs and
+    the volumes' space; returns the server (``shutdown()`` stops it)."""
     from prometheus_client import REGISTRY
 
     if _HELD:
         _HELD[0].counts = held  # one collector per process, following the latest scheduler
+        _SPACE[0].settings = settings
     else:
         _HELD.append(HeldJobs(held))
+        _SPACE.append(VolumeSpace(settings))
         REGISTRY.register(_HELD[0])
+        REGISTRY.register(_SPACE[0])
     host, _, port = bind.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
     return server

@@ -211,6 +211,12 @@ class Settings:
         within(byte_size, 0, 2**63 - 1),
         "uploads and jobs are refused (507) when their volume has less free",
     )
+    disk_warning_percent: float = _setting(
+        85.0,
+        within(number, 1, 100, off="no warning"),
+        "readiness, appliance check and the volume gauges warn when the uploads or jobs "
+        "volume is fuller than this, in per cent (well before min_free_disk refuses work)",
+    )
     allowed_origins: tuple[str, ...] = _setting(
         (), words, "web sites (scheme://host[:port]) whose pages may call the API from a "
         "browser (CORS, and cross-site writes)",

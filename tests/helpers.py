@@ -64,6 +64,7 @@ def make_settings(tmp_path: Path, mongodb_uri: str, database: str, **changes: An
         "sweep_seconds": 0.5,
         "instance": f"t{tmp_path.name[-6:].lower().replace('_', '')}",
         "service_tests": False,  # on where a test is about them (tests/test_servicetests.py)
+        "disk_warning_percent": 0,  # on where a test is about it (tests/test_diskspace.py)
     }
     values.update(changes)
     for key in ("jobs_dir", "uploads_dir", "services_dir", "runners_dir"):

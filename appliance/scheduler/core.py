@@ -58,7 +58,8 @@ class Scheduler(Following):
               for name, backend in self.backends.items() if isinstance(backend, Notifying)),
         ]  # fmt: skip
         log.info("scheduler %s started with runners: %s", self.owner, ", ".join(self.backends))
-        server = (metrics.serve(self.settings.scheduler_metrics_bind, self.held_counts)
+        server = (metrics.serve(self.settings.scheduler_metrics_bind, self.held_counts,
+                                self.settings)
                   if self.settings.scheduler_metrics_bind else None)  # fmt: skip
         try:
             await stop.wait()

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from appliance import __version__
+from appliance.diskspace import volumes, warnings
 from appliance.errors import StoreError
-from appliance.metrics import CONTENT_TYPE, scrape
+from appliance.metrics import CONTENT_TYPE, VolumeSpace, scrape
 from appliance.web.jobs import operator_only
 from appliance.web.openapi import openapi_document
 from appliance.web.representations import service_json
@@ -62,7 +63,7 @@ async def metrics(request: Request) -> Response:
     state = state_of(request)
     if not state.settings.metrics_public:
         operator_only(request, state.settings, "reading the metrics")
-    body = await asyncio.to_thread(scrape)
+    body = await asyncio.to_thread(scrape, VolumeSpace(state.settings))
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -74,7 +75,7 @@ async def readyz(request: Request) -> Response:
     """Ready when the database answers. How each scheduler address takes this worker's
     wake-ups is said too: one that nothing takes does not make it unready (new jobs are
     claimable from their own record, and start at the schedulers' sweeps), but the
-    operator should know."""
+    operator should know; so is a volume fuller than ``disk_warning_percent``."""
     state = state_of(request)
     wakeups = state.waker.connections()
     try:
@@ -86,6 +87,7 @@ async def readyz(request: Request) -> Response:
     missed = [f"no scheduler takes wake-ups at {address} ({how}): new jobs start at the "
               f"schedulers' sweeps (every {state.settings.sweep_seconds:g} s) instead of at once"
               for address, how in wakeups.items() if how != "connected"]  # fmt: skip
+    missed += warnings(state.settings, await asyncio.to_thread(volumes, state.settings))
     if missed:
         body["warnings"] = missed
     return JSONResponse(body)

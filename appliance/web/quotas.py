@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from pathlib import Path
 
 from starlette.requests import Request
 
 from appliance.clientkeys import client_key
+from appliance.diskspace import free_bytes
 from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import Store
@@ -43,14 +43,6 @@ def client_address(request: Request) -> str:
     return client_key(address)
 
 
-def _free(path: Path) -> int:
-    try:
-        info = os.statvfs(path)
-    except OSError:
-        return -1
-    return info.f_bavail * info.f_frsize
-
-
 _FREE: dict[Path, tuple[float, int]] = {}  # path -> (when, free bytes): asked once a second
 
 
@@ -62,7 +54,7 @@ async def check_disk(settings: Settings, *paths: Path) -> None:
         if seen is not None and time.monotonic() - seen[0] < COUNT_AGE:
             free = seen[1]
         else:
-            free = await asyncio.to_thread(_free, path)
+            free = await asyncio.to_thread(free_bytes, path)
             _FREE[path] = (time.monotonic(), free)
         if 0 <= free < settings.min_free_disk:
             raise ApiError(507, "the server's storage is nearly full: new uploads and jobs wait "
