@@ -398,8 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(handler=cmd_operator_token)
 
+    from appliance.purge import add_command as add_purge
     from appliance.usercli import add_commands
 
+    add_purge(sub)
     add_commands(sub)
 
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")

@@ -57,6 +57,14 @@ def _remove_file(path: Path) -> str | None:
     return None
 
 
+async def delete_job(store: Store, settings: Settings, job_id: str) -> str | None:
+    """A marked job's record, then its directory (never a record without its files)."""
+    await store.delete_job(job_id)
+    await asyncio.to_thread(_remove_job_dir, settings.jobs_dir / job_id)
+    await store.unmark_deleted("jobs", job_id)
+    return None
+
+
 async def sweep(
     store: Store, settings: Settings, now: datetime | None = None, *, grace: float | None = None
 ) -> Swept:
@@ -67,10 +75,7 @@ async def sweep(
     read_uploads = {loc.path for loc in reads if loc.volume == UPLOADS}
 
     async def remove_job(job_id: str) -> str | None:
-        await store.delete_job(job_id)  # the record first: never a record without its files
-        await asyncio.to_thread(_remove_job_dir, settings.jobs_dir / job_id)
-        await store.unmark_deleted("jobs", job_id)
-        return None
+        return await delete_job(store, settings, job_id)
 
     async def remove_upload(file_id: str) -> str | None:
         record = await store.get_file(file_id)
@@ -85,23 +90,25 @@ async def sweep(
     jobs = uploads = marked = 0
     marked_before = now - timedelta(seconds=grace)
     if settings.job_retention > 0:
-        jobs = await _delete_marked(store, "jobs", marked_before, read_jobs, remove_job)
+        jobs = await delete_marked(store, "jobs", marked_before, read_jobs, remove_job)
         expired = now - timedelta(seconds=settings.job_retention)
-        marked += await _mark(store, "jobs", expired, read_jobs, now)
+        marked += await mark(store, "jobs", expired, read_jobs, now)
     if settings.upload_retention > 0:
-        uploads = await _delete_marked(store, "files", marked_before, read_uploads, remove_upload)
+        uploads = await delete_marked(store, "files", marked_before, read_uploads, remove_upload)
         expired = now - timedelta(seconds=settings.upload_retention)
-        marked += await _mark(store, "files", expired, read_uploads, now)
+        marked += await mark(store, "files", expired, read_uploads, now)
     if jobs or uploads:
         log.info("retention: deleted %d finished jobs and %d uploads", jobs, uploads)
     return Swept(jobs, uploads, marked)
 
 
-async def _mark(store: Store, kind: str, before: datetime, reads: set[str], now: datetime) -> int:
-    """Mark expired records that nothing active reads; returns how many."""
+async def mark(store: Store, kind: str, before: datetime, reads: set[str], now: datetime,
+               **only: list[str] | None) -> int:  # fmt: skip
+    """Mark expired records that nothing active reads (jobs: of the ``services`` and in
+    the ``states`` given, if given); returns how many."""
     marked = 0
     while True:
-        expired = await store.expired(kind, before, BATCH)
+        expired = await store.expired(kind, before, BATCH, **only)
         doomed = [i for i in expired if i not in reads]
         if not doomed:
             return marked
@@ -109,7 +116,7 @@ async def _mark(store: Store, kind: str, before: datetime, reads: set[str], now:
         marked += len(doomed)
 
 
-async def _delete_marked(
+async def delete_marked(
     store: Store,
     kind: str,
     before: datetime,

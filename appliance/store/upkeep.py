@@ -28,14 +28,28 @@ class Upkeep(Jobs, Files):
             raise ValueError(kind)
         return self.jobs if kind == "jobs" else self.files
 
-    async def expired(self, kind: str, before: datetime, limit: int = 500) -> list[str]:
-        """Ids of finished jobs (kind ``jobs``) or uploads (``files``) older than
-        ``before`` and not marked yet."""
+    @staticmethod
+    def _expired_query(kind: str, before: datetime, services: list[str] | None,
+                       states: list[str] | None) -> dict[str, Any]:  # fmt: skip
         query: dict[str, Any] = {"expiring_at": None}
         if kind == "jobs":
-            query.update(state={"$in": [str(s) for s in FINAL]}, completed_at={"$lt": before})
+            final = [str(s) for s in FINAL]
+            chosen = [s for s in final if states is None or s in states]
+            query.update(state={"$in": chosen}, completed_at={"$lt": before})
+            if services is not None:
+                query["service"] = {"$in": services}
         else:
             query["created_at"] = {"$lt": before}
+        return query
+
+    async def expired(
+        self, kind: str, before: datetime, limit: int = 500, *,
+        services: list[str] | None = None, states: list[str] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Ids of finished jobs (kind ``jobs``) or uploads (``files``) older than
+        ``before`` and not marked yet; jobs of ``services`` and in ``states`` only (final
+        states: others are never expired), when given."""
+        query = self._expired_query(kind, before, services, states)
         records = self._records(kind)
 
         async def run() -> list[str]:
@@ -43,6 +57,19 @@ class Upkeep(Jobs, Files):
             return [str(doc["_id"]) for doc in await cursor.to_list(None)]
 
         return await self._call(f"find expired {kind}", run)
+
+    async def expired_jobs(
+        self, before: datetime, *, services: list[str] | None = None,
+        states: list[str] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Every job ``expired`` would give, with its service and state (a purge's list)."""
+        query = self._expired_query("jobs", before, services, states)
+
+        async def run() -> list[dict[str, Any]]:
+            cursor = self.jobs.find(query, {"_id": 1, "service": 1, "state": 1})
+            return [dict(doc) for doc in await cursor.to_list(None)]
+
+        return await self._call("find expired jobs", run)
 
     async def mark_expiring(self, kind: str, ids: list[str], at: datetime | None) -> None:
         """Mark (or, with ``at`` None, unmark) records as about to be deleted."""
