@@ -147,6 +147,16 @@ def test_only_the_scheduler_holds_the_docker_socket(bundle: str) -> None:
             assert info["Config"]["User"] == "1000:1000"
 
 
+def test_every_containers_log_is_capped_and_rotated(bundle: str) -> None:
+    for service in ("web", "scheduler", "proxy", "mongo"):
+        container = compose("ps", "-q", service).stdout.strip()
+        [info] = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True,
+                                           text=True, check=True).stdout)  # fmt: skip
+        log = info["HostConfig"]["LogConfig"]
+        assert log["Type"] == "json-file", service
+        assert log["Config"] == {"max-size": "20m", "max-file": "5"}, service
+
+
 def test_the_proxy_reaches_the_web_process_only(bundle: str) -> None:
     """From inside the proxy's container: the web process answers; the database and the
     scheduler's ZeroMQ port are on a network the proxy is not on (by name or address)."""
