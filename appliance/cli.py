@@ -204,7 +204,9 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
 
     options = ProxyOptions(listen=args.listen, upstream=args.upstream, user=args.user,
                            pid=args.pid, static_dir=args.static_dir,
-                           access_log=args.access_log)  # fmt: skip
+                           access_log=args.access_log, tls_certificate=args.tls_certificate,
+                           tls_key=args.tls_key, tls_listen=args.tls_listen,
+                           hsts=args.hsts)  # fmt: skip
     print(nginx_config(load_settings(), options), end="")
     return 0
 
@@ -362,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--static-dir", default=None, help="the web pages' static files, as the "
                        "proxy sees them (default: this installation's; the proxy image's are in "
                        "/usr/share/appliance/static)")  # fmt: skip
+    proxy.add_argument("--tls-certificate", default=None, help="the certificate chain as the "
+                       "proxy reads it (default: the tls_certificate setting); with --tls-key, "
+                       "HTTPS on --tls-listen and plain HTTP redirected to https_port")  # fmt: skip
+    proxy.add_argument("--tls-key", default=None, help="its key (default: the tls_key setting)")
+    proxy.add_argument("--tls-listen", default="8443", help="nginx's HTTPS listen address "
+                       "(default 8443)")  # fmt: skip
+    proxy.add_argument("--hsts", action="store_true", help="tell browsers to use HTTPS only "
+                       "(Strict-Transport-Security): for a site's own certificate")  # fmt: skip
     proxy.set_defaults(handler=cmd_proxy_config)
 
     keygen = sub.add_parser("keygen", help="write a new CURVE key file (for the worker pool)")

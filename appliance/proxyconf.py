@@ -37,6 +37,18 @@ class ProxyOptions:
     worker_processes: str = "auto"
     static_dir: str | None = None  # the pages' static files; None: this installation's
     access_log: str = "/dev/stdout"  # where the access log goes (setting access_log: its format)
+    # HTTPS: the certificate chain and key as the proxy reads them (None: the settings'
+    # tls_certificate and tls_key), the address it listens on, and whether browsers are
+    # told to use HTTPS only (a site's own certificate, not a self-signed one)
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    tls_listen: str = "8443"
+    hsts: bool = False
+
+    def tls(self, settings: Settings) -> tuple[str, str] | None:
+        certificate = self.tls_certificate or settings.tls_certificate
+        key = self.tls_key or settings.tls_key
+        return (str(certificate), str(key)) if certificate and key else None
 
 
 def _json_error(status: int, error: str, message: str) -> str:
@@ -126,6 +138,47 @@ def _real_ip(settings: Settings) -> str:
     return "\n" + "\n".join(lines)
 
 
+# Modern protocols only; ciphers of Mozilla's "intermediate" profile without DHE (no
+# dhparam file to manage): every client of the last years, nothing broken.
+CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))  # fmt: skip
+
+
+def _tls(files: tuple[str, str] | None) -> str:
+    if files is None:
+        return ""
+    certificate, key = files
+    return f"""
+    # HTTPS (settings tls_certificate, tls_key)
+    ssl_certificate {certificate};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {CIPHERS};
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:appliance_tls:10m;
+    ssl_session_timeout 1d;
+    ssl_session_tickets off;"""
+
+
+def _redirect(settings: Settings, options: ProxyOptions, names: str, default: str,
+              errors: str) -> str:  # fmt: skip
+    """Plain HTTP, with TLS on: every request is sent to HTTPS (308 keeps a POST a POST),
+    but the health endpoints answer (probes inside the machine speak HTTP)."""
+    port = "" if settings.https_port == 443 else f":{settings.https_port}"
+    return f"""
+    server {{
+        listen {options.listen}{default};
+        server_name {names};
+{errors}
+        location = /healthz {{ proxy_pass http://appliance_web; }}
+        location = /readyz {{ proxy_pass http://appliance_web; }}
+        location / {{ return 308 https://$host{port}$request_uri; }}
+    }}"""
+
+
 def _server_names(hosts: tuple[str, ...]) -> str:
     return " ".join(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in hosts)
 
@@ -137,13 +190,15 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
     user = f"user {options.user};\n" if options.user else ""
     errors = _error_pages(max_body)
     any_host = "*" in settings.public_hosts
+    tls = options.tls(settings)
+    secure = f"\n        listen {options.tls_listen} ssl default_server;" if tls else ""
     # Requests for any other host name (a DNS-rebinding page's, say) meet this server.
     other_hosts = (
         ""
         if any_host
         else f"""
     server {{
-        listen {options.listen} default_server;
+        listen {options.listen} default_server;{secure}
         server_name _;
 {errors}
         location / {{ return 421; }}
@@ -151,6 +206,10 @@ def nginx_config(settings: Settings, options: ProxyOptions) -> str:
     )
     names = "_" if any_host else _server_names(settings.public_hosts)
     default = " default_server" if any_host else ""
+    listen = f"{options.tls_listen} ssl{default}" if tls else f"{options.listen}{default}"
+    redirect = _redirect(settings, options, names, default, errors) if tls else ""
+    hsts = ("\n        add_header Strict-Transport-Security \"max-age=31536000\" always;"
+            if tls and options.hsts else "")  # fmt: skip
     per_client = ""
     if settings.proxy_client_connections:
         per_client += f"""
@@ -219,11 +278,11 @@ http {{
     # Idle connections to the web process are closed here before hypercorn closes them
     # (its keep-alive timeout is 30 s): else a request sent on one just as hypercorn
     # closes it fails (502/503, "upstream prematurely closed"), and a POST is not retried.
-    upstream appliance_web {{ server {options.upstream}; keepalive 32; keepalive_timeout 20s; }}{other_hosts}
+    upstream appliance_web {{ server {options.upstream}; keepalive 32; keepalive_timeout 20s; }}{_tls(tls)}{other_hosts}{redirect}
     server {{
-        listen {options.listen}{default};
+        listen {listen};
         server_name {names};
-        client_max_body_size {max_body};{per_client}
+        client_max_body_size {max_body};{per_client}{hsts}
 {errors}
         # Only the methods HTTP defines for such an API (nginx itself refuses TRACE and
         # malformed ones): a client making up one per request gets 405 here.

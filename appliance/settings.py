@@ -160,6 +160,21 @@ class Settings:
         ("localhost", "127.0.0.1", "::1"), words,
         "host names the proxy answers for (others: 421); '*' for any",
     )  # fmt: skip
+    tls_certificate: Path | None = _setting(
+        None, optional_path, "the proxy's certificate chain (PEM) for HTTPS, with tls_key; in "
+        "the compose bundle a file on the host, which scripts/up copies into the proxy",
+    )  # fmt: skip
+    tls_key: Path | None = _setting(
+        None, optional_path, "the private key (PEM) of tls_certificate",
+    )  # fmt: skip
+    tls_self_signed: bool = _setting(
+        False, as_bool, "scripts/up makes a self-signed certificate for public_hosts (a "
+        "workstation's, or a trial) when no tls_certificate is given",
+    )  # fmt: skip
+    https_port: int = _setting(
+        8443, within(positive_int, 1, 65535), "the port clients use for HTTPS: the bundle "
+        "publishes it, and plain HTTP is redirected to it",
+    )  # fmt: skip
     trusted_proxies: tuple[str, ...] = _setting(
         (), networks, "addresses or CIDR blocks of front proxies (a TLS proxy, an Ingress) "
         "whose X-Forwarded-For names the client; nobody else's is believed",
@@ -319,6 +334,10 @@ class Settings:
                 values[spec.name] = spec.metadata["parse"](raw)
             except ValueError as exc:
                 errors.append(ConfigError(str(exc), source=source, key=spec.name))
+        if bool(values.get("tls_certificate")) != bool(values.get("tls_key")):
+            key = "tls_key" if values.get("tls_certificate") else "tls_certificate"
+            errors.append(ConfigError("tls_certificate and tls_key go together: set both, or "
+                                      "neither", source=source, key=key))  # fmt: skip
         if errors:
             raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
         settings = cls(**values, source=source)

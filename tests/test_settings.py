@@ -57,8 +57,14 @@ def test_environment_overrides_every_key(tmp_path: Path) -> None:
     defaults = Settings()
     for key in Settings.names():  # every key has its APPLIANCE_<KEY> variable, and it counts
         text, value = _sample(key)
-        changed = load_settings({f"APPLIANCE_{key.upper()}": text})
+        env = {f"APPLIANCE_{key.upper()}": text}
+        if key in PAIRED:  # set together or not at all
+            env[f"APPLIANCE_{PAIRED[key].upper()}"] = "/tmp/other"
+        changed = load_settings(env)
         assert getattr(changed, key) == value != getattr(defaults, key), key
+
+
+PAIRED = {"tls_certificate": "tls_key", "tls_key": "tls_certificate"}
 
 
 def _sample(key: str) -> tuple[str, object]:
@@ -66,7 +72,8 @@ def _sample(key: str) -> tuple[str, object]:
     default = next(f for f in dataclasses.fields(Settings) if f.name == key).default
     if key.endswith("_url"):
         return "/x", "/x"
-    if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys"))):
+    if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys")))\
+            or key in PAIRED:  # fmt: skip
         return "/tmp/x", Path("/tmp/x")
     if key == "trusted_proxies":
         return "10.1.0.0/16, 2001:db8::1", ("10.1.0.0/16", "2001:db8::1/128")
