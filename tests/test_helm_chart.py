@@ -24,6 +24,7 @@ OTHER_VALUES = [
     "persistence.jobs.existingClaim=shared-jobs", "networkPolicies.enabled=false",
     "podDisruptionBudget.enabled=false", "runner.nodeSelector.pool=jobs",
     "operatorTokenSha256=" + "a" * 64, "runnersConfigMap=my-runners", "services.files.probe\\.service\\.yaml=name: x",
+    "proxy.tls.secretName=appliance-tls", "proxy.service.httpsNodePort=30443",
 ]  # fmt: skip
 
 
@@ -157,3 +158,34 @@ def test_claims_are_kept_by_uninstall() -> None:
         "rel-appliance-jobs",
     }
     assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in claims)
+
+
+def test_https_at_the_proxy_with_the_sites_secret() -> None:
+    assert not any("tls" in str(d) for d in render() if d["kind"] == "Service")  # off by default
+    docs = render("proxy.tls.secretName=appliance-tls", "proxy.service.type=LoadBalancer")
+    pod = pods_of(docs)["rel-appliance-proxy"]
+    [config] = pod["initContainers"]
+    assert "--tls-certificate=/etc/appliance-tls/tls.crt" in config["args"]
+    assert "--tls-key=/etc/appliance-tls/tls.key" in config["args"] and "--hsts" in config["args"]
+    assert {"name": "APPLIANCE_HTTPS_PORT", "value": "443"} in config["env"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"] == {"secretName": "appliance-tls", "defaultMode": 0o440}
+    [nginx] = pod["containers"]
+    assert {"name": "https", "containerPort": 8443} in nginx["ports"]
+    assert {"name": "tls", "mountPath": "/etc/appliance-tls", "readOnly": True} in nginx[
+        "volumeMounts"
+    ]
+    [service] = [
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "rel-appliance-proxy"
+    ]
+    assert {"name": "https", "port": 443, "targetPort": "https"} in service["spec"]["ports"]
+    [policy] = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "rel-appliance-proxy"
+    ]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8080}, {"port": 8443}]
+    at = render("proxy.tls.secretName=x", "settings.https_port=9443")
+    [config] = pods_of(at)["rel-appliance-proxy"]["initContainers"]
+    names = [e["name"] for e in config["env"]]
+    assert names.count("APPLIANCE_HTTPS_PORT") == 1  # the site's own setting wins
