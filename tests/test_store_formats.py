@@ -96,3 +96,34 @@ async def test_a_newer_format_is_refused_by_the_scheduler_and_the_web_process(
     finally:
         await store.client.drop_database(name)
         await store.close()
+
+
+async def test_many_records_migrate_in_batches_each_a_short_call(
+    mongodb_uri: str, database_name: str
+) -> None:
+    """More records than one batch: every one migrated, and no call changes more than a
+    batch (one call for all of 10,000 records outlasted database_timeout on FerretDB)."""
+    from appliance.store import formats
+
+    name = f"{database_name}_format1_many"
+    store = Store(mongodb_uri, name)
+    changed: list[int] = []
+    original = store.jobs.update_many
+
+    async def counting(query: dict[str, object], change: dict[str, object]) -> object:
+        result = await original(query, change)
+        changed.append(result.modified_count)
+        return result
+
+    try:
+        await store.db.drop_collection("meta")
+        count = formats.BATCH * 2 + 7
+        await store.jobs.insert_many([old_job(f"{i:016d}", "COMPLETED") for i in range(count)])
+        store.jobs.update_many = counting  # type: ignore[method-assign]
+        said = await store.check_format()
+        assert said.startswith(f"stored records: format {FORMAT}, migrated from format 1")
+        assert await store.jobs.count_documents({"format": FORMAT, "lease_gen": 0}) == count
+        assert max(changed) <= formats.BATCH and sum(changed) == 2 * count  # leases, format
+    finally:
+        await store.client.drop_database(name)
+        await store.close()

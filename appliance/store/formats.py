@@ -40,20 +40,41 @@ class StoreFormatError(ConfigError):
     """The database holds records of a format this appliance cannot read."""
 
 
+BATCH = 500  # records changed by one call: each call stays well inside database_timeout
+
+
+async def _batched(store: Connection, what: str, records: Any, query: dict[str, Any],
+                   change: dict[str, Any]) -> int:  # fmt: skip
+    """``change`` on every record ``query`` finds, a batch per call (``query`` no longer
+    finds a changed record, so an interrupted run resumes where it stopped)."""
+    done = 0
+    while True:
+        found = await store._call(f"{what}: find", lambda: records.find(
+            query, {"_id": 1}).limit(BATCH).to_list(None))  # fmt: skip
+        if not found:
+            return done
+        ids = [doc["_id"] for doc in found]
+        await store._call(what, lambda i=ids: records.update_many(  # type: ignore[misc]
+            {"_id": {"$in": i}, **query}, change))  # fmt: skip
+        done += len(ids)
+        if done % (20 * BATCH) == 0:
+            log.info("stored records: %s: %d so far", what, done)
+
+
 async def _from_1(store: Connection) -> None:
     """Format 1 (0.1.0) to 2: lease fields on the job documents (a job a 0.1.0 scheduler
     held is then free to be adopted and followed to its end), a waiting reason on every
     job that waits for a scheduler, the collections of active entries and leases gone."""
     now = await store.now()
     lease = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0}
-    await store._call("migrate jobs' leases", lambda: store.jobs.update_many(
-        {"lease_gen": {"$exists": False}}, {"$set": lease}))  # fmt: skip
-    await store._call("migrate waiting jobs", lambda: store.jobs.update_many(
-        {"state": "ACCEPTED", "waiting": {"$exists": False}},
-        {"$set": {"waiting": waiting("scheduler", now)}}))  # fmt: skip
+    await _batched(store, "migrate jobs' leases", store.jobs, {"lease_gen": {"$exists": False}},
+                   {"$set": lease})  # fmt: skip
+    await _batched(store, "migrate waiting jobs", store.jobs,
+                   {"state": "ACCEPTED", "waiting": {"$exists": False}},
+                   {"$set": {"waiting": waiting("scheduler", now)}})  # fmt: skip
     for records in (store.jobs, store.files):  # each record says its format from now on
-        await store._call("mark the records' format", lambda c=records: c.update_many(  # type: ignore[misc]
-            {"format": {"$exists": False}}, {"$set": {"format": 2}}))  # fmt: skip
+        await _batched(store, "mark the records' format", records,
+                       {"format": {"$exists": False}}, {"$set": {"format": 2}})  # fmt: skip
     names = set(await store._call("list collections", store.db.list_collection_names))
     for retired in names.intersection(RETIRED_COLLECTIONS):
         await store._call(f"drop {retired}", lambda n=retired: store.db.drop_collection(n))  # type: ignore[misc]
