@@ -408,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.set_defaults(handler=cmd_operator_token)
 
+    from appliance.backup import add_commands as add_backup
     from appliance.purge import add_command as add_purge
     from appliance.usercli import add_commands
 
     add_purge(sub)
+    add_backup(sub)
     add_commands(sub)
 
     health = sub.add_parser("health", help="exit 0 if a process's heartbeat is fresh")
