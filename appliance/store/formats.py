@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from pymongo import UpdateOne
+
 from appliance import __version__
 from appliance.errors import ConfigError
 from appliance.waiting import waiting
@@ -41,24 +43,29 @@ class StoreFormatError(ConfigError):
 
 
 BATCH = 500  # records changed by one call: each call stays well inside database_timeout
+PAGE = 10 * BATCH  # ids read by one call
 
 
 async def _batched(store: Connection, what: str, records: Any, query: dict[str, Any],
                    change: dict[str, Any]) -> int:  # fmt: skip
-    """``change`` on every record ``query`` finds, a batch per call (``query`` no longer
-    finds a changed record, so an interrupted run resumes where it stopped)."""
-    done = 0
+    """``change`` on every record ``query`` finds: their ids read once, then changed a
+    batch per call, each record by its id (an index lookup, where a filter over the
+    whole collection per batch took FerretDB seconds each). ``query`` no longer finds a
+    changed record, so an interrupted run resumes where it stopped."""
+
+    done, last = 0, None
     while True:
-        found = await store._call(f"{what}: find", lambda: records.find(
-            query, {"_id": 1}).limit(BATCH).to_list(None))  # fmt: skip
+        page = query if last is None else {**query, "_id": {"$gt": last}}
+        found = await store._call(f"{what}: find", lambda p=page: records.find(  # type: ignore[misc]
+            p, {"_id": 1}).sort("_id", 1).limit(PAGE).to_list(None))  # fmt: skip
         if not found:
             return done
         ids = [doc["_id"] for doc in found]
-        await store._call(what, lambda i=ids: records.update_many(  # type: ignore[misc]
-            {"_id": {"$in": i}, **query}, change))  # fmt: skip
-        done += len(ids)
-        if done % (20 * BATCH) == 0:
-            log.info("stored records: %s: %d so far", what, done)
+        for start in range(0, len(ids), BATCH):
+            batch = [UpdateOne({"_id": i, **query}, change) for i in ids[start : start + BATCH]]
+            await store._call(what, lambda b=batch: records.bulk_write(b, ordered=False))  # type: ignore[misc]
+        done, last = done + len(ids), ids[-1]
+        log.info("stored records: %s: %d so far", what, done)
 
 
 async def _from_1(store: Connection) -> None:
@@ -66,15 +73,16 @@ async def _from_1(store: Connection) -> None:
     held is then free to be adopted and followed to its end), a waiting reason on every
     job that waits for a scheduler, the collections of active entries and leases gone."""
     now = await store.now()
-    lease = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0}
-    await _batched(store, "migrate jobs' leases", store.jobs, {"lease_gen": {"$exists": False}},
-                   {"$set": lease})  # fmt: skip
     await _batched(store, "migrate waiting jobs", store.jobs,
                    {"state": "ACCEPTED", "waiting": {"$exists": False}},
                    {"$set": {"waiting": waiting("scheduler", now)}})  # fmt: skip
-    for records in (store.jobs, store.files):  # each record says its format from now on
-        await _batched(store, "mark the records' format", records,
-                       {"format": {"$exists": False}}, {"$set": {"format": 2}})  # fmt: skip
+    # One write per job (FerretDB takes milliseconds for each): no job of format 1 has
+    # lease fields, and from now on each record says its format.
+    lease = {"lease_owner": None, "lease_expires": None, "lease_gen": 0, "claims": 0}
+    await _batched(store, "migrate jobs' leases", store.jobs, {"format": {"$exists": False}},
+                   {"$set": {**lease, "format": 2}})  # fmt: skip
+    await _batched(store, "mark the uploads' format", store.files,
+                   {"format": {"$exists": False}}, {"$set": {"format": 2}})  # fmt: skip
     names = set(await store._call("list collections", store.db.list_collection_names))
     for retired in names.intersection(RETIRED_COLLECTIONS):
         await store._call(f"drop {retired}", lambda n=retired: store.db.drop_collection(n))  # type: ignore[misc]
