@@ -22,7 +22,7 @@ DATA = Path(__file__).resolve().parent / "data"
 # suite, which runs in seconds on a machine with none of them: pytest -m "not services".
 SERVICE_FIXTURES = {"mongodb_uri", "database_name", "server"}
 SERVICE_MODULES = {"test_docker_engine", "test_isolation", "test_helm_chart",
-                   "test_helm_install", "test_kubernetes", "test_slurm", "test_faults",
+                   "test_helm_install", "test_helm_upgrade", "test_kubernetes", "test_slurm", "test_faults",
                    "test_outage", "test_jalview_live",
                    "test_previous_command_lines"}  # fmt: skip # the previous system's code
 
