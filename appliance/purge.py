@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.jobdirs import directory_size
 from appliance.plan import JOBS
 from appliance.scheduler import retention
 from appliance.settings import Settings
@@ -35,17 +34,6 @@ class Choice:
     older_than: float  # seconds since the job ended
     services: list[str] | None = None
     states: list[str] | None = None
-
-
-def _size(path: Path) -> int:
-    total = 0
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 async def purge(
@@ -65,7 +53,7 @@ async def purge(
         found = [job for job in matching if job["_id"] not in reads]
         kept = len(matching) - len(found)
         size = sum(await asyncio.to_thread(
-            lambda: [_size(settings.jobs_dir / str(job["_id"])) for job in found]))  # fmt: skip
+            lambda: [directory_size(settings.jobs_dir / str(job["_id"]), 2**62) for job in found]))  # fmt: skip
         counts = Counter((str(job.get("service")), str(job.get("state"))) for job in found)
         verb = "deleting" if really else "would delete"
         say(f"{verb} {len(found)} finished jobs ended before {before:%Y-%m-%d %H:%M} UTC, "
