@@ -3,11 +3,16 @@ with ``scripts/down --volumes`` (the ``bundle`` fixture of this package's confte
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.conftest import ROOT
 
@@ -93,3 +98,41 @@ def start_bundle(
             ["docker", "volume", "ls", "-q"], capture_output=True, text=True
         ).stdout
         assert f"{project}-jobs" not in volumes
+
+
+FINAL = ("COMPLETED", "FAILED", "ERROR", "INTERRUPTED", "DELETED")
+
+
+def wait_status(base: str, job_id: str, states: tuple[str, ...] = FINAL,
+                timeout: float = 300) -> dict[str, Any]:  # fmt: skip
+    """A job's view through the API once its status is one of ``states``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).json()
+        if job["status"] in states:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never reached {states}")
+
+
+def containers_made_since(project: str, since: int) -> list[str]:
+    """The job of each container the bundle's scheduler made since ``since`` (epoch s)."""
+    made = subprocess.run(
+        ["docker", "events", "--since", str(since), "--until", str(int(time.time())),
+         "--filter", "type=container", "--filter", "event=create",
+         "--filter", f"label=appliance.instance={project}", "--format", "{{json .Actor.Attributes}}"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout.splitlines()  # fmt: skip
+    return [str(json.loads(line).get("appliance.job")) for line in made if line.strip()]
+
+
+def remove_bundle(project: str, env: dict[str, str]) -> None:
+    """Everything of a bundle gone, as on a new machine: its containers, its jobs'
+    containers (they would keep the volumes in use), its volumes."""
+    down = [str(ROOT / "scripts" / "down"), "--volumes"]
+    subprocess.run(down, env=env, capture_output=True, timeout=300)
+    jobs = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={project}"],
+                          capture_output=True, text=True).stdout.split()  # fmt: skip
+    if jobs:
+        subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)
+    subprocess.run(down, env=env, capture_output=True, timeout=300)

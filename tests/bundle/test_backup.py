@@ -19,11 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bundle.compose import PROTEINS, free_port
+from tests.bundle.compose import (
+    PROTEINS,
+    containers_made_since,
+    free_port,
+    remove_bundle,
+    wait_status,
+)
 from tests.conftest import ROOT
 
 PROJECT = "appliance-backup"
-FINAL = ("COMPLETED", "FAILED", "ERROR", "INTERRUPTED", "DELETED")
 
 
 def _env(port: int) -> dict[str, str]:
@@ -41,16 +46,7 @@ def _script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedP
 
 
 def _destroy(env: dict[str, str]) -> None:
-    """Everything of the bundle gone, as on a new machine: its containers, its job
-    containers (they would keep the volumes in use), its volumes."""
-    subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env, capture_output=True,
-                   timeout=300)  # fmt: skip
-    jobs = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={PROJECT}"],
-                          capture_output=True, text=True).stdout.split()  # fmt: skip
-    if jobs:
-        subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)
-    subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env, capture_output=True,
-                   timeout=300)  # fmt: skip
+    remove_bundle(PROJECT, env)
     volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True,
                              text=True).stdout.split()  # fmt: skip
     assert not [v for v in volumes if v.startswith(f"{PROJECT}-")], volumes
@@ -73,16 +69,6 @@ def submit(base: str) -> str:
     return str(answer.json()["id"])
 
 
-def wait_final(base: str, job_id: str, timeout: float = 300) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, object] = httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not end")
-
-
 def files_of(base: str, job_id: str) -> dict[str, str]:
     """Each of a job's files and the SHA-256 of what the proxy serves (each must be)."""
     listing = httpx.get(f"{base}/api/jobs/{job_id}/files", timeout=30).json()["files"]
@@ -101,7 +87,7 @@ def test_a_backup_under_load_restores_every_job_with_its_files_and_runs_none_twi
     finished = [submit(base) for _ in range(6)]
     before: dict[str, dict[str, Any]] = {}
     for job_id in finished:
-        job = wait_final(base, job_id)
+        job = wait_status(base, job_id)
         assert job["status"] == "COMPLETED"
         before[job_id] = {"job": job, "files": files_of(base, job_id)}
 
@@ -146,16 +132,10 @@ def test_a_backup_under_load_restores_every_job_with_its_files_and_runs_none_twi
         assert files_of(base, job_id) == was["files"], job_id  # byte-identical
     for job_id, state in stored.items():
         assert httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).status_code == 200, job_id
-        ended = wait_final(base, job_id)  # every restored job ends: none is stuck
+        ended = wait_status(base, job_id)  # every restored job ends: none is stuck
         if state == "COMPLETED":  # finished when the database was read: its files are here
             assert ended["status"] == "COMPLETED" and files_of(base, job_id), job_id
-    made_since = subprocess.run(
-        ["docker", "events", "--since", str(restored_at), "--until", str(int(time.time())),
-         "--filter", "type=container", "--filter", "event=create",
-         "--filter", f"label=appliance.instance={PROJECT}", "--format", "{{json .Actor.Attributes}}"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.split("\n")  # fmt: skip
-    ran_again = [json.loads(line).get("appliance.job") for line in made_since if line.strip()]
+    ran_again = containers_made_since(PROJECT, restored_at)
     for job_id, state in stored.items():
         allowed = 1 if state == "ACCEPTED" else 0  # waiting then: it runs here, once
         assert ran_again.count(job_id) <= allowed, (job_id, state)

@@ -7,7 +7,6 @@ ended with the reason), and every job runs once."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -18,14 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundle.compose import free_port
+from tests.bundle.compose import containers_made_since, free_port, remove_bundle, wait_status
 from tests.conftest import ROOT
 from tests.first_release import VERSION as OLD
 from tests.first_release import first_release
 from tests.helpers import TEST_IMAGE, build_test_image
 
 PROJECT = "appliance-upgrade"
-FINAL = ("COMPLETED", "FAILED", "ERROR", "INTERRUPTED", "DELETED")
 SLEEPER = f"""\
 appliance-version: 1
 name: Sleeper
@@ -78,14 +76,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         _run([str(old / "scripts" / "up")], env, cwd=old)
         yield Site(f"http://127.0.0.1:{port}", env | {"APPLIANCE_ENV_FILE": str(settings)}, old)
     finally:
-        subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env,
-                       capture_output=True, timeout=300)  # fmt: skip
-        jobs = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={PROJECT}"],
-                              capture_output=True, text=True).stdout.split()  # fmt: skip
-        if jobs:
-            subprocess.run(["docker", "rm", "-f", *jobs], capture_output=True)
-        subprocess.run([str(ROOT / "scripts" / "down"), "--volumes"], env=env,
-                       capture_output=True, timeout=300)  # fmt: skip
+        remove_bundle(PROJECT, env)
 
 
 def submit(base: str, seconds: int) -> str:
@@ -93,18 +84,6 @@ def submit(base: str, seconds: int) -> str:
                         timeout=30)  # fmt: skip
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
-
-
-def wait_for(
-    base: str, job_id: str, states: tuple[str, ...], timeout: float = 180
-) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, object] = httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).json()
-        if job["status"] in states:
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} never reached {states}")
 
 
 def runs(base: str, job_id: str) -> str:
@@ -121,7 +100,7 @@ def test_the_first_releases_bundle_upgraded_in_place_loses_nothing(site: Site) -
     assert upload.status_code == 201, upload.text
     upload_url = upload.json()["@content"]
     finished = [submit(base, 0) for _ in range(2)]
-    ended = {job_id: wait_for(base, job_id, FINAL) for job_id in finished}
+    ended = {job_id: wait_status(base, job_id) for job_id in finished}
     assert {job["status"] for job in ended.values()} == {"COMPLETED"}
     task = httpx.post(f"{base}/ga4gh/tes/v1/tasks", json={"executors": [
         {"image": TEST_IMAGE, "command": ["sh", "-c", "echo hi"]}]}, timeout=30).json()["id"]  # fmt: skip
@@ -131,7 +110,7 @@ def test_the_first_releases_bundle_upgraded_in_place_loses_nothing(site: Site) -
         time.sleep(0.3)
     running = [submit(base, 25) for _ in range(2)]
     for job_id in running:
-        wait_for(base, job_id, ("RUNNING",))
+        wait_status(base, job_id, ("RUNNING",))
     subprocess.run(["docker", "stop", f"{PROJECT}-scheduler-1"], check=True, capture_output=True)
     waiting = [submit(base, 1) for _ in range(3)]  # while its scheduler is down
 
@@ -145,26 +124,20 @@ def test_the_first_releases_bundle_upgraded_in_place_loses_nothing(site: Site) -
     served = httpx.get(base + upload_url, timeout=30)
     assert served.status_code == 200 and served.content == content
     for job_id, before in ended.items():
-        after = wait_for(base, job_id, FINAL)
+        after = wait_status(base, job_id)
         assert (after["status"], after["completionTime"]) == ("COMPLETED", before["completionTime"])
         assert runs(base, job_id) == "run\n"
     assert httpx.get(f"{base}/ga4gh/tes/v1/tasks/{task}").json()["state"] == "COMPLETE"
     for job_id in waiting:
-        assert wait_for(base, job_id, FINAL)["status"] == "COMPLETED", job_id
+        assert wait_status(base, job_id)["status"] == "COMPLETED", job_id
         assert runs(base, job_id) == "run\n"
     for job_id in running:  # followed to its end, or ended saying why: never run again
-        job = wait_for(base, job_id, FINAL, timeout=240)
+        job = wait_status(base, job_id, timeout=240)
         if job["status"] == "COMPLETED":
             assert runs(base, job_id) == "run\n"
         else:
             assert job["status"] == "ERROR" and job["error"], job
-    made = subprocess.run(
-        ["docker", "events", "--since", str(upgraded_at), "--until", str(int(time.time())),
-         "--filter", "type=container", "--filter", "event=create",
-         "--filter", f"label=appliance.instance={PROJECT}", "--format", "{{json .Actor.Attributes}}"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.splitlines()  # fmt: skip
-    started = [json.loads(line).get("appliance.job") for line in made if line.strip()]
+    started = containers_made_since(PROJECT, upgraded_at)
     for job_id in finished + running:
         assert job_id not in started, job_id  # its run was the first release's
     for job_id in waiting:
