@@ -44,6 +44,7 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.anyio
+KNOWN_USER_IMAGE = "appliance-test/known-user:local"
 
 SERVICES = {
     "inspect": f"""\
@@ -82,6 +83,18 @@ appliance-version: 1
 name: Talks while it runs
 image: {TEST_IMAGE}
 command: sh -c 'echo first; echo oops >&2; sleep 5; echo second'
+""",
+    "whoami": f"""\
+appliance-version: 1
+name: Says who it is
+image: {TEST_IMAGE}
+command: sh -c 'id -un > who.txt; echo "$$HOME $$USER" >> who.txt; touch "$$HOME/written"'
+""",
+    "whoami-known": f"""\
+appliance-version: 1
+name: Says who it is, in an image that knows its user
+image: {KNOWN_USER_IMAGE}
+command: sh -c 'id -un > who.txt; echo "$$HOME" >> who.txt'
 """,
     "noimage": """\
 appliance-version: 1
@@ -197,11 +210,44 @@ async def test_the_container_is_locked_down(
     assert mounts["/job"]["Source"] == str(settings.jobs_dir / job_id)
     assert mounts["/job/inputs/input"]["RW"] is False
     assert mounts["/job/inputs/input"]["Source"] == str(settings.uploads_dir / "upload1")
-    assert set(mounts) == {"/job", "/job/inputs/input"}
+    # and the name of its user, read-only, from beside its directory (identity.py)
+    assert set(mounts) == {"/job", "/job/inputs/input", "/etc/passwd", "/etc/group"}
+    for name in ("passwd", "group"):
+        assert mounts[f"/etc/{name}"]["RW"] is False
+        assert mounts[f"/etc/{name}"]["Source"] == str(
+            settings.jobs_dir / ".records" / job_id / name
+        )
     await store.request_cancel(job_id)
     job = await wait_final(store, job_id, timeout=30)
     assert job["state"] == "INTERRUPTED"
     assert await containers_left(settings.instance) == []
+
+
+def build_known_user_image(tmp_path: Path) -> None:
+    """The test image with a passwd of its own that names uid 1000."""
+    context = tmp_path / "known-user"
+    context.mkdir()
+    (context / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                    "worker:x:1000:1000::/home/worker:/bin/sh\n")  # fmt: skip
+    (context / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nCOPY passwd /etc/passwd\n")
+    subprocess.run(["docker", "build", "-q", "-t", KNOWN_USER_IMAGE, str(context)], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+async def test_the_jobs_user_has_a_name_and_a_home_where_its_image_has_none(
+    settings: Settings, store: Store, catalogue: Catalogue, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    """The test image has no /etc/passwd: the job's uid gets one (read-only) and HOME;
+    an image that names the uid keeps its own. Both run as 1000, locked down."""
+    build_known_user_image(tmp_path)
+    job_id = await submit(store, catalogue, "whoami", {})
+    job = await wait_final(store, job_id, timeout=60)
+    assert job["state"] == "COMPLETED", job.get("error")
+    assert (settings.jobs_dir / job_id / "who.txt").read_text() == "appliance\n/tmp appliance\n"
+    known = await submit(store, catalogue, "whoami-known", {})
+    job = await wait_final(store, known, timeout=60)
+    assert job["state"] == "COMPLETED", job.get("error")
+    assert (settings.jobs_dir / known / "who.txt").read_text() == "worker\n/home/worker\n"
 
 
 async def test_outputs_belong_to_the_job_user_and_inputs_are_read_only(

@@ -124,4 +124,6 @@ async def test_no_network_no_capabilities_no_root(
     assert results["interfaces"].split() == ["lo"]  # no interface leads anywhere
     assert "CapEff:\t0000000000000000" in results["capabilities"]
     assert "NoNewPrivs:\t1" in results["capabilities"]
-    assert results["whoami"].startswith("uid=1000 gid=1000")
+    assert results["whoami"].startswith(
+        "uid=1000(appliance) gid=1000(appliance)"
+    )  # named: identity.py

@@ -53,6 +53,7 @@ from appliance.runners.docker.engine import (
     Unreachable,
 )
 from appliance.runners.docker.events import EngineEvents
+from appliance.runners.docker.identity import AccountsOfImages, add_named_user
 from appliance.runners.docker.liveoutput import LiveOutput, Running
 from appliance.runners.docker.waiting import Waiting, WaitingJobs, forget
 from appliance.units import parse_size
@@ -116,6 +117,8 @@ class DockerBackend:
             self._engine = Engine(self.base_url, timeout=60)
         except ValueError as exc:
             raise ConfigError(str(exc), source=config.source, key="options.base_url") from None
+        # A name and a home for the job's user where its image has none (identity.py).
+        self._accounts = AccountsOfImages(self._engine) if options.get("name_user", True) else None
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -158,8 +161,8 @@ class DockerBackend:
         """The container of a step, always made from its plan and this runner's settings."""
         options = container_options(run, run.plan.resources.over(self.limits),
                                     instance=self.instance, tmp_size=self.tmp_size,
-                                    log_max=self.log_max,
-                                    local=self.local, engine=self.engine)  # fmt: skip
+                                    log_max=self.log_max, local=self.local,
+                                    engine=self.engine)  # fmt: skip
         if "nano_cpus" in options:  # the engine refuses more CPUs than it has: give it all
             if self._host_cpus is None:
                 self._host_cpus = int(self._engine.info().get("NCPU") or 0) or None
@@ -185,8 +188,9 @@ class DockerBackend:
     def _create_container(self, options: dict[str, Any]) -> Any:
         """Create the container (or find it: created before, by us or an earlier run)."""
         engine = self._engine
-        options = dict(options)
-        image = options.pop("image")
+        image = options["image"]
+        options = add_named_user(options, self._accounts, image)
+        options.pop("image")
         try:
             return engineapi.create(engine, image, options)
         except ImageNotFound:

@@ -14,6 +14,7 @@ from typing import Any
 from appliance.errors import RunnerError
 from appliance.model import Resources
 from appliance.runners.base import StepRun
+from appliance.runners.docker.identity import Identity
 from appliance.safefs import fresh_file, is_plain, make_dirs
 from appliance.volumes import Volumes
 
@@ -52,7 +53,9 @@ def container_options(
     """The container of one step (named ``<instance>-<job>[-<step>]``) under ``limits``:
     the work directory read-write at /job, each input read-only at its path in it (mount
     sources as the engine's host sees them). Makes the inputs' mount points and gives
-    the work directory to the job's user."""
+    the work directory to the job's user. ``identity`` is what the backend needs to give
+    that user a name and a home when the container is made (identity.py), not an option
+    of the engine's."""
     step = run.current
     workdir = local.path(run.plan.work)
     user = limits.user or DEFAULT_USER
@@ -73,6 +76,7 @@ def container_options(
                            read_only=False))  # fmt: skip
     if not step.image:
         raise RunnerError(f"step {run.step + 1} of job {run.job_id} has no image to run")
+
     entrypoint, command = [step.argv[0]], list(step.argv[1:])
     if step.stdin is not None:  # the engine gives no file as stdin: a shell does, argv intact
         entrypoint, command = (
@@ -119,4 +123,6 @@ def container_options(
     if limits.pids:
         options["pids_limit"] = limits.pids
     options["image"] = step.image
+    options["identity"] = Identity(str(workdir), engine.text(run.plan.work), owner,
+                                   tuple(step.env))  # fmt: skip
     return options

@@ -237,6 +237,15 @@ class Engine:
         self.request("DELETE", f"/containers/{quote(container)}", {"force": 1},
                      what=f"remove container {container}")  # fmt: skip
 
+    def archive(self, container: str, path: str) -> bytes | None:
+        """A file of a container's file system as a tar archive (None if there is none)."""
+        try:
+            response = self.open("GET", f"/containers/{quote(container)}/archive",
+                                 {"path": path}, what=f"read {path} of {container}")  # fmt: skip
+        except NotFound:
+            return None
+        return self._read(response)
+
     def logs(self, container: str, **params: Any) -> Iterator[tuple[int, bytes]]:
         """A container's output, each chunk with its stream's number (1 out, 2 err);
         ``params`` as the engine takes them (stdout, stderr, timestamps, since)."""
