@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance import safefs
 from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
 from appliance.plan import JOBS, Location, PlanError
@@ -45,10 +44,8 @@ from appliance.runners.docker.containers import (
     container_options,
 )
 from appliance.runners.docker.engine import (
-    Conflict,
     Engine,
     EngineError,
-    ImageNotFound,
     NotFound,
     Unreachable,
 )
@@ -187,21 +184,9 @@ class DockerBackend:
 
     def _create_container(self, options: dict[str, Any]) -> Any:
         """Create the container (or find it: created before, by us or an earlier run)."""
-        engine = self._engine
-        image = options["image"]
-        options = add_named_user(options, self._accounts, image)
-        options.pop("image")
-        try:
-            return engineapi.create(engine, image, options)
-        except ImageNotFound:
-            raise RunnerError(
-                f"image {image} is not available to the Docker engine: build or pull it"
-            ) from None
-        except Conflict:
-            try:  # submitted before: the same job, the same container
-                return engineapi.get(engine, options["name"])
-            except NotFound:  # unless it is just gone
-                return engineapi.create(engine, image, options)
+        return engineapi.create_or_get(
+            self._engine, add_named_user(options, self._accounts, options["image"])
+        )
 
     def _claim_start(self, name: str) -> bool:
         """True once per container: a list taken a moment ago may still show one as
@@ -308,10 +293,7 @@ class DockerBackend:
         try:
             if workdir.is_dir():
                 # never through what the job left there
-                with safefs.create(workdir, streams["stdout"]) as out, \
-                        safefs.create(workdir, streams["stderr"]) as err:  # fmt: skip
-                    for stream, chunk in self._engine.logs(container.id):
-                        (err if stream == engineapi.STDERR else out).write(chunk)
+                engineapi.keep_output(container, workdir, streams["stdout"], streams["stderr"])
                 write_exit_record(workdir, code, message, step=step, oom=oom)
         except Unreachable:  # the engine went away (these are OSErrors too): ask again later
             raise

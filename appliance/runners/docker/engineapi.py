@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from appliance.runners.docker.engine import STDERR, Engine
+from appliance import safefs
+from appliance.errors import RunnerError
+from appliance.runners.docker.engine import STDERR, Conflict, Engine, ImageNotFound, NotFound
 from appliance.units import parse_size
 
-__all__ = ["STDERR", "Container", "body", "create", "exit_of", "listed"]
+__all__ = [
+    "STDERR",
+    "Container",
+    "body",
+    "create",
+    "create_or_get",
+    "exit_of",
+    "keep_output",
+    "listed",
+]
 
 
 @dataclass
@@ -108,6 +120,32 @@ def create(engine: Engine, image: str, options: dict[str, Any]) -> Container:
         "Id": made, "Name": f"/{name}", "State": {"Status": "created"},
         "Config": {"Labels": dict(options.get("labels") or {})},
     })  # fmt: skip
+
+
+def create_or_get(engine: Engine, options: dict[str, Any]) -> Container:
+    """Create the container of ``options`` (with its ``image``), or find it: created
+    before, by us or by an earlier run of the same job."""
+    options = dict(options)
+    image = str(options.pop("image"))
+    try:
+        return create(engine, image, options)
+    except ImageNotFound:
+        raise RunnerError(
+            f"image {image} is not available to the Docker engine: build or pull it"
+        ) from None
+    except Conflict:
+        try:  # submitted before: the same job, the same container
+            return get(engine, options["name"])
+        except NotFound:  # unless it is just gone
+            return create(engine, image, options)
+
+
+def keep_output(container: Container, workdir: Path, stdout: str, stderr: str) -> None:
+    """A finished container's two streams into the job's files (never through what the
+    job left there: appliance.safefs)."""
+    with safefs.create(workdir, stdout) as out, safefs.create(workdir, stderr) as err:
+        for stream, chunk in container.engine.logs(container.id):
+            (err if stream == STDERR else out).write(chunk)
 
 
 def get(engine: Engine, name: str) -> Container:
