@@ -104,14 +104,15 @@ def check_volumes(settings: Settings) -> int:
     """Each volume's space; a warning past ``disk_warning_percent``, a problem when new
     work is already refused for want of space."""
     problems = 0
-    for space in volumes(settings):
+    spaces = volumes(settings)
+    for space in spaces:
         print(f"{space.volume}: {space.path}: {format_size(space.free)} free of "
               f"{format_size(space.size)} ({space.used_percent:.0f}% full)")  # fmt: skip
         if settings.min_free_disk and space.free < settings.min_free_disk:
             problems += _problem(f"{space.volume}: less than min_free_disk "
                                  f"({format_size(settings.min_free_disk)}) is free: new "
                                  "uploads and jobs are refused (507)")  # fmt: skip
-    for warning in warnings(settings, volumes(settings)):
+    for warning in warnings(settings, spaces):
         print(f"warning: {warning}", file=sys.stderr)
     return problems
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from appliance.errors import ConfigError
 from appliance.jobdirs import directory_size
-from appliance.plan import JOBS
 from appliance.scheduler import retention
 from appliance.settings import Settings
 from appliance.states import FINAL
@@ -88,7 +87,7 @@ async def purge(
 
 
 async def _reading(store: Store) -> set[str]:
-    return {loc.path.split("/", 1)[0] for loc in await store.references() if loc.volume == JOBS}
+    return retention.jobs_read(await store.references())
 
 
 def _run(args: argparse.Namespace) -> int:

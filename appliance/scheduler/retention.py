@@ -25,7 +25,7 @@ from pathlib import Path
 
 from appliance.exits import record_dir
 from appliance.filerefs import inside
-from appliance.plan import JOBS, UPLOADS
+from appliance.plan import JOBS, UPLOADS, Location
 from appliance.settings import Settings
 from appliance.store import Store
 
@@ -42,6 +42,11 @@ class Swept:
     uploads: int = 0
     marked: int = 0
     leftovers: int = 0
+
+
+def jobs_read(reads: set[Location]) -> set[str]:
+    """The jobs whose outputs an unfinished job reads (``Store.references``)."""
+    return {loc.path.split("/", 1)[0] for loc in reads if loc.volume == JOBS}
 
 
 def grace_of(settings: Settings) -> float:
@@ -71,7 +76,7 @@ async def sweep(
     now = now or await store.now()
     grace = grace_of(settings) if grace is None else grace
     reads = await store.references()
-    read_jobs = {loc.path.split("/", 1)[0] for loc in reads if loc.volume == JOBS}
+    read_jobs = jobs_read(reads)
     read_uploads = {loc.path for loc in reads if loc.volume == UPLOADS}
 
     async def remove_job(job_id: str) -> str | None:
