@@ -128,3 +128,8 @@ class RunnerUnavailableError(RunnerError):
 class FilesUnansweredError(RunnerUnavailableError):
     """A read or write of the jobs' file system did not end in time (a hung network file
     system): asked again later, as an unreachable runner is."""
+
+
+class RunnerFaultError(RunnerUnavailableError):
+    """A runner's ``submit`` raised what it does not translate (a bug, an unexpected OS
+    error): the job is tried again as for an unreachable runner, then ends saying so."""

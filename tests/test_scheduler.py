@@ -19,6 +19,7 @@ from appliance.forms import validate
 from appliance.jobrecord import JobRecord
 from appliance.messaging import WakeSender
 from appliance.plan import Plan, PlanError, Step, job_location, plan_mapping
+from appliance.runners.base import StepRun
 from appliance.runners.memory import MemoryBackend
 from appliance.scheduler.core import Scheduler
 from appliance.scheduler.housekeeping import Housekeeping
@@ -180,6 +181,57 @@ async def test_unreachable_runner_fails_the_job_with_a_reason(
         await run.close()
     assert job["state"] == "ERROR"
     assert "unreachable" in str(job["error"]) and "switched off" in str(job["error"])
+
+
+class FaultyBackend(MemoryBackend):
+    """A backend whose ``submit`` raises what no backend should: an untranslated error."""
+
+    def __init__(self, volumes: Volumes, failures: int) -> None:
+        super().__init__(volumes)
+        self.failures = failures
+
+    async def submit(self, run: StepRun) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return await super().submit(run)
+
+
+async def test_an_untranslated_runner_fault_waits_saying_so_then_runs(
+    settings: Settings, store: Store
+) -> None:
+    service = write_probe(settings, "mem", backend="memory")
+    run = Running(settings, store, FaultyBackend(Volumes.local(settings), failures=2))
+    try:
+        job_id = await submit(store, service, "echo", "x")
+
+        async def waiting_on_the_runner() -> JobRecord | None:
+            job = await store.get_job(job_id)
+            return job if job and (job.get("waiting") or {}).get("reason") == "runner" else None
+
+        job = await wait_for(waiting_on_the_runner, timeout=10)
+        assert job["state"] == "ACCEPTED"
+        message = job["waiting"]["message"]
+        assert "failed unexpectedly: OSError" in message and "No space left" in message
+        job = await wait_final(store, job_id, timeout=15)
+    finally:
+        await run.close()
+    assert job["state"] == "COMPLETED"  # tried again after the faults, and then it ran
+
+
+async def test_a_runner_that_keeps_failing_unexpectedly_ends_the_job(
+    settings: Settings, store: Store
+) -> None:
+    service = write_probe(settings, "mem", backend="memory")
+    backend = FaultyBackend(Volumes.local(settings), failures=1000)
+    run = Running(settings, store, backend, submit_retry_seconds=1.0)
+    try:
+        job_id = await submit(store, service, "echo", "x")
+        job = await wait_final(store, job_id, timeout=15)
+    finally:
+        await run.close()
+    assert job["state"] == "ERROR"
+    assert "kept failing" in str(job["error"]) and "No space left" in str(job["error"])
 
 
 async def _field(store: Store, job_id: str, name: str) -> Any:

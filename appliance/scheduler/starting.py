@@ -9,7 +9,12 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 from appliance import metrics
-from appliance.errors import FilesUnansweredError, RunnerError, RunnerUnavailableError
+from appliance.errors import (
+    FilesUnansweredError,
+    RunnerError,
+    RunnerFaultError,
+    RunnerUnavailableError,
+)
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
 from appliance.plan import Plan, PlanError
@@ -136,6 +141,13 @@ class Starting(Base):
             metrics.RUNNER_ERRORS.labels(runner).inc()
             await self._end(job_id, JobState.ERROR, str(exc))
             return
+        except Exception as exc:  # a fault the backend did not translate (a bug, an OSError):
+            # never a silent loop; the job waits saying so, is tried again, then ends in ERROR
+            metrics.RUNNER_ERRORS.labels(runner).inc()
+            log.exception("job %s: runner %r failed unexpectedly", job_id, runner)
+            failure = f"it failed unexpectedly: {exc.__class__.__name__}: {exc}"
+            await self._retry_later(job, runner, RunnerFaultError(failure))
+            return
         now = await self.store.now()
         queued = waiting("queued", now, f"submitted to runner {runner}, waiting for it to start")
         fields: JobRecord = {"backend": self.catalogue.runners[runner].backend
@@ -206,7 +218,8 @@ class Starting(Base):
         first = job.get("first_failure_at") or now
         waited = (now - first).total_seconds()
         if waited >= self.submit_retry_seconds:
-            reason = f"runner {runner!r} was unreachable for {waited:.0f} s: {exc}"
+            how = "kept failing" if isinstance(exc, RunnerFaultError) else "was unreachable"
+            reason = f"runner {runner!r} {how} for {waited:.0f} s: {exc}"
             await self._end(job_id, JobState.ERROR, reason)
             return
         attempts = int(job.get("attempts") or 0) + 1
