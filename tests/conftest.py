@@ -3,7 +3,12 @@ starts (APPLIANCE_TEST_MONGODB_URI); without one they fail, never skip."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import io
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,6 +38,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
                 or module in SERVICE_MODULES or "bundle" in item.nodeid.split("/")):  # fmt: skip
             item.add_marker(pytest.mark.services)
+
+
+STUCK_AFTER = 180.0  # seconds of one test after which its asyncio tasks are printed
+STUCK_LOG = ROOT / "build" / "stuck-tasks.log"
+
+
+def _print_tasks(name: str) -> None:
+    """Print the stack of every task of every running event loop (from a timer thread:
+    the dump itself runs in the loop's own thread), so that a test stuck in an await
+    says where."""
+    loops = [o for o in gc.get_objects()
+             if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]  # fmt: skip
+
+    def dump() -> None:
+        tasks = asyncio.all_tasks()
+        text = io.StringIO()
+        print(f"\n--- {name}: {len(tasks)} asyncio tasks after {STUCK_AFTER:.0f} s ---",
+              file=text)  # fmt: skip
+        for task in tasks:
+            task.print_stack(file=text)
+        print(text.getvalue(), file=sys.stderr)  # shown with the test's report
+        STUCK_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with STUCK_LOG.open("a") as log:  # kept even if the run is killed
+            log.write(text.getvalue())
+
+    for loop in loops:
+        loop.call_soon_threadsafe(dump)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    timer = threading.Timer(STUCK_AFTER, _print_tasks, args=(item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture
