@@ -1,6 +1,6 @@
 """Live checks for ``appliance check``: is there room on the volumes, does the database
 answer, does a scheduler take wake-ups at each address, does each runner's engine
-answer, does it have the images the services name."""
+answer, does it have the images the services name, can the webhook secret be read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from appliance.errors import ConfigError, RunnerError, StoreError
 from appliance.messaging import WakeSender, wake_keys
 from appliance.runners.base import Probing
 from appliance.runners.config import create_backend
+from appliance.scheduler.notifying import load_secret
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.units import format_size
@@ -117,11 +118,25 @@ def check_volumes(settings: Settings) -> int:
     return problems
 
 
+def check_webhooks(settings: Settings) -> int:
+    """Whether the webhook secret can be read (when webhooks are on)."""
+    if settings.webhook_secret_file is None:
+        print("webhooks: off (no webhook_secret_file)")
+        return 0
+    try:
+        load_secret(settings.webhook_secret_file)
+    except ConfigError as exc:
+        return _problem(f"webhooks: {exc}")
+    print(f"webhooks: on, signed with the secret in {settings.webhook_secret_file}")
+    return 0
+
+
 async def live_checks(settings: Settings, catalogue: Catalogue) -> int:
     """Print what answers and what is missing; returns the number of problems."""
     problems = await asyncio.to_thread(check_volumes, settings)
     problems += await check_database(settings)
     problems += await check_wakeups(settings)
+    problems += check_webhooks(settings)
     for runner_id in sorted(catalogue.runners):
         problems += await check_runner(settings, catalogue, runner_id)
     return problems

@@ -86,3 +86,6 @@ class JobRecord(TypedDict, total=False):
     staging: bool
     tes_outputs: list[dict[str, str]]
     system_logs: list[str]
+    # a webhook (appliance.webhooks): url and state at submission; how its posts went, by
+    # the scheduler that sends it (appliance.scheduler.notifying)
+    notify: dict[str, Any]

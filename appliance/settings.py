@@ -305,6 +305,22 @@ class Settings:
         within(parse_duration, 0, 60),
         "how long POST /tasks may wait for all executors but the last to end (0: not)",
     )
+    # Webhooks (appliance/webhooks.py, docs/api.md): off until a secret is set
+    webhook_secret_file: Path | None = _setting(
+        None, optional_path,
+        "file holding the secret that signs webhook posts (16 bytes or more, e.g. "
+        "openssl rand -hex 32); jobs may name a webhook only when it is set",
+    )  # fmt: skip
+    webhook_private: bool = _setting(
+        False, as_bool, "let webhooks reach private and loopback addresses"
+    )
+    webhook_retry_for: float = _setting(
+        86400.0, within(parse_duration, 60, 30 * DAY),
+        "how long a webhook that fails is tried again (with back-off) before it is given up",
+    )  # fmt: skip
+    webhook_timeout: float = _setting(
+        10.0, within(parse_duration, 1, 300), "longest wait for a webhook's receiver to answer"
+    )
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})
 
     @classmethod

@@ -55,7 +55,10 @@ def planning_environment(catalogue: Catalogue, environ: Mapping[str, str]) -> di
 
 async def record(store: Store, job: JobRecord, wake: Wake | None) -> None:
     """Store a new job; an ACCEPTED one is claimable from this write on, and ``wake``
-    (a scheduler's wake-up, a hint) goes after it."""
+    (a scheduler's wake-up, a hint) goes after it. A job that names a webhook gets its
+    notice first, so that no recorded job lacks one (``appliance.store.notices``)."""
+    if "notify" in job:
+        await store.notices.add(str(job["_id"]), str(job["notify"]["url"]), job["submitted_at"])
     await store.insert_job(job)
     if wake is not None and is_active(job):
         await wake(job)
@@ -70,11 +73,13 @@ async def record_job(
     client: str = "",
     counted: bool = True,
     request_id: str = "",
+    webhook: str | None = None,
     wake: Wake | None = None,
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
-    when no plan can be made. (``counted``: in the usage statistics.)"""
+    when no plan can be made. (``counted``: in the usage statistics; ``webhook``: a URL
+    posted to when it ends, checked by the caller.)"""
     job_id = new_id()
     now = await store.now()
     job: JobRecord = {
@@ -90,6 +95,8 @@ async def record_job(
     }
     if request_id:
         job["request_id"] = request_id
+    if webhook:
+        job["notify"] = {"url": webhook, "state": "pending"}
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
         job["runner"], job["plan"] = planned.runner, planned.plan.stored()

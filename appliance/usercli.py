@@ -119,7 +119,8 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     for name, path in files:
         if not path.is_file():
             raise ClientError(f"--file {name}={path}: no such file")
-    job_id = client.submit(args.service, _split(args.set, "--set"), files)
+    values = _split(args.set, "--set") + ([("_webhook", args.webhook)] if args.webhook else [])
+    job_id = client.submit(args.service, values, files)
     if not (args.wait or args.download):
         if args.json:
             _json(client.job(job_id))
@@ -251,6 +252,8 @@ def add_commands(sub: Any) -> None:
     submit.add_argument(
         "--wait", action="store_true", help="wait for the end; the exit code follows it"
     )
+    submit.add_argument("--webhook", metavar="URL", help="a web address the appliance posts "
+                        "the job's end to, signed (where the site sends webhooks)")  # fmt: skip
     submit.add_argument(
         "--download", type=Path, metavar="DIR", help="wait, then download every output into DIR"
     )

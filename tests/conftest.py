@@ -114,6 +114,7 @@ async def store(mongodb_uri: str, database_name: str) -> AsyncIterator[Store]:
         store.cancels,
         store.schedulers,
         store.marks,
+        store.collection("notices"),
     ):
         await collection.delete_many({})
     yield store

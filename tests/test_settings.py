@@ -91,7 +91,7 @@ def _sample(key: str) -> tuple[str, object]:
         return "A" * 64, "a" * 64
     if isinstance(default, bool):
         return str(not default).lower(), not default
-    if key.endswith("_retention"):
+    if key.endswith("_retention") or key == "webhook_retry_for":
         return "2d", 2 * 86400.0
     if key.endswith("_bytes"):
         return "7M", 7 * 1024**2

@@ -22,11 +22,12 @@ import httpx
 import pytest
 import tes
 
-from appliance import cli
+from appliance import cli, webhooks
 from appliance.tes.auth import Clients, load_clients
 from appliance.tes.task import image_allowed
 from tests.conftest import ROOT
 from tests.helpers import TEST_IMAGE, build_test_image
+from tests.test_webhooks import SECRET, receiver
 from tests.web.stack import Stack, running_stack
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-9876543210"
@@ -102,12 +103,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str, database_n
     clients.write_text("".join(f"{name} {hashlib.sha256(token.encode()).hexdigest()}\n"
                                for name, token in (("alice", ALICE), ("bob", BOB))))  # fmt: skip
     runners = {"docker": "backend: docker\noptions: {stop_grace: 1}\n"}
+    secret = root / "webhook.secret"
+    secret.write_bytes(SECRET)
     # A client's unfinished tasks are capped as an address's jobs (100 by default): the
     # module's tests together leave more than that unfinished at times.
     with running_stack(root, mongodb_uri, database_name, runners=runners, tes_enabled=True,
                        tes_tokens_file=str(clients), tes_images=[TEST_IMAGE, "alpine:"],
                        tes_file_roots=[str(shared)], tes_fetch_private=True,
-                       client_max_active_jobs=1000) as stack:  # fmt: skip
+                       client_max_active_jobs=1000, webhook_private=True,
+                       webhook_secret_file=str(secret)) as stack:  # fmt: skip
         yield stack
 
 
@@ -171,6 +175,27 @@ def test_a_workflow_task_end_to_end(stack: Stack, files: Files, shared: Path) ->
     listed = httpx.get(f"{stack.proxy}/api/jobs/{task_id}/files").json()["files"]
     count = [f for f in listed if f["path"] == "fs/scratch/count.txt"]
     assert count and httpx.get(stack.proxy + count[0]["@content"]).text.startswith("3")
+
+
+def test_a_task_that_names_a_webhook_is_posted_when_it_ends(stack: Stack) -> None:
+    cli = client(stack)
+    with receiver() as hook:
+        task_id = cli.create_task(tes.Task(
+            executors=[tes.Executor(image=TEST_IMAGE, command=["sh", "-c", "exit 3"])],
+            tags={"appliance-webhook": hook.url}))  # fmt: skip
+        assert wait(cli, task_id).state == "EXECUTOR_ERROR"
+        deadline = time.monotonic() + 30
+        while not hook.posts:
+            assert time.monotonic() < deadline, "no post within 30 s of the end"
+            time.sleep(0.1)
+    headers, body = hook.posts[0]
+    webhooks.verify(SECRET, headers["appliance-signature"], body, now=time.time())
+    sent = json.loads(body)
+    assert sent["id"] == task_id and sent["url"] == f"/ga4gh/tes/v1/tasks/{task_id}"
+    assert sent["status"] == "FAILED"  # the job's state; TES says EXECUTOR_ERROR
+    refused = post(stack, {"executors": [{"image": TEST_IMAGE, "command": ["true"]}],
+                           "tags": {"appliance-webhook": "ftp://example.org/x"}})  # fmt: skip
+    assert refused.status_code == 400 and "appliance-webhook" in refused.json()["message"]
 
 
 def test_a_failing_executor_stops_the_rest_unless_ignored(stack: Stack) -> None:

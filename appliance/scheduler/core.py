@@ -13,6 +13,7 @@ for. Its tasks:
 - renew: leases, and the scheduler's presence;
 - housekeeping: slow chores on their own cadence (``housekeeping``);
 - service tests: each service file's tests, at start and every interval (``servicetests``);
+- webhooks: posts for ended jobs that name one (``notifying``), when a secret is set;
 - heartbeat: touches a file while dispatch and monitor keep completing rounds.
 
 On stop it takes no new work, cancels starts still in progress, gives every lease back
@@ -33,6 +34,7 @@ from appliance.runners.base import Notifying
 from appliance.scheduler.base import log
 from appliance.scheduler.following import Following
 from appliance.scheduler.housekeeping import Housekeeping
+from appliance.scheduler.notifying import Notifier, load_secret
 from appliance.scheduler.servicetests import ServiceTests
 
 START_GRACE = 1.0  # seconds that starts in progress get to finish when the scheduler stops
@@ -41,6 +43,7 @@ START_GRACE = 1.0  # seconds that starts in progress get to finish when the sche
 class Scheduler(Following):
     async def run(self, stop: asyncio.Event, *, housekeeping: Housekeeping | None = None) -> None:
         receiver = self._receiver() if self.listen else None
+        notifier = self._notifier() if self.settings.webhook_secret_file is not None else None
         chores = housekeeping or Housekeeping(self)
         with contextlib.suppress(StoreError):
             await self.store.claims.announce(self.owner, self.runners)
@@ -54,6 +57,7 @@ class Scheduler(Following):
             asyncio.create_task(chores.run(), name="housekeeping"),
             *([asyncio.create_task(ServiceTests(self).run(), name="service tests")]
               if self.settings.service_tests else []),
+            *([asyncio.create_task(notifier.run(), name="webhooks")] if notifier else []),
             *(asyncio.create_task(self._follow_changes(name, backend), name=f"changes {name}")
               for name, backend in self.backends.items() if isinstance(backend, Notifying)),
         ]  # fmt: skip
@@ -77,6 +81,9 @@ class Scheduler(Following):
             raise ConfigError(f"a scheduler listens on one address; scheduler_address names "
                               f"{len(addresses)}: {', '.join(addresses)}", key="scheduler_address")  # fmt: skip
         return WakeReceiver(addresses[0], keys=wake_keys(self.settings))
+
+    def _notifier(self) -> Notifier:
+        return Notifier(self.store, self.settings, load_secret(self.settings.webhook_secret_file))
 
     def held_counts(self) -> list[tuple[str, str, int]]:
         """The jobs this scheduler follows, by runner and state (a gauge of its metrics)."""

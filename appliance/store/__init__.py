@@ -4,6 +4,7 @@ Store
 ├── connection  the client, time limits, retries, the server's clock, per-job locks
 ├── jobs        job documents: record, read, list, count, move between states, cancel
 ├── claims      claims and leases (``Store.claims``), schedulers' presence
+├── notices     webhooks still to be sent (``Store.notices``)
 ├── files       upload records, service health
 ├── upkeep      what retention and housekeeping read and mark
 ├── indexes     the indexes each query needs (on servers that use them)
@@ -18,6 +19,7 @@ from typing import Any
 from appliance.store import formats, indexes
 from appliance.store.claims import Claims, check_server
 from appliance.store.connection import Doc, new_id, utcnow
+from appliance.store.notices import Notices
 from appliance.store.upkeep import Upkeep
 
 __all__ = ["Doc", "Store", "new_id", "utcnow"]
@@ -27,6 +29,7 @@ class Store(Upkeep):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.claims = Claims(self)
+        self.notices = Notices(self)
 
     async def check_claims(self) -> str:
         """How this server serves claims (a line for the logs); ConfigError if it

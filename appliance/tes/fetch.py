@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from appliance.settings import Settings
+from appliance.webhooks import public_address
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -27,11 +28,13 @@ class FetchError(Exception):
     """An http(s) input could not be fetched, or an output not sent."""
 
 
-async def _check_host(url: str, settings: Settings) -> None:
+async def check_host(url: str, *, private: bool, allowed_by: str) -> None:
+    """FetchError unless ``url`` is http(s) and its host resolves to public addresses
+    only (or ``private``, the setting named ``allowed_by``, lets any through)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"{url}: only http and https are fetched")
-    if settings.tes_fetch_private:
+    if private:
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
@@ -40,13 +43,13 @@ async def _check_host(url: str, settings: Settings) -> None:
         raise FetchError(f"{url}: cannot resolve {parts.hostname}: {exc}") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        # not global: private, loopback, link-local, reserved, and the shared address space
-        # 100.64.0.0/10 (carrier NAT, where some clouds keep their metadata service)
-        if not address.is_global or address.is_multicast:
+        if not public_address(address):
             raise FetchError(f"{url}: {parts.hostname} is not a public address "
-                             f"({address}); setting tes_fetch_private allows it")  # fmt: skip
+                             f"({address}); setting {allowed_by} allows it")  # fmt: skip
+
+
+async def _check_host(url: str, settings: Settings) -> None:
+    await check_host(url, private=settings.tes_fetch_private, allowed_by="tes_fetch_private")
 
 
 async def fetch(url: str, sink: BinaryIO, settings: Settings) -> int:
@@ -93,3 +96,16 @@ async def put(source: BinaryIO, size: int, url: str, settings: Settings) -> None
         raise FetchError(f"{url}: {exc}") from None
     if response.status_code >= 300:
         raise FetchError(f"{url}: the upload answered {response.status_code}")
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
+               private: bool, allowed_by: str) -> int:  # fmt: skip
+    """POST ``body`` to ``url`` (no redirects followed, the host checked as for a fetch);
+    the status answered. FetchError when nothing answers."""
+    await check_host(url, private=private, allowed_by=allowed_by)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{url}: {exc.__class__.__name__}: {exc}") from None
+    return response.status_code

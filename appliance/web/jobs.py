@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance.errors import FormErrors
+from appliance import webhooks
+from appliance.errors import FormErrors, ValidationError
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
 from appliance.logs import REQUEST_ID, job_fields
@@ -70,7 +71,8 @@ async def read_service_form(
     uploaded ids beside new files in one form, as to the previous system)."""
     return await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset(),
-        known=frozenset(service.parameters) | extra, max_files=state.settings.upload_max_files,
+        known=frozenset(service.parameters) | extra | {webhooks.FIELD},
+        max_files=state.settings.upload_max_files,
     )  # fmt: skip
 
 
@@ -99,6 +101,7 @@ async def _accept(
     """Validate the form, keep its files and record the job; ``recorded`` gets the ids of
     the file records made (so that a failure after them can take them back)."""
     raw: dict[str, list[RawValue]] = {name: list(values) for name, values in form.fields.items()}
+    webhook = None if webhooks.FIELD in service.parameters else webhook_of(state.settings, raw)
     saved = form.saved()
     kinds = await sniff_all([f.path for f in saved], sum(f.size for f in saved))
     sniffed = {f.id: kind for f, kind in zip(saved, kinds, strict=True)}
@@ -112,11 +115,29 @@ async def _accept(
                                                     f.media_type or sniffed[f.id]))  # fmt: skip
         recorded.append(f.id)
     job = await record_job(state.store, state.planner, service, values, client=client,
-                           request_id=REQUEST_ID.get() or "", wake=state.wake)  # fmt: skip
+                           request_id=REQUEST_ID.get() or "", webhook=webhook,
+                           wake=state.wake)  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
     outcome = "rejected" if JobState(job["state"]).finished else "accepted"
     SUBMISSIONS.labels(service.id, outcome).inc()
     return job
+
+
+def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None:
+    """The webhook a submission names (taken out of ``raw``), checked; FormErrors if it
+    is not taken here."""
+    values = [str(v) for v in raw.pop(webhooks.FIELD, []) if str(v).strip()]
+    if not values:
+        return None
+    try:
+        if len(values) > 1:
+            raise webhooks.WebhookError("name one webhook")
+        if settings.webhook_secret_file is None:
+            raise webhooks.WebhookError("this site sends no webhooks (no webhook_secret_file "
+                                        "is set)")  # fmt: skip
+        return webhooks.check_url(values[0].strip(), private=settings.webhook_private)
+    except webhooks.WebhookError as exc:
+        raise FormErrors([ValidationError(webhooks.FIELD, "invalid", str(exc))]) from None
 
 
 def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:

@@ -151,6 +151,25 @@ SCHEMAS: Json = {
             "status": {"type": "string", "enum": [s.value for s in JobState]},
             "error": {"type": "string", "nullable": True},
             "exitCode": {"type": "integer", "nullable": True},
+            "waiting": {
+                "type": "object",
+                "description": "why a job that is not running waits (docs/api.md)",
+                "properties": {
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "since": TIME,
+                },
+            },
+            "webhook": {
+                "type": "object",
+                "description": "how the webhook the job named went (the form field _webhook)",
+                "properties": {
+                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "attempts": {"type": "integer"},
+                    "deliveredAt": TIME,
+                    "error": {"type": "string"},
+                },
+            },
         },
     },
     "JobList": {

@@ -109,7 +109,24 @@ def job_json(job: JobRecord) -> Json:
         "exitCode": job.get("exit_code"),
         "startTime": timestamp(job.get("started_at")),
         **waiting_json(job, state),
+        **webhook_json(job),
     }
+
+
+def webhook_json(job: JobRecord) -> Json:
+    """``webhook``: how the job's webhook went (pending, delivered, failed), its attempts,
+    when it was delivered, the last error; absent for a job without one. Never its URL
+    (which may carry the receiver's own secret). An addition (docs/api.md)."""
+    notify = job.get("notify")
+    if not isinstance(notify, dict):
+        return {}
+    shown: Json = {"status": str(notify.get("state") or "pending"),
+                   "attempts": int(notify.get("attempts") or 0)}  # fmt: skip
+    if notify.get("delivered_at") is not None:
+        shown["deliveredAt"] = timestamp(notify["delivered_at"])
+    if notify.get("error"):
+        shown["error"] = public_text(str(notify["error"]))
+    return {"webhook": shown}
 
 
 def waiting_json(job: JobRecord, state: JobState) -> Json:

@@ -20,8 +20,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance import __version__
+from appliance import __version__, webhooks
 from appliance.jobrecord import JobRecord
+from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import new_id
 from appliance.submission import record
@@ -93,10 +94,28 @@ async def create_task(request: Request) -> Response:
                       "task": accepted.document, "runner": accepted.runner,
                       "plan": accepted.plan.stored(),
                       "waiting": waiting("scheduler", now)}  # fmt: skip
+    webhook = _webhook(state.settings, accepted.document)
+    if webhook:
+        job["notify"] = {"url": webhook, "state": "pending"}
     await record(state.store, job, state.wake)
     state.store.accepted_job(f"owner:{owner}", quotas.WAITING)  # counted at once, for its cap
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})
+
+
+def _webhook(settings: Settings, task: dict[str, Any]) -> str | None:
+    """The webhook a task names in its tag ``appliance-webhook``, checked (400 if not
+    taken here)."""
+    url = str((task.get("tags") or {}).get(webhooks.TAG) or "").strip()
+    if not url:
+        return None
+    if settings.webhook_secret_file is None:
+        raise ApiError(400, f"tag {webhooks.TAG}: this site sends no webhooks "
+                            "(no webhook_secret_file is set)")  # fmt: skip
+    try:
+        return webhooks.check_url(url, private=settings.webhook_private)
+    except webhooks.WebhookError as exc:
+        raise ApiError(400, f"tag {webhooks.TAG}: {exc}") from None
 
 
 async def _wait_briefly(request: Request, job_id: str, executors: int, seconds: float) -> None:

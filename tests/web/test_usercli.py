@@ -88,6 +88,11 @@ def test_refusals_are_exit_4_with_the_servers_message(stack: Stack, tmp_path: Pa
     nowhere = appliance(stack, "watch", "abc", "--url=http://127.0.0.1:9")
     assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr
     assert "Traceback" not in no_input.stderr + unknown.stderr + nowhere.stderr
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    hooked = appliance(stack, "submit", "upper", f"--file=input={source}",
+                       "--webhook=https://hooks.example.org/x")  # fmt: skip
+    assert hooked.returncode == 4 and "sends no webhooks" in hooked.stderr, hooked.stderr
 
 
 def test_jobs_lists_with_the_operators_token_only(stack: Stack) -> None:

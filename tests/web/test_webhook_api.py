@@ -1,0 +1,91 @@
+"""A job names a webhook in the form (the API and the pages alike): checked at once,
+recorded with its notice, shown back without its URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+from starlette.testclient import TestClient
+
+from appliance.settings import Settings
+from appliance.web.app import create_app
+
+DB = Database[dict[str, Any]]
+HOOK = "https://hooks.example.org/appliance?token=receiver-secret"
+
+
+@pytest.fixture
+def hooked(web_settings: Settings, db: DB, tmp_path: Path) -> Iterator[TestClient]:
+    secret = tmp_path / "webhook.secret"
+    secret.write_text("0123456789abcdef0123456789abcdef\n")
+    db["notices"].delete_many({})
+    settings = replace(web_settings, webhook_secret_file=secret)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_job_names_its_webhook_and_the_api_shows_how_it_goes(hooked: TestClient, db: DB) -> None:
+    response = hooked.post("/api/services/echo/jobs", data={"words": "hi", "_webhook": HOOK})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["webhook"] == {"status": "pending", "attempts": 0}
+    assert "receiver-secret" not in response.text  # the URL is never shown back
+    shown = hooked.get(f"/api/jobs/{job['id']}").json()
+    assert shown["webhook"] == {"status": "pending", "attempts": 0}
+    assert "_webhook" not in shown["parameters"]
+    notice = db["notices"].find_one({"_id": job["id"]})
+    assert notice is not None and notice["url"] == HOOK and notice["attempts"] == 0
+    stored = db["jobs"].find_one({"_id": job["id"]})
+    assert stored is not None and stored["notify"] == {"url": HOOK, "state": "pending"}
+    # a job without one shows no key, and gets no notice
+    plain = hooked.post("/api/services/echo/jobs", data={"words": "hi"}).json()
+    assert "webhook" not in plain and db["notices"].count_documents({}) == 1
+
+
+@pytest.mark.parametrize(("hook", "words"), [
+    ("http://127.0.0.1:9/hook", "not a public address"),
+    ("http://169.254.169.254/latest", "not a public address"),
+    ("file:///etc/passwd", "http:// or https://"),
+])  # fmt: skip
+def test_a_webhook_that_is_not_taken_is_a_form_error(
+    hooked: TestClient, db: DB, hook: str, words: str
+) -> None:
+    response = hooked.post("/api/services/echo/jobs", data={"words": "hi", "_webhook": hook})
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [e["parameter"] for e in errors] == ["_webhook"] and words in errors[0]["message"]
+    assert db["jobs"].count_documents({}) == 0 and db["notices"].count_documents({}) == 0
+
+
+def test_a_site_without_a_secret_takes_no_webhooks(client: TestClient, db: DB) -> None:
+    response = client.post("/api/services/echo/jobs", data={"words": "hi", "_webhook": HOOK})
+    assert response.status_code == 422
+    assert "no webhook_secret_file" in response.json()["errors"][0]["message"]
+    assert db["jobs"].count_documents({}) == 0
+
+
+def test_the_pages_form_takes_a_webhook_too(hooked: TestClient, db: DB) -> None:
+    page = hooked.get("/services/echo")
+    assert 'name="_webhook"' in page.text
+    response = hooked.post("/services/echo", data={"words": "hi", "_webhook": HOOK},
+                           follow_redirects=False)  # fmt: skip
+    assert response.status_code in (302, 303), response.text
+    job_id = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+    stored = db["jobs"].find_one({"_id": job_id})
+    assert stored is not None and stored["notify"]["url"] == HOOK
+
+
+def test_the_pages_say_what_is_wrong_with_a_webhook_beside_its_field(hooked: TestClient) -> None:
+    response = hooked.post("/services/echo", data={"words": "hi", "_webhook": "http://10.0.0.1/"})
+    assert response.status_code == 422
+    assert 'id="webhook-error"' in response.text and "not a public address" in response.text
+    assert 'value="http://10.0.0.1/"' in response.text  # kept, to be corrected
+
+
+def test_the_pages_form_has_no_webhook_field_where_the_site_sends_none(client: TestClient) -> None:
+    assert 'name="_webhook"' not in client.get("/services/echo").text
