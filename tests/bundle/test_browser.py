@@ -109,6 +109,7 @@ def test_clustal_omega_from_the_front_page_to_the_downloaded_alignment(
     page.evaluate("() => { window.stayed = 'yes'; }")
     assert wait_for_end(page) == "COMPLETED"
     assert page.evaluate("() => window.stayed") == "yes"  # followed live, never reloaded
+    expect(page).to_have_title(f"[COMPLETED] Job {job_id} · appliance")  # seen from another tab
     params = httpx.get(f"{bundle}/api/jobs/{job_id}").json()["parameters"]
     assert params["iterations"] == "2" and params["dealign"] == "true"
 
@@ -186,14 +187,26 @@ def _slow_input(path: Path) -> None:
 def test_a_long_job_is_cancelled_from_its_page(page: Page, bundle: str, tmp_path: Path) -> None:
     slow = tmp_path / "many.fa"
     _slow_input(slow)
+    page.context.grant_permissions(["notifications"], origin=bundle)
     page.goto(f"{bundle}/services/mafft")
     page.get_by_label("Strategy").select_option("G-INS-i")
     page.get_by_label("Maximum iterations").fill("1000")
     page.get_by_label(re.compile(r"^Sequences")).set_input_files(str(slow))
     page.get_by_role("button", name="Submit the job").click()
     expect(page.locator("#job-status")).to_have_text("RUNNING", timeout=120_000)
+    # "Tell me when it ends": the browser's notification (granted before the page opened)
+    page.evaluate("""() => { window.told = []; const Real = window.Notification;
+        window.Notification = function (title, options) { window.told.push(title); };
+        window.Notification.permission = "granted";
+        window.Notification.requestPermission = () => Real.requestPermission(); }""")
+    page.get_by_role("button", name="Tell me when it ends").click()
+    expect(page.locator("#tell-me-note")).to_contain_text("You will be told when it ends")
     page.get_by_role("button", name="Cancel the job").click()
-    assert wait_for_end(page) in ("INTERRUPTED", "DELETED")
+    ended = wait_for_end(page)
+    assert ended in ("INTERRUPTED", "DELETED")
+    job_id = page.url.rsplit("/", 1)[1]
+    assert page.evaluate("() => window.told") == [f"Job {job_id}: {ended}"]
+    expect(page).to_have_title(re.compile(rf"^\[{ended}\] Job {job_id}"))
     expect(page.get_by_role("button", name="Cancel the job")).to_have_count(0)
 
 

@@ -158,12 +158,33 @@
     remember({ id: id, service: box.dataset.service, serviceName: box.dataset.serviceName,
                submitted: box.dataset.submitted, status: box.dataset.status });
     if (box.dataset.finished === "true") return;
+    var title = document.title, tell = $("#tell-me"), told = $("#tell-me-note"), notify = false;
+    // The tab's title carries the state (seen from another tab); a browser notification
+    // at the end if asked for. Neither polls more than the page already does.
+    function titled(state) { document.title = "[" + state + "] " + title; }
+    titled(box.dataset.status);
+    if (tell && "Notification" in window && Notification.permission !== "denied") {
+      tell.hidden = false;
+      tell.addEventListener("click", function () {
+        Notification.requestPermission().then(function (answer) {
+          notify = answer === "granted";
+          told.textContent = notify ? "You will be told when it ends (keep this page open)."
+                                    : "Your browser will not show notifications; the tab's title shows the state.";
+          tell.hidden = notify;
+        });
+      });
+    }
+    function ended(state) {
+      titled(state);
+      if (notify) { try { new Notification("Job " + id + ": " + state, { body: box.dataset.serviceName, tag: id }); } catch (e) { /* not allowed here */ } }
+    }
     function set(id, text) { var el = document.getElementById(id); if (el) el.textContent = text || "—"; }
     function poll() {
       fetch("/api/jobs/" + id, { headers: { Accept: "application/json" }, cache: "no-store" })
         .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
         .then(function (job) {
           if (status.textContent !== job.status) {
+            titled(job.status);
             status.textContent = job.status;
             status.className = "status status-" + job.status.toLowerCase();
           }
@@ -178,7 +199,7 @@
           }
           if (job.error) { var e = $("#job-error"); e.textContent = job.error; e.hidden = false; }
           remember({ id: id, status: job.status });
-          if (job.finished) return finish();
+          if (job.finished) { ended(job.status); return finish(); }
           fetch("/jobs/" + id + "/tail", { cache: "no-store" }).then(function (r) { return r.ok ? r.json() : null; })
             .then(function (t) { if (t) { $("#tail-stdout").textContent = t.stdout; $("#tail-stderr").textContent = t.stderr; } })
             .catch(function () {});
@@ -189,6 +210,7 @@
     }
     function finish() {
       var cancel = $("#cancel-form"); if (cancel) cancel.hidden = true;
+      if (tell) tell.hidden = true;
       box.dataset.finished = "true";
       fetch("/jobs/" + id + "/outputs", { cache: "no-store" })
         .then(function (r) { return r.text(); })
