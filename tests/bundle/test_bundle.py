@@ -16,14 +16,18 @@ import httpx
 import pytest
 from slivka_client import SlivkaClient
 
+from appliance import webhooks
 from tests.bundle.compose import (
+    PROJECT,
     PROTEINS,
     assert_alignment_of_the_input,
     compose,
     read_clustal,
     read_fasta,
+    wait_status,
 )  # fmt: skip
 from tests.conftest import ROOT
+from tests.test_webhooks import receiver
 
 
 def run_job(client: SlivkaClient, service_id: str, data: dict[str, object]) -> dict[str, str]:
@@ -129,6 +133,40 @@ def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
         head = connection.recv(4096).decode()
     assert head.startswith("HTTP/1.1 413"), head
     assert '"status": 413' in head or '"status":413' in head
+
+
+def test_a_job_that_names_a_webhook_is_posted_signed_when_it_ends(bundle: str) -> None:
+    """Through the proxy, a real Clustal Omega job names a receiver on this host; the
+    scheduler's container posts its end, signed with the secret scripts/up made."""
+    network = f"{PROJECT}_back"
+    gateway = subprocess.run(
+        ["docker", "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", network],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    secret = compose("exec", "-T", "scheduler", "cat", "/etc/appliance/wake/webhook.secret")
+    assert secret.returncode == 0 and len(secret.stdout.strip()) == 64, secret.stderr
+    with receiver(host=gateway, listen="0.0.0.0") as hook:
+        answer = httpx.post(f"{bundle}/api/services/clustalo/jobs", timeout=30,
+                            data={"_webhook": hook.url},
+                            files={"input": ("proteins.fa", PROTEINS.read_bytes())})  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        assert answer.json()["webhook"] == {"status": "pending", "attempts": 0}
+        assert wait_status(bundle, job_id)["status"] == "COMPLETED"
+        deadline = time.monotonic() + 30
+        while not hook.posts:
+            assert time.monotonic() < deadline, "no post within 30 s of the job's end"
+            time.sleep(0.2)
+    headers, body = hook.posts[0]
+    webhooks.verify(secret.stdout.strip().encode(), headers["appliance-signature"], body,
+                    now=time.time())  # fmt: skip
+    assert json.loads(body)["id"] == job_id
+    shown = httpx.get(f"{bundle}/api/jobs/{job_id}").json()["webhook"]
+    assert shown["status"] == "delivered" and shown["attempts"] == 1
+    refused = httpx.post(f"{bundle}/api/services/clustalo/jobs",
+                         data={"_webhook": "file:///etc/passwd"},
+                         files={"input": ("proteins.fa", PROTEINS.read_bytes())})  # fmt: skip
+    assert refused.status_code == 422 and "_webhook" in refused.text
 
 
 def test_only_the_scheduler_holds_the_docker_socket(bundle: str) -> None:
