@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from appliance import safefs
 from appliance.jobrecord import JobRecord
+from appliance.pages import alignments, trees
+from appliance.pages.alignments import AlignmentView
+from appliance.pages.trees import TreeView
 from appliance.plan import plan_mapping
 from appliance.units import format_size
 
@@ -22,6 +25,8 @@ TEXT_TYPES = {
     "application/clustal", "application/fasta", "application/json", "application/x-stockholm",
     "application/xml", "application/x-nh", "chemical/x-pdb",
 }  # fmt: skip
+ALIGNMENT_TYPES = {"application/clustal", "application/fasta"}
+TREE_TYPES = {"text/x-nh", "application/x-nh", "text/x-newick"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,9 @@ class OutputView:
     preview: str | None
     truncated: bool
     empty: bool = False
+    alignment: AlignmentView | None = None  # drawn (appliance.pages.alignments)
+    tree: TreeView | None = None  # drawn (appliance.pages.trees)
+    not_drawn: str = ""  # why an alignment or tree is shown as text only
 
     @property
     def download_name(self) -> str:
@@ -82,13 +90,40 @@ def _outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:
         else:
             data, total = read
             preview, truncated = (_preview(data) if data else None), total > len(data)
-        views.append(OutputView(
+        view = OutputView(
             label=str(output.get("name") or output.get("id") or path), path=path,
             media_type=media_type, size=format_size(total) if total >= 0 else "",
             url=f"{jobs_url}/{job['_id']}/{quote(path)}", preview=preview, truncated=truncated,
             empty=total == 0,
-        ))  # fmt: skip
+        )  # fmt: skip
+        views.append(_drawn(view, workdir, total) if total > 0 else view)
     return views
+
+
+def _drawn(view: OutputView, workdir: Path, total: int) -> OutputView:
+    """``view`` with its alignment or tree drawn, or the reason it is not."""
+    media_type = view.media_type
+    if media_type in ALIGNMENT_TYPES:
+        limit, name = alignments.MAX_BYTES, "alignment"
+    elif media_type in TREE_TYPES:
+        limit, name = trees.MAX_BYTES, "tree"
+    else:
+        return view
+    if total > limit:
+        return replace(view, not_drawn=f"This {name} is too large to draw here "
+                                       f"({format_size(total)}): its text is below.")  # fmt: skip
+    read = _read(workdir, view.path, limit, from_end=False)
+    if read is None:
+        return view
+    text = read[0].decode("utf-8", errors="replace")
+    try:
+        if name == "alignment":
+            return replace(view, alignment=alignments.read_alignment(text, media_type))
+        return replace(view, tree=trees.read_tree(text))
+    except alignments.Unaligned:
+        return view
+    except (alignments.NotAnAlignment, trees.NotATree) as exc:
+        return replace(view, not_drawn=f"Not drawn: {exc}.")
 
 
 async def outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:

@@ -101,6 +101,7 @@ def test_clustal_omega_from_the_front_page_to_the_downloaded_alignment(
     expect(guide).to_be_visible()
     page.get_by_label(re.compile(r"^Sequences")).set_input_files(str(PROTEINS))
     page.get_by_label("Dealign input").check()
+    page.get_by_label("Output the guide tree").check()
     check(page, "02-clustalo-form")
     page.get_by_role("button", name="Submit the job").click()
 
@@ -115,7 +116,18 @@ def test_clustal_omega_from_the_front_page_to_the_downloaded_alignment(
 
     preview = page.locator("details.preview").first
     expect(preview.locator("pre")).to_contain_text("CLUSTAL")
+    # the alignment drawn, with its tracks, and the guide tree as a tree
+    assert_drawn_alignment(page, "Alignment")
+    tree = page.locator("figure.tree-view svg")
+    expect(tree).to_be_visible()
+    leaves = sorted(tree.locator("text").all_text_contents())
+    assert leaves == sorted(INPUT), leaves
+    expect(tree.locator("line")).to_have_count(3 * len(INPUT) - 3)  # a binary tree's
     check(page, "03-job-completed")
+    page.locator("figure.alignment-view").screenshot(
+        path=str(SCREENSHOTS / "07-clustalo-alignment.png")
+    )
+    tree.screenshot(path=str(SCREENSHOTS / "08-clustalo-guide-tree.png"))
     files = httpx.get(f"{bundle}/api/jobs/{job_id}/files").json()["files"]
     alignment = next(f for f in files if f["path"] == "alignment.aln")
     expected = httpx.get(bundle + alignment["@content"]).content
@@ -174,7 +186,25 @@ def test_the_other_tools_run_from_their_example(page: Page, bundle: str, service
     page.get_by_role("button", name="Submit the job").click()
     assert wait_for_end(page) == "COMPLETED"
     expect(page.locator("details.preview pre").first).to_contain_text(">sp|P69905|HBA_HUMAN")
+    assert_drawn_alignment(page, "Alignment")
     check(page, f"06-{service}-job")
+    page.locator("figure.alignment-view").screenshot(
+        path=str(SCREENSHOTS / f"07-{service}-alignment.png")
+    )
+
+
+def assert_drawn_alignment(page: Page, label: str) -> None:
+    """The job page draws the output ``label`` as an alignment of the example's
+    sequences, with its conservation and consensus tracks, scrolled sideways."""
+    view = page.locator("figure.alignment-view").first
+    expect(view).to_be_visible()
+    names = view.locator("tbody tr:not(.ruler):not(.track) th").all_text_contents()
+    assert sorted(n.split("|")[-1] for n in names) == sorted(k.split("|")[-1] for k in INPUT), names
+    expect(view.locator("tr.track th")).to_have_text(["Conservation", "Consensus"])
+    expect(view.locator("span.r-hyd").first).to_be_visible()  # coloured residues
+    region = page.get_by_role("region", name=f"{label}, drawn")
+    width = region.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert width[0] >= width[1]
 
 
 def _slow_input(path: Path) -> None:

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from appliance.conditions import Condition
 from appliance.settings import Settings
 from appliance.web.app import create_app
+from tests.conftest import ROOT
 
 ALL_TYPES = """\
 appliance-version: 1
@@ -312,6 +313,31 @@ def test_the_job_page_shows_results_previews_and_downloads(
     fragment = pages.get(f"/jobs/{job_id}/outputs")
     assert fragment.status_code == 200 and '<section id="outputs"' in fragment.text
     assert f"{web_settings.jobs_url}/{job_id}/long.txt" in fragment.text
+
+
+def test_the_job_page_draws_alignments_and_trees_and_says_what_it_does_not(
+    pages: TestClient, db: Database[dict[str, object]], web_settings: Settings
+) -> None:
+    outputs = ROOT / "tests" / "data" / "outputs"
+    job_id = _submit(pages)
+    _finish(db, web_settings, job_id, {
+        "alignment.aln": ((outputs / "clustalo-example.aln").read_bytes(), "application/clustal"),
+        "guide_tree.dnd": ((outputs / "clustalo-example.dnd").read_bytes(), "text/x-nh"),
+        "muscle.afa": ((outputs / "muscle-example.afa").read_bytes(), "application/fasta"),
+        "broken.dnd": (b"(A,B", "text/x-nh"),
+        "seqs.fa": (b">a\nMKV\n>b\nMKVLA\n", "application/fasta"),  # sequences, unaligned
+    })  # fmt: skip
+    page = pages.get(f"/jobs/{job_id}")
+    tree = parse(page.text)
+    assert len(tree.find("figure", class_="alignment-view")) == 2
+    assert len(tree.find("figure", class_="tree-view")) == 1
+    assert tree.one("svg", class_="tree")["role"] == "img"
+    assert sorted(re.findall(r"<text [^>]*>([^<]*)</text>", page.text)) == [
+        "sp|P02042|HBD_HUMAN", "sp|P02144|MYG_HUMAN", "sp|P68871|HBB_HUMAN", "sp|P69905|HBA_HUMAN"]  # fmt: skip
+    assert "Not drawn: a Newick tree ends with &#39;;&#39;." in page.text
+    assert page.text.count("Not drawn") == 1  # the unaligned sequences are just text
+    # the drawn outputs' text stays, closed: the first preview is not open any more
+    assert 'class="preview" open' not in page.text
 
 
 def test_the_job_page_gives_the_job_as_curl_and_python(pages: TestClient) -> None:
