@@ -125,9 +125,9 @@ def test_clustal_omega_from_the_front_page_to_the_downloaded_alignment(
     expect(tree.locator("line")).to_have_count(3 * len(INPUT) - 3)  # a binary tree's
     check(page, "03-job-completed")
     page.locator("figure.alignment-view").screenshot(
-        path=str(SCREENSHOTS / "07-clustalo-alignment.png")
+        path=str(SCREENSHOTS / "09-clustalo-alignment.png")
     )
-    tree.screenshot(path=str(SCREENSHOTS / "08-clustalo-guide-tree.png"))
+    tree.screenshot(path=str(SCREENSHOTS / "10-clustalo-guide-tree.png"))
     files = httpx.get(f"{bundle}/api/jobs/{job_id}/files").json()["files"]
     alignment = next(f for f in files if f["path"] == "alignment.aln")
     expected = httpx.get(bundle + alignment["@content"]).content
@@ -189,7 +189,7 @@ def test_the_other_tools_run_from_their_example(page: Page, bundle: str, service
     assert_drawn_alignment(page, "Alignment")
     check(page, f"06-{service}-job")
     page.locator("figure.alignment-view").screenshot(
-        path=str(SCREENSHOTS / f"07-{service}-alignment.png")
+        path=str(SCREENSHOTS / f"09-{service}-alignment.png")
     )
 
 
@@ -215,29 +215,42 @@ def _slow_input(path: Path) -> None:
 
 
 def test_a_long_job_is_cancelled_from_its_page(page: Page, bundle: str, tmp_path: Path) -> None:
+    _start_slow_job(page, bundle, tmp_path)
+    page.get_by_role("button", name="Cancel the job").click()
+    assert wait_for_end(page) in ("INTERRUPTED", "DELETED")
+    expect(page.get_by_role("button", name="Cancel the job")).to_have_count(0)
+
+
+def test_tell_me_when_it_ends_notifies_and_titles_the_tab(
+    page: Page, bundle: str, tmp_path: Path
+) -> None:
+    page.context.grant_permissions(["notifications"], origin=bundle)
+    job_id = _start_slow_job(page, bundle, tmp_path)
+    # the page's Notification, watched (permission was granted before the page opened)
+    page.evaluate("""() => { window.told = []; const Real = window.Notification;
+        window.Notification = function (title, options) { window.told.push(title); };
+        window.Notification.permission = "granted";
+        window.Notification.requestPermission = () => Real.requestPermission(); }""")
+    expect(page).to_have_title(f"[RUNNING] Job {job_id} · appliance")
+    page.get_by_role("button", name="Tell me when it ends").click()
+    expect(page.locator("#tell-me-note")).to_contain_text("You will be told when it ends")
+    assert httpx.delete(f"{bundle}/api/jobs/{job_id}").status_code == 204  # from elsewhere
+    ended = wait_for_end(page)  # the page, never reloaded, sees the end
+    assert page.evaluate("() => window.told") == [f"Job {job_id}: {ended}"]
+    expect(page).to_have_title(f"[{ended}] Job {job_id} · appliance")
+
+
+def _start_slow_job(page: Page, bundle: str, tmp_path: Path) -> str:
+    """A MAFFT job that runs for minutes, submitted from its form; its id once RUNNING."""
     slow = tmp_path / "many.fa"
     _slow_input(slow)
-    page.context.grant_permissions(["notifications"], origin=bundle)
     page.goto(f"{bundle}/services/mafft")
     page.get_by_label("Strategy").select_option("G-INS-i")
     page.get_by_label("Maximum iterations").fill("1000")
     page.get_by_label(re.compile(r"^Sequences")).set_input_files(str(slow))
     page.get_by_role("button", name="Submit the job").click()
     expect(page.locator("#job-status")).to_have_text("RUNNING", timeout=120_000)
-    # "Tell me when it ends": the browser's notification (granted before the page opened)
-    page.evaluate("""() => { window.told = []; const Real = window.Notification;
-        window.Notification = function (title, options) { window.told.push(title); };
-        window.Notification.permission = "granted";
-        window.Notification.requestPermission = () => Real.requestPermission(); }""")
-    page.get_by_role("button", name="Tell me when it ends").click()
-    expect(page.locator("#tell-me-note")).to_contain_text("You will be told when it ends")
-    page.get_by_role("button", name="Cancel the job").click()
-    ended = wait_for_end(page)
-    assert ended in ("INTERRUPTED", "DELETED")
-    job_id = page.url.rsplit("/", 1)[1]
-    assert page.evaluate("() => window.told") == [f"Job {job_id}: {ended}"]
-    expect(page).to_have_title(re.compile(rf"^\[{ended}\] Job {job_id}"))
-    expect(page.get_by_role("button", name="Cancel the job")).to_have_count(0)
+    return page.url.rsplit("/", 1)[1]
 
 
 def test_fits_a_phone_and_works_from_the_keyboard(page: Page, bundle: str) -> None:
