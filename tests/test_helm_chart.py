@@ -4,6 +4,7 @@ values schema's refusals, and the isolation every pod spec promises."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,21 @@ def test_https_at_the_proxy_with_the_sites_secret() -> None:
     [config] = pods_of(at)["rel-appliance-proxy"]["initContainers"]
     names = [e["name"] for e in config["env"]]
     assert names.count("APPLIANCE_HTTPS_PORT") == 1  # the site's own setting wins
+
+
+def test_webhooks_are_on_with_a_secret_made_once_or_off() -> None:
+    docs = render()
+    [wake] = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-appliance-wake"
+    ]
+    secret = base64.b64decode(wake["data"]["webhook.secret"])
+    assert len(secret) == 64 and secret.isalnum()
+    for name in ("rel-appliance-web", "rel-appliance-scheduler"):
+        [container] = pods_of(docs)[name]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["APPLIANCE_WEBHOOK_SECRET_FILE"] == "/etc/appliance/wake/webhook.secret"
+        assert env["APPLIANCE_WEBHOOK_PRIVATE"] == "false"
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/etc/appliance/wake" in mounts  # where the secret is
+    for pod in pods_of(render("webhooks.enabled=false")).values():
+        assert "APPLIANCE_WEBHOOK_SECRET_FILE" not in str(pod)

@@ -72,6 +72,10 @@ capabilities: {drop: [ALL]}
 {{- range $key, $value := .Values.settings }}
 - {name: {{ printf "APPLIANCE_%s" (upper $key) }}, value: {{ $value | toString | quote }}}
 {{- end }}
+{{- if .Values.webhooks.enabled }}
+- {name: APPLIANCE_WEBHOOK_SECRET_FILE, value: /etc/appliance/wake/webhook.secret}
+- {name: APPLIANCE_WEBHOOK_PRIVATE, value: {{ .Values.webhooks.private | toString | quote }}}
+{{- end }}
 - name: APPLIANCE_OPERATOR_TOKEN_SHA256
   valueFrom:
     secretKeyRef:
