@@ -177,6 +177,7 @@ class Service:
     selector: str | None = None
     tests: tuple[ServiceTest, ...] = ()
     presets: tuple[Preset, ...] = ()
+    reuse: bool = False  # identical jobs answered from an earlier one (appliance.scheduler.reuse)
 
     def argument(self, arg_id: str) -> Argument | None:
         for argument in self.arguments:

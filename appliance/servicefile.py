@@ -41,7 +41,7 @@ COMMON_KEYS = {
     "parameters", "command", "args", "outputs", "execution", "env", "tests", "presets",
 }  # fmt: skip
 LEGACY_KEYS = COMMON_KEYS | {"slivka-version"}
-NATIVE_KEYS = COMMON_KEYS | {"appliance-version", "image", "resources", "runner"}
+NATIVE_KEYS = COMMON_KEYS | {"appliance-version", "image", "resources", "runner", "reuse"}
 
 TYPE_NAMES = {
     "integer": ParamType.INTEGER, "int": ParamType.INTEGER,
@@ -494,4 +494,5 @@ def parse_service(service_id: str, data: dict[str, Any], source: str = "") -> Se
         selector=_get(execution, "selector", str),
         tests=_parse_tests(data.get("tests")),
         presets=_parse_presets(data.get("presets"), params),
+        reuse=native and _yes_no(data.get("reuse", False), "reuse"),
     )

@@ -74,12 +74,14 @@ async def record_job(
     counted: bool = True,
     request_id: str = "",
     webhook: str | None = None,
+    reuse: bool = True,
     wake: Wake | None = None,
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
     when no plan can be made. (``counted``: in the usage statistics; ``webhook``: a URL
-    posted to when it ends, checked by the caller.)"""
+    posted to when it ends, checked by the caller; ``reuse``: False when the submitter
+    refuses an earlier identical job's results.)"""
     job_id = new_id()
     now = await store.now()
     job: JobRecord = {
@@ -97,6 +99,8 @@ async def record_job(
         job["request_id"] = request_id
     if webhook:
         job["notify"] = {"url": webhook, "state": "pending"}
+    if service.reuse and reuse:  # may be answered from an identical earlier job
+        job["reuse"] = True
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
         job["runner"], job["plan"] = planned.runner, planned.plan.stored()

@@ -98,13 +98,14 @@ def planner_for(service: Service) -> Planner:
 
 
 async def submit(store: Store, service: Service, program: str, *args: str,
-                 planner: Planner | None = None, webhook: str | None = None) -> str:  # fmt: skip
+                 planner: Planner | None = None, webhook: str | None = None,
+                 reuse: bool = True) -> str:  # fmt: skip
     raw: dict[str, list[Any]] = {"program": [program]}
     if args:
         raw["arg"] = list(args)
     values = await validate(service, raw)
     job = await record_job(store, planner or planner_for(service), service, values,
-                           webhook=webhook)  # fmt: skip
+                           webhook=webhook, reuse=reuse)  # fmt: skip
     return str(job["_id"])
 
 

@@ -116,6 +116,15 @@ class OrphanRemover(Protocol):
 
 
 @runtime_checkable
+class ImageIdentity(Protocol):
+    """A backend that can say which exact image a name stands for (reuse of identical
+    results compares images by this, never by name: ``appliance.scheduler.reuse``)."""
+
+    async def image_id(self, image: str) -> str | None:
+        """The image's content id (``sha256:...``); None if the engine lacks it."""
+
+
+@runtime_checkable
 class Probing(Protocol):
     """A backend that can say whether its engine answers and which images it lacks."""
 

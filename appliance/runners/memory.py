@@ -47,6 +47,12 @@ class MemoryBackend:
         self.submissions: list[str] = []  # every submit call
         self.runs: list[str] = []  # every run actually started (a repeated submit is not)
         self.reachable = True
+        self.image_ids: dict[str, str] = {}  # image_id's answers, by name (tests)
+
+    async def image_id(self, image: str) -> str | None:
+        """A made-up id per image name (tests change it to stand for a rebuilt image)."""
+        self._check()
+        return self.image_ids.get(image, f"sha256:memory-{image}")
 
     async def submit(self, run: StepRun) -> str:
         self._check()

@@ -4,6 +4,7 @@ step of a multi-step plan, and recording each job's end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 from appliance import metrics
 from appliance.aio import wait_event
-from appliance.errors import FilesUnansweredError, RunnerError, RunnerUnavailableError
+from appliance.errors import FilesUnansweredError, RunnerError, RunnerUnavailableError, StoreError
 from appliance.exits import ExitRecord, job_end, read_exit_records
 from appliance.jobdirs import FoundOutput, collect_outputs, directory_size, prepare_step
 from appliance.jobrecord import JobRecord, OutputRecord, StepRecord
@@ -287,6 +288,9 @@ class Following(Starting):
         sources = [s for s in sources_of(state) if s not in FINAL]
         if not await self.store.move_job(held.job_id, sources, state, fields, owner=self.owner):
             log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
+        elif state is JobState.COMPLETED and held.reuse_key:  # identical jobs may reuse it
+            with contextlib.suppress(StoreError):
+                await self.store.results.record(held.reuse_key, held.job_id, now)
         self.held.pop(held.job_id, None)
         metrics.JOBS_ENDED.labels(held.service, held.runner, state.value).inc()
         if held.started_at is not None:

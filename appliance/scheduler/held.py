@@ -34,6 +34,7 @@ class Held:
     owner: str = ""  # a task's TES client (whose shared folders its file:// URLs name)
     waiting: dict[str, Any] | None = None  # why it is not running yet, as last recorded
     adopted: bool = False  # taken over from another holder (or from before a restart)
+    reuse_key: str = ""  # recorded for identical jobs when it completes (scheduler.reuse)
 
     @property
     def log_fields(self) -> dict[str, str | None]:

@@ -17,8 +17,9 @@ from appliance.errors import (
 )
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
-from appliance.plan import Plan, PlanError
+from appliance.plan import Plan, PlanError, job_location
 from appliance.runners.base import Adopting, StepRun
+from appliance.scheduler import reuse
 from appliance.scheduler.base import IN_FLIGHT, STAGINGS_PER_CLIENT, Base, log
 from appliance.scheduler.held import Held
 from appliance.states import JobState
@@ -129,6 +130,11 @@ class Starting(Base):
         if plan.stage_in and not await self._staged(job_id, plan, workdir,
                                                     str(job.get("owner") or "")):  # fmt: skip
             return
+        reuse_key = ""
+        if reuse.wanted(job, plan, step):
+            reuse_key = await self._reuse_key(job, plan, backend) or ""
+            if reuse_key and await self._answered_from_earlier(job, workdir, reuse_key):
+                return
         run = StepRun(job_id, plan, step, str(job.get("service", "")), submitted_timestamp(job),
                       resumed=int(job.get("claims") or 0) > 1)  # fmt: skip
         try:
@@ -153,6 +159,8 @@ class Starting(Base):
         fields: JobRecord = {"backend": self.catalogue.runners[runner].backend
                              if runner in self.catalogue.runners else "", "handle": handle,
                              "step": step, "queued_at": now, "waiting": queued}  # fmt: skip
+        if reuse_key:
+            fields["reuse_key"] = reuse_key  # recorded for the next one when it completes
         if await self.store.move_job(
             job_id, [JobState.ACCEPTED], JobState.QUEUED, fields, owner=self.owner
         ):
@@ -163,7 +171,8 @@ class Starting(Base):
                                      str(job.get("service", "")), step,
                                      submitted_at=run.submitted_at,
                                      request_id=str(job.get("request_id") or ""),
-                                     owner=str(job.get("owner") or ""), waiting=queued)  # fmt: skip
+                                     owner=str(job.get("owner") or ""), waiting=queued,
+                                     reuse_key=reuse_key)  # fmt: skip
             self._wake_monitor(runner)
         else:  # someone else holds it now (we were too slow): leave it to them
             log.warning("lost the lease of job %s while starting it", job_id)
@@ -172,6 +181,51 @@ class Starting(Base):
                 # it ended meanwhile (a cancel of a job whose lease ran out): stop what was
                 # just started; never a run another scheduler now holds (the same handle)
                 await self._send_cancel(Held(job_id, plan, runner, handle, JobState.QUEUED))
+
+    async def _reuse_key(self, job: JobRecord, plan: Plan, backend: object) -> str | None:
+        """The job's reuse key (``appliance.scheduler.reuse``); None when it has none."""
+        try:
+            images = await reuse.image_ids(plan, backend)
+            if images is None:
+                return None
+            return await self.files.call("hash the job's inputs", reuse.key,
+                                         str(job.get("service", "")), plan, images, self.volumes)  # fmt: skip
+        except (RunnerError, FilesUnansweredError, OSError) as exc:
+            log.warning("job %s: not looked up for reuse: %s", job["_id"], exc)
+            return None
+
+    async def _answered_from_earlier(self, job: JobRecord, workdir: Path, key: str) -> bool:
+        """Whether an earlier job that completed with ``key`` answered this one (its
+        outputs copied here, the job COMPLETED with ``reused_from``, nothing started)."""
+        job_id = str(job["_id"])
+        earlier_id = await self.store.results.find(key)
+        if earlier_id is None or earlier_id == job_id:
+            return False
+        earlier = await self.store.get_job(earlier_id)
+        outputs = list((earlier or {}).get("outputs") or [])
+        copied = False
+        if earlier is not None and earlier["state"] == JobState.COMPLETED.value:
+            source = self.volumes.path(job_location(earlier_id))
+            try:
+                copied = await self.files.call("copy an earlier job's outputs",
+                                               reuse.copy_outputs, source, workdir, outputs)  # fmt: skip
+            except (OSError, FilesUnansweredError) as exc:
+                log.warning("job %s: job %s's outputs not copied: %s", job_id, earlier_id, exc)
+        if not copied:  # gone (retention), or not reusable any more: forgotten
+            await self.store.results.forget(key, earlier_id)
+            return False
+        now = await self.store.now()
+        fields: JobRecord = {"started_at": now, "completed_at": now, "exit_code": 0,
+                             "error": None, "outputs": outputs, "reused_from": earlier_id,
+                             "reuse_key": key, "lease_owner": None, "lease_expires": None,
+                             "waiting": None}  # fmt: skip
+        if await self.store.move_job(job_id, [JobState.ACCEPTED], JobState.COMPLETED, fields,
+                                     owner=self.owner):  # fmt: skip
+            metrics.JOBS_ENDED.labels(str(job.get("service", "")), str(job.get("runner")),
+                                      JobState.COMPLETED.value).inc()  # fmt: skip
+            log.info("job %s COMPLETED: answered from job %s, an identical run", job_id,
+                     earlier_id)  # fmt: skip
+        return True  # recorded, or no longer ours to start (cancelled meanwhile)
 
     async def _staged(self, job_id: str, plan: Plan, workdir: Path, owner: str) -> bool:
         """``_stage_in`` outside the start slots: staging (a big folder, a slow server) may
@@ -250,7 +304,8 @@ class Starting(Base):
                     list(job.get("steps") or []), started_at=job.get("started_at"),
                     submitted_at=submitted_timestamp(job),
                     request_id=str(job.get("request_id") or ""), owner=str(job.get("owner") or ""),
-                    waiting=job.get("waiting"), adopted=True)  # fmt: skip
+                    waiting=job.get("waiting"), adopted=True,
+                    reuse_key=str(job.get("reuse_key") or ""))  # fmt: skip
         backend = self.backends[runner]
         if isinstance(backend, Adopting):
             backend.adopt(StepRun(job_id, plan, held.step, held.service, held.submitted_at))

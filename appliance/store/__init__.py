@@ -5,6 +5,7 @@ Store
 ├── jobs        job documents: record, read, list, count, move between states, cancel
 ├── claims      claims and leases (``Store.claims``), schedulers' presence
 ├── notices     webhooks still to be sent (``Store.notices``)
+├── results     results identical jobs may reuse (``Store.results``)
 ├── files       upload records, service health
 ├── upkeep      what retention and housekeeping read and mark
 ├── indexes     the indexes each query needs (on servers that use them)
@@ -20,6 +21,7 @@ from appliance.store import formats, indexes
 from appliance.store.claims import Claims, check_server
 from appliance.store.connection import Doc, new_id, utcnow
 from appliance.store.notices import Notices
+from appliance.store.results import Results
 from appliance.store.upkeep import Upkeep
 
 __all__ = ["Doc", "Store", "new_id", "utcnow"]
@@ -30,6 +32,7 @@ class Store(Upkeep):
         super().__init__(*args, **kwargs)
         self.claims = Claims(self)
         self.notices = Notices(self)
+        self.results = Results(self)
 
     async def check_claims(self) -> str:
         """How this server serves claims (a line for the logs); ConfigError if it

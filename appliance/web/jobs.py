@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 MAX_SKIP = 10**12  # MongoDB takes 8-byte numbers; a larger skip made a 500
 JOB_ID_LENGTH = 16
+REUSE_FIELD = "_reuse"  # "false": run this job even if an identical one has results
+REUSE_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 async def submit_job(request: Request) -> Response:
@@ -71,7 +73,7 @@ async def read_service_form(
     uploaded ids beside new files in one form, as to the previous system)."""
     return await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset(),
-        known=frozenset(service.parameters) | extra | {webhooks.FIELD},
+        known=frozenset(service.parameters) | extra | {webhooks.FIELD, REUSE_FIELD},
         max_files=state.settings.upload_max_files,
     )  # fmt: skip
 
@@ -102,6 +104,7 @@ async def _accept(
     the file records made (so that a failure after them can take them back)."""
     raw: dict[str, list[RawValue]] = {name: list(values) for name, values in form.fields.items()}
     webhook = None if webhooks.FIELD in service.parameters else webhook_of(state.settings, raw)
+    reuse = True if REUSE_FIELD in service.parameters else reuse_of(raw)
     saved = form.saved()
     kinds = await sniff_all([f.path for f in saved], sum(f.size for f in saved))
     sniffed = {f.id: kind for f, kind in zip(saved, kinds, strict=True)}
@@ -116,7 +119,7 @@ async def _accept(
         recorded.append(f.id)
     job = await record_job(state.store, state.planner, service, values, client=client,
                            request_id=REQUEST_ID.get() or "", webhook=webhook,
-                           wake=state.wake)  # fmt: skip
+                           reuse=reuse, wake=state.wake)  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
     outcome = "rejected" if JobState(job["state"]).finished else "accepted"
     SUBMISSIONS.labels(service.id, outcome).inc()
@@ -138,6 +141,18 @@ def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None
         return webhooks.check_url(values[0].strip(), private=settings.webhook_private)
     except webhooks.WebhookError as exc:
         raise FormErrors([ValidationError(webhooks.FIELD, "invalid", str(exc))]) from None
+
+
+def reuse_of(raw: dict[str, list[RawValue]]) -> bool:
+    """False when the submission refuses an earlier identical job's results (the form
+    field ``_reuse``: false, no or 0), taken out of ``raw``; FormErrors for another value."""
+    values = [str(v).strip().lower() for v in raw.pop(REUSE_FIELD, [])]
+    if not values:
+        return True
+    if len(values) > 1 or values[0] not in REUSE_WORDS:
+        raise FormErrors([ValidationError(REUSE_FIELD, "invalid",
+                                          "give true or false (once)")])  # fmt: skip
+    return REUSE_WORDS[values[0]]
 
 
 def upload_record(file_id: str, label: str, size: int, media_type: str) -> dict[str, Any]:

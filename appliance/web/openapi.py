@@ -160,6 +160,10 @@ SCHEMAS: Json = {
                     "since": TIME,
                 },
             },
+            "reusedFrom": {
+                "type": "string",
+                "description": "the earlier identical job whose results answered this one",
+            },
             "webhook": {
                 "type": "object",
                 "description": "how the webhook the job named went (the form field _webhook)",

@@ -110,6 +110,7 @@ def job_json(job: JobRecord) -> Json:
         "startTime": timestamp(job.get("started_at")),
         **waiting_json(job, state),
         **webhook_json(job),
+        **({"reusedFrom": str(job["reused_from"])} if job.get("reused_from") else {}),
     }
 
 

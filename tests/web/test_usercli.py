@@ -7,12 +7,13 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.web.stack import FASTA, Stack, running_stack
+from tests.web.stack import FASTA, UPPER, Stack, running_stack
 
 TOKEN = "operator-secret-token"
 FAILS = """\
@@ -31,7 +32,8 @@ def stack(
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("usercli")
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    with running_stack(root, mongodb_uri, f"{database_name}_usercli", services={"fails": FAILS},
+    services = {"fails": FAILS, "upper-again": UPPER + "reuse: true\n"}
+    with running_stack(root, mongodb_uri, f"{database_name}_usercli", services=services,
                        operator_token_sha256=digest) as stack:  # fmt: skip
         yield stack
 
@@ -146,3 +148,34 @@ def test_the_address_tried_is_named_when_none_was_given(stack: Stack) -> None:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 4
     assert "cannot reach the appliance at http://127.0.0.1:9 (the api_url setting" in done.stderr
+
+
+def containers_of(job_id: str, since: str) -> list[str]:
+    """What the Docker engine did for the job's containers since ``since`` (its events)."""
+    events = subprocess.run(
+        ["docker", "events", "--since", since, "--until", str(int(time.time()) + 1),
+         "--filter", f"label=appliance.job={job_id}", "--format", "{{.Action}}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    return events.stdout.split()
+
+
+def test_an_identical_job_is_answered_from_the_first_with_no_container(
+    stack: Stack, tmp_path: Path
+) -> None:
+    since = str(int(time.time()) - 1)
+    source = tmp_path / "seqs.fa"
+    source.write_text(FASTA)
+    runs = [json.loads(appliance(stack, "submit", "upper-again", f"--file=input={source}",
+                                 "--wait", "--json", *more).stdout)
+            for more in ([], [], ["--no-reuse"])]  # fmt: skip
+    first, second, refused = runs
+    assert [job["status"] for job in runs] == ["COMPLETED"] * 3
+    assert "reusedFrom" not in first and second["reusedFrom"] == first["id"]
+    assert "reusedFrom" not in refused
+    assert "create" in containers_of(first["id"], since)
+    assert containers_of(second["id"], since) == []  # no container at all
+    assert "create" in containers_of(refused["id"], since)
+    out = tmp_path / "out"
+    got = appliance(stack, "watch", second["id"], f"--download={out}")
+    assert got.returncode == 0 and (out / "result.txt").read_text() == FASTA.upper()

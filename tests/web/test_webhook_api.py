@@ -1,5 +1,5 @@
 """A job names a webhook in the form (the API and the pages alike): checked at once,
-recorded with its notice, shown back without its URL."""
+recorded with its notice, shown back without its URL; and the reuse field."""
 
 from __future__ import annotations
 
@@ -89,3 +89,11 @@ def test_the_pages_say_what_is_wrong_with_a_webhook_beside_its_field(hooked: Tes
 
 def test_the_pages_form_has_no_webhook_field_where_the_site_sends_none(client: TestClient) -> None:
     assert 'name="_webhook"' not in client.get("/services/echo").text
+
+
+def test_the_reuse_field_takes_true_or_false_only(client: TestClient, db: DB) -> None:
+    bad = client.post("/api/services/echo/jobs", data={"words": "hi", "_reuse": "maybe"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["parameter"] == "_reuse"
+    ok = client.post("/api/services/echo/jobs", data={"words": "hi", "_reuse": "false"})
+    assert ok.status_code == 202 and "_reuse" not in ok.json()["parameters"]
+    assert db["jobs"].count_documents({}) == 1  # the refused one left nothing

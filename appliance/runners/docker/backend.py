@@ -6,8 +6,7 @@ no network, no capabilities, cannot gain privileges, has a read-only root with a
 writable ``/tmp``, runs as a non-root user, and has memory, CPU and process limits (the
 wall-time limit is enforced by the scheduler). A service loosens these only explicitly,
 through its ``resources``. Containers carry labels (instance, job, step, service) so that
-they can be found again after any restart. The engine's API is spoken directly
-(engine.py), not through docker-py.
+they can be found again after any restart. The engine's API is spoken directly (engine.py).
 
 When the appliance itself runs in a container, the Docker engine sees other paths than
 we do: the runner option ``host_paths`` says where the jobs and uploads volumes are on
@@ -25,7 +24,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from appliance.errors import ConfigError, RunnerError, RunnerUnavailableError
 from appliance.exits import read_exit_record, write_exit_record
@@ -484,6 +483,9 @@ class DockerBackend:
     async def missing_images(self, images: Sequence[str]) -> list[str]:
         missing: list[str] = await self._call("look for images", self._missing, images)
         return missing
+
+    async def image_id(self, image: str) -> str | None:
+        return cast(str | None, await self._call("inspect an image", self._engine.image_id, image))
 
     async def close(self) -> None:
         self.events.close()

@@ -202,6 +202,15 @@ class Engine:
     def info(self) -> dict[str, Any]:
         return dict(self.request("GET", "/info"))
 
+    def image_id(self, image: str) -> str | None:
+        """The image's id (the digest of its configuration), None if there is none."""
+        try:
+            found = self.request("GET", f"/images/{quote(image, safe='')}/json",
+                                 what="inspect image")  # fmt: skip
+        except NotFound:
+            return None
+        return str(found["Id"])
+
     def has_image(self, image: str) -> bool:
         try:
             self.request("GET", f"/images/{quote(image, safe='')}/json", what="inspect image")
