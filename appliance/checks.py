@@ -121,13 +121,13 @@ def check_volumes(settings: Settings) -> int:
 def check_webhooks(settings: Settings) -> int:
     """Whether the webhook secret can be read (when webhooks are on)."""
     if settings.webhook_secret_file is None:
-        print("webhooks: off (no webhook_secret_file)")
+        print("webhooks: off (no signing key file is set)")
         return 0
     try:
         load_secret(settings.webhook_secret_file)
     except ConfigError as exc:
         return _problem(f"webhooks: {exc}")
-    print(f"webhooks: on, signed with the secret in {settings.webhook_secret_file}")
+    print(f"webhooks: on, signed with the key in {settings.webhook_secret_file}")
     return 0
 
 
