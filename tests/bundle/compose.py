@@ -115,15 +115,27 @@ def wait_status(base: str, job_id: str, states: tuple[str, ...] = FINAL,
     raise AssertionError(f"job {job_id} never reached {states}")
 
 
-def containers_made_since(project: str, since: int) -> list[str]:
-    """The job of each container the bundle's scheduler made since ``since`` (epoch s)."""
-    made = subprocess.run(
-        ["docker", "events", "--since", str(since), "--until", str(int(time.time())),
-         "--filter", "type=container", "--filter", "event=create",
-         "--filter", f"label=appliance.instance={project}", "--format", "{{json .Actor.Attributes}}"],
-        capture_output=True, text=True, timeout=60,
-    ).stdout.splitlines()  # fmt: skip
-    return [str(json.loads(line).get("appliance.job")) for line in made if line.strip()]
+class ContainerCreates:
+    """The job of each container the bundle's scheduler makes from now until ``stop``: the
+    engine's event stream, read as it comes. (``docker events --since`` replays only the
+    engine's last 256 events: an upgrade or a restore makes more, and the creates that
+    matter were lost once in CI.)"""
+
+    def __init__(self, project: str) -> None:
+        self.stream = subprocess.Popen(
+            ["docker", "events", "--filter", "type=container", "--filter", "event=create",
+             "--filter", f"label=appliance.instance={project}",
+             "--format", "{{json .Actor.Attributes}}"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(0.5)  # subscribed before anything it must see
+
+    def stop(self) -> list[str]:
+        time.sleep(1.0)  # the last events on their way
+        self.stream.terminate()
+        out, _ = self.stream.communicate(timeout=30)
+        return [str(json.loads(line).get("appliance.job")) for line in out.splitlines()
+                if line.strip()]  # fmt: skip
 
 
 def remove_bundle(project: str, env: dict[str, str]) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.bundle.compose import (
     PROTEINS,
-    containers_made_since,
+    ContainerCreates,
     free_port,
     remove_bundle,
     wait_status,
@@ -122,7 +122,7 @@ def test_a_backup_under_load_restores_every_job_with_its_files_and_runs_none_twi
     assert set(finished) | set(sent_before) <= set(stored)  # recorded before it began: in it
 
     _destroy(env)
-    restored_at = int(time.time())
+    creates = ContainerCreates(PROJECT)
     _script("restore", str(folder), env=env)
     for job_id, was in before.items():
         job = httpx.get(f"{base}/api/jobs/{job_id}", timeout=30).json()
@@ -135,7 +135,7 @@ def test_a_backup_under_load_restores_every_job_with_its_files_and_runs_none_twi
         ended = wait_status(base, job_id)  # every restored job ends: none is stuck
         if state == "COMPLETED":  # finished when the database was read: its files are here
             assert ended["status"] == "COMPLETED" and files_of(base, job_id), job_id
-    ran_again = containers_made_since(PROJECT, restored_at)
+    ran_again = creates.stop()
     for job_id, state in stored.items():
         allowed = 1 if state == "ACCEPTED" else 0  # waiting then: it runs here, once
         assert ran_again.count(job_id) <= allowed, (job_id, state)

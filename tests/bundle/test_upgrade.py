@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bundle.compose import containers_made_since, free_port, remove_bundle, wait_status
+from tests.bundle.compose import ContainerCreates, free_port, remove_bundle, wait_status
 from tests.conftest import ROOT
 from tests.first_release import VERSION as OLD
 from tests.first_release import first_release
@@ -114,7 +114,7 @@ def test_the_first_releases_bundle_upgraded_in_place_loses_nothing(site: Site) -
     subprocess.run(["docker", "stop", f"{PROJECT}-scheduler-1"], check=True, capture_output=True)
     waiting = [submit(base, 1) for _ in range(3)]  # while its scheduler is down
 
-    upgraded_at = int(time.time())
+    creates = ContainerCreates(PROJECT)
     _run([str(ROOT / "scripts" / "up")], site.env)
     assert httpx.get(f"{base}/api/version").json()["applianceVersion"] != OLD
     logs = "".join(subprocess.run(["docker", "logs", f"{PROJECT}-{name}-1"], capture_output=True,
@@ -137,7 +137,7 @@ def test_the_first_releases_bundle_upgraded_in_place_loses_nothing(site: Site) -
             assert runs(base, job_id) == "run\n"
         else:
             assert job["status"] == "ERROR" and job["error"], job
-    started = containers_made_since(PROJECT, upgraded_at)
+    started = creates.stop()
     for job_id in finished + running:
         assert job_id not in started, job_id  # its run was the first release's
     for job_id in waiting:
