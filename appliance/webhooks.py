@@ -65,6 +65,14 @@ def check_url(url: str, *, private: bool) -> str:
     return url
 
 
+def check_submitted(url: str, *, enabled: bool, private: bool) -> str:
+    """``check_url`` for a submission, on a site that sends webhooks only when
+    ``enabled`` (a secret is set); WebhookError saying why not."""
+    if not enabled:
+        raise WebhookError("this site sends no webhooks (no webhook_secret_file is set)")
+    return check_url(url, private=private)
+
+
 def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Global and not multicast (``::ffff:10.0.0.1`` is 10.0.0.1): neither loopback,
     private, link-local, reserved nor the shared space 100.64.0.0/10."""

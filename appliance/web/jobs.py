@@ -135,10 +135,9 @@ def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None
     try:
         if len(values) > 1:
             raise webhooks.WebhookError("name one webhook")
-        if settings.webhook_secret_file is None:
-            raise webhooks.WebhookError("this site sends no webhooks (no webhook_secret_file "
-                                        "is set)")  # fmt: skip
-        return webhooks.check_url(values[0].strip(), private=settings.webhook_private)
+        return webhooks.check_submitted(values[0].strip(),
+                                        enabled=settings.webhook_secret_file is not None,
+                                        private=settings.webhook_private)  # fmt: skip
     except webhooks.WebhookError as exc:
         raise FormErrors([ValidationError(webhooks.FIELD, "invalid", str(exc))]) from None
 
