@@ -25,6 +25,7 @@ from appliance.settingvalues import (
     bind_or_off,
     byte_size,
     file_roots,
+    http_endpoint,
     log_level,
     networks,
     nonempty_words,
@@ -32,6 +33,7 @@ from appliance.settingvalues import (
     one_of,
     optional_path,
     positive_int,
+    s3_roots,
     token_hash,
     url_prefix,
     whole,
@@ -286,6 +288,27 @@ class Settings:
     tes_staged_schemes: tuple[str, ...] = _setting(
         (), words, "other URL schemes accepted at creation (staged by the site; e.g. s3)"
     )
+    tes_s3_endpoint: str = _setting(
+        "", http_endpoint, "S3 server that s3:// inputs and outputs use, e.g. "
+        "https://s3.eu-west-1.amazonaws.com (empty: s3:// is not staged here)",
+    )  # fmt: skip
+    tes_s3_region: str = _setting("us-east-1", as_str, "the S3 server's region (for signing)")
+    tes_s3_credentials_file: Path | None = _setting(
+        None, optional_path,
+        "file of two lines: the S3 access key id, then its secret (tasks never give keys)",
+    )  # fmt: skip
+    tes_s3_roots: tuple[str, ...] = _setting(
+        (), s3_roots,
+        "bucket or bucket/prefix that s3:// URLs may be under; {client} after the bucket "
+        "gives each TES client its own prefix",
+    )  # fmt: skip
+    tes_s3_virtual_hosts: bool = _setting(
+        False, as_bool, "address buckets as bucket.host (virtual-hosted) rather than host/bucket"
+    )
+    tes_s3_part_bytes: int = _setting(
+        16 * 1024**2, within(byte_size, 5 * 1024**2, 5 * 1024**3),
+        "larger outputs go to S3 in parts of this size (multipart upload)",
+    )  # fmt: skip
     tes_max_cpus: int = _setting(4, within(positive_int, 1, 4096), "most CPU cores a task may have")
     tes_max_ram_gb: float = _setting(
         8.0, within(number, 0.001, 1024**2), "most memory a task may have, in GB"

@@ -5,6 +5,7 @@ value, and the bounds that refuse a value that would undo a safety net
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,35 @@ def nonempty_words(value: object) -> tuple[str, ...]:
 
 def file_roots(value: object) -> tuple[str, ...]:
     return tuple(check_file_root(path) for path in words(value))
+
+
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def s3_roots(value: object) -> tuple[str, ...]:
+    """``bucket`` or ``bucket/prefix`` each, ``{client}`` a whole name after the bucket."""
+    roots = []
+    for root in words(value):
+        bucket, _, rest = root.strip("/").partition("/")
+        parts = [p for p in rest.split("/") if p]
+        if not S3_BUCKET.fullmatch(bucket):
+            raise ValueError(f"expected bucket or bucket/prefix, {bucket!r} is no bucket name")
+        if rest.count(FILE_ROOT_CLIENT) > 1 or any(
+            FILE_ROOT_CLIENT in p and p != FILE_ROOT_CLIENT for p in parts
+        ):
+            raise ValueError(f"{FILE_ROOT_CLIENT} must be a whole name, at most once: {root!r}")
+        if any(p in (".", "..") for p in parts) or "//" in rest:
+            raise ValueError(f"an S3 root holds no '.', '..' or '//': {root!r}")
+        roots.append("/".join([bucket, *parts]))
+    return tuple(roots)
+
+
+def http_endpoint(value: object) -> str:
+    """An http(s) address with no path, or empty (off)."""
+    text = str(value or "").strip().rstrip("/")
+    if text and not re.fullmatch(r"https?://[^/?#@\s]+", text):
+        raise ValueError(f"expected http(s)://host[:port] with no path, got {text!r}")
+    return text
 
 
 def within(

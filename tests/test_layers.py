@@ -16,7 +16,7 @@ PACKAGE = ROOT / "appliance"
 OWNERS = {
     "pymongo": {"store"},
     "bson": {"store"},
-    "httpx": {"tes/fetch.py", "client.py"},  # fetching TES inputs; the user commands' client
+    "httpx": {"tes/fetch.py", "tes/s3.py", "client.py"},  # TES inputs (http, S3); the user commands
     "lightkube": {"runners/kubernetes"},
     "httpx2": {"runners/kubernetes"},  # lightkube's HTTP client, for its errors
     "yaml": {"yamlfile.py"},

@@ -75,6 +75,10 @@ def _sample(key: str) -> tuple[str, object]:
     if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys")))\
             or key in PAIRED:  # fmt: skip
         return "/tmp/x", Path("/tmp/x")
+    if key == "tes_s3_endpoint":
+        return "https://s3.example.org/", "https://s3.example.org"
+    if key == "tes_s3_roots":
+        return "bucket-a, bucket-b/{client}", ("bucket-a", "bucket-b/{client}")
     if key == "trusted_proxies":
         return "10.1.0.0/16, 2001:db8::1", ("10.1.0.0/16", "2001:db8::1/128")
     if isinstance(default, tuple):

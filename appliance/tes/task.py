@@ -31,6 +31,7 @@ from appliance.plan import (
     job_location,
 )
 from appliance.settings import Settings
+from appliance.tes import s3
 from appliance.tes.shared import SharedError, locate
 
 GIB = 1024**3
@@ -162,11 +163,18 @@ class TaskChecker:
             if not parts.hostname:
                 raise TaskError(field, "an http(s) URL needs a host")
             return text
+        if scheme == "s3" and self.settings.tes_s3_endpoint:
+            try:
+                s3.locate(text, self.settings, client)
+            except s3.S3Error as exc:
+                raise TaskError(field, str(exc)) from None
+            return text
         if scheme in self.settings.tes_staged_schemes:
             return text
         kind = "output" if output else "input"
         raise TaskError(field, f"{kind}s from {scheme or 'this'}:// URLs are not staged here "
-                               "(file://, http://, https:// are)")  # fmt: skip
+                               "(file://, http://, https://"
+                               f"{', s3://' if self.settings.tes_s3_endpoint else ''} are)")  # fmt: skip
 
     # -- the task --------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from appliance.states import JobState
 from appliance.store import new_id
 from appliance.submission import record
 from appliance.tes.auth import AuthError
+from appliance.tes.s3 import prefixes_for
 from appliance.tes.setup import TesState
 from appliance.tes.shared import roots_for
 from appliance.tes.task import TaskError
@@ -59,6 +60,8 @@ async def service_info(request: Request) -> Response:
     settings = state.settings
     storage = [f"file://{root.path}" for root in roots_for(settings.tes_file_roots, client)]
     storage += ["http://", "https://"]
+    if settings.tes_s3_endpoint:
+        storage += [f"s3://{place}" for place in prefixes_for(settings.tes_s3_roots, client)]
     storage += [f"{scheme}://" for scheme in settings.tes_staged_schemes]
     base = str(request.base_url)
     return JSONResponse({
