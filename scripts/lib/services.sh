@@ -173,6 +173,57 @@ ensure_previous_system() {
   export APPLIANCE_TEST_SLIVKA=$venv
 }
 
+seaweedfs_binary() {
+  # SeaweedFS's weed (tools/seaweedfs), built once per pinned version and cached.
+  local src=tools/seaweedfs hash bin
+  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/build" | sha256sum | cut -c1-12)
+  bin="$APPLIANCE_CACHE/seaweedfs-$hash/weed"
+  if [ ! -x "$bin" ]; then
+    local go
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then apt_install golang-go || true; go=$(command -v go || echo "$go"); fi
+    [ -x "$go" ] || die "need Go to build SeaweedFS, the tests' S3 server"
+    say "building SeaweedFS once, the tests' S3 server (about 5 min; cached in $(dirname "$bin"))"
+    mkdir -p "$(dirname "$bin")"
+    GO=$go "$src/build" "$bin.tmp" >&2 || die "building SeaweedFS failed"
+    mv "$bin.tmp" "$bin"
+  fi
+  echo "$bin"
+}
+
+s3_ping() {
+  # Any answer from the S3 port (403 without keys) means it serves.
+  curl -s -o /dev/null -w '%{http_code}' "$1/" | grep -q '^[2-4]'
+}
+
+ensure_s3() {
+  # An S3 server for s3:// staging and the Snakemake workflow: SeaweedFS's `weed mini`
+  # on free ports, listening on every address (task containers reach it through their
+  # gateway), one identity with keys made here. Exports APPLIANCE_TEST_S3 as
+  # "ENDPOINT ACCESS_KEY SECRET_KEY".
+  local bin dir port key secret ports=()
+  bin=$(seaweedfs_binary)
+  dir=${STATE_DIR:-$(mktemp -d)}/s3
+  mkdir -p "$dir/data"
+  for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
+  port=${ports[0]}
+  key=appliance-test-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  cat >"$dir/s3.json" <<JSON
+{"identities": [{"name": "appliance-test", "credentials": [{"accessKey": "$key", "secretKey": "$secret"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+JSON
+  say "starting SeaweedFS's S3 server on port $port"
+  setsid "$bin" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=0.0.0.0 -s3.config="$dir/s3.json" \
+    -s3.port="$port" -s3.port.grpc="${ports[1]}" -master.port="${ports[2]}" \
+    -master.port.grpc="${ports[3]}" -volume.port="${ports[4]}" -volume.port.grpc="${ports[5]}" \
+    -filer.port="${ports[6]}" -filer.port.grpc="${ports[7]}" -s3.port.iceberg=0 -s3.port.lance=0 \
+    -webdav=false -admin.ui=false -master.telemetry=false -s3.autoCreateBucket=false >"$dir.log" 2>&1 </dev/null &
+  STARTED_PIDS+=($!)
+  wait_for 120 "S3 server" s3_ping "http://127.0.0.1:$port" || { tail -30 "$dir.log" >&2; die "SeaweedFS did not start"; }
+  export APPLIANCE_TEST_S3="http://127.0.0.1:$port $key $secret"
+}
+
 stop_started() {
   local pid
   if [ -n "${DOCKERD_STARTED:-}" ] && [ -f /var/run/docker.pid ]; then
