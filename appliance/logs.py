@@ -69,3 +69,6 @@ def setup(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request at INFO: each file staged or webhook posted would be a line,
+    # and the scheduler says what failed itself. DEBUG still shows them.
+    logging.getLogger("httpx").setLevel(logging.WARNING if root.level > logging.DEBUG else level)
