@@ -224,6 +224,25 @@ JSON
   export APPLIANCE_TEST_S3="http://127.0.0.1:$port $key $secret"
 }
 
+SNAKEMAKE_VERSION=9.27.1 SNAKEMAKE_TES_VERSION=0.1.3 SNAKEMAKE_S3_VERSION=0.3.6
+
+ensure_snakemake() {
+  # Snakemake with the TES executor and S3 storage plugins, as published (unpatched), in a
+  # venv of its own cached by version. py-tes 0.4.2, which the TES plugin pins, imports
+  # six without declaring it (docs/tes.md). Exports APPLIANCE_TEST_SNAKEMAKE (its command).
+  local venv="$APPLIANCE_CACHE/snakemake-$SNAKEMAKE_VERSION-tes-$SNAKEMAKE_TES_VERSION-s3-$SNAKEMAKE_S3_VERSION"
+  if [ ! -x "$venv/bin/snakemake" ]; then
+    say "installing snakemake $SNAKEMAKE_VERSION and its TES and S3 plugins in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" \
+      && "$venv/bin/pip" install -q --disable-pip-version-check "snakemake==$SNAKEMAKE_VERSION" \
+        "snakemake-executor-plugin-tes==$SNAKEMAKE_TES_VERSION" \
+        "snakemake-storage-plugin-s3==$SNAKEMAKE_S3_VERSION" six \
+      || { rm -rf "$venv"; die "could not install snakemake from PyPI"; }
+  fi
+  export APPLIANCE_TEST_SNAKEMAKE=$venv/bin/snakemake
+}
+
 stop_started() {
   local pid
   if [ -n "${DOCKERD_STARTED:-}" ] && [ -f /var/run/docker.pid ]; then

@@ -14,10 +14,18 @@ import pytest
 from tests.bundle.compose import start_bundle
 from tests.bundle.previous import PROJECT as PREVIOUS_PROJECT
 from tests.bundle.previous import make_previous_services
+from tests.bundle.site import Site, make_site
 
 
 @pytest.fixture(scope="package")
-def bundle() -> Iterator[str]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The bundle's settings file and the files beside it (tests/bundle/site.py): TES on,
+    with S3 (the test S3 server) and the Snakemake image."""
+    return make_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="package")
+def bundle(site: Site) -> Iterator[str]:
     """The compose bundle, running: its proxy's base URL. APPLIANCE_TEST_BUNDLE_URL names
     one already running instead (for work on these tests; CI always starts its own)."""
     running = os.environ.get("APPLIANCE_TEST_BUNDLE_URL")
@@ -25,7 +33,7 @@ def bundle() -> Iterator[str]:
         yield running.rstrip("/")
         return
     # webhooks to the test's receiver on this host (a private address) are allowed
-    yield from start_bundle(APPLIANCE_WEBHOOK_PRIVATE="true")
+    yield from start_bundle(APPLIANCE_WEBHOOK_PRIVATE="true", APPLIANCE_ENV_FILE=str(site.env_file))
 
 
 @pytest.fixture(scope="package")
