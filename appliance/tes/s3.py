@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -136,8 +136,17 @@ def _error(response: httpx.Response, what: str) -> S3Error:
                    + (f" ({said})" if said else ""))  # fmt: skip
 
 
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+def _take(chunk: bytes, sink: BinaryIO, digests: list[Any]) -> None:
+    for digest in digests:
+        digest.update(chunk)
+    sink.write(chunk)
+
+
+def _read(source: BinaryIO, size: int) -> tuple[bytes, str, str]:
+    """Up to ``size`` bytes of ``source``, their MD5 (base64) and SHA-256 (hex)."""
+    body = source.read(size)
+    md5 = hashlib.md5(body, usedforsecurity=False).digest()
+    return body, base64.b64encode(md5).decode(), hashlib.sha256(body).hexdigest()
 
 
 class Client:
@@ -156,13 +165,14 @@ class Client:
         await self.http.aclose()
 
     def _request(self, method: str, bucket: str, key: str, query: dict[str, str] | None = None,
-                 body: bytes = b"", headers: dict[str, str] | None = None) -> httpx.Request:  # fmt: skip
+                 body: bytes = b"", headers: dict[str, str] | None = None,
+                 payload: str = "") -> httpx.Request:  # fmt: skip
         endpoint = urlsplit(self.site.endpoint)
         host, path = endpoint.netloc, encode_path(f"/{bucket}/{key}")
         if self.site.virtual_hosts:
             host, path = f"{bucket}.{endpoint.netloc}", encode_path(f"/{key}")
         query = query or {}
-        payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        payload = payload or (hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256)
         sent = sign(method, host, path, query, headers or {}, payload,
                     access_key=self.site.access_key, secret_key=self.site.secret_key,
                     region=self.site.region, now=datetime.now(UTC))  # fmt: skip
@@ -190,25 +200,45 @@ class Client:
             if response.status_code != 200:
                 await response.aread()
                 raise _error(response, what)
-            md5 = hashlib.md5(usedforsecurity=False)
-            sha = hashlib.sha256()
+            etag = PLAIN_ETAG.fullmatch(response.headers.get("etag", ""))
+            stored = response.headers.get("x-amz-checksum-sha256", "")
+            stored = "" if "-" in stored else stored  # a checksum of checksums: not checkable
+            md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+            digests = [d for d, wanted in ((md5, etag), (sha, stored)) if wanted]
             size = 0
-            async for chunk in response.aiter_bytes(CHUNK):
-                size += len(chunk)
-                if size > budget:
-                    raise S3Error(f"{what}: larger than {budget} bytes (tes_fetch_max_bytes)")
-                md5.update(chunk)
-                sha.update(chunk)
-                await asyncio.to_thread(sink.write, chunk)
+            writing: asyncio.Future[None] | None = None  # hashed and written while the next comes
+            try:
+                # raw: the object's bytes as stored (never decoded, even if it was stored
+                # with a Content-Encoding), gathered into chunks of about CHUNK bytes
+                pieces: list[bytes] = []
+                held = 0
+                async for piece in response.aiter_raw():
+                    size += len(piece)
+                    if size > budget:
+                        raise S3Error(f"{what}: larger than {budget} bytes (tes_fetch_max_bytes)")
+                    pieces.append(piece)
+                    held += len(piece)
+                    if held < CHUNK:
+                        continue
+                    if writing is not None:
+                        await writing
+                    chunk, pieces, held = b"".join(pieces), [], 0
+                    writing = asyncio.ensure_future(asyncio.to_thread(_take, chunk, sink, digests))
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(
+                    asyncio.to_thread(_take, b"".join(pieces), sink, digests)
+                )
+            finally:
+                if writing is not None:
+                    await writing
         except httpx.HTTPError as exc:
             raise S3Error(f"{what}: {exc.__class__.__name__}: {exc}") from None
         finally:
             await response.aclose()
-        plain = PLAIN_ETAG.fullmatch(response.headers.get("etag", ""))
-        stored = response.headers.get("x-amz-checksum-sha256", "")
-        if plain and plain.group(1) != md5.hexdigest():
+        if etag and etag.group(1) != md5.hexdigest():
             raise S3Error(f"{what}: what arrived does not match its MD5 (ETag)")
-        if stored and "-" not in stored and stored != base64.b64encode(sha.digest()).decode():
+        if stored and stored != base64.b64encode(sha.digest()).decode():
             raise S3Error(f"{what}: what arrived does not match its SHA-256")
         return size
 
@@ -233,9 +263,10 @@ class Client:
         """Send ``size`` bytes of ``source`` as the object: in one request, or in parts."""
         what = f"s3://{bucket}/{key}"
         if size <= self.site.part_bytes:
-            body = await asyncio.to_thread(source.read, size)
-            headers = {"Content-MD5": _md5_b64(body)}
-            await self._send(self._request("PUT", bucket, key, body=body, headers=headers), what)
+            body, md5, sha = await asyncio.to_thread(_read, source, size)
+            request = self._request("PUT", bucket, key, body=body, headers={"Content-MD5": md5},
+                                    payload=sha)  # fmt: skip
+            await self._send(request, what)
             return
         made = await self._send(self._request("POST", bucket, key, {"uploads": ""}),
                                 f"{what}: starting a multipart upload")  # fmt: skip
@@ -257,15 +288,29 @@ class Client:
 
     async def _parts(self, bucket: str, key: str, upload: str, source: BinaryIO,
                      what: str) -> AsyncIterator[str]:  # fmt: skip
+        def read() -> asyncio.Future[tuple[bytes, str, str]]:
+            return asyncio.ensure_future(asyncio.to_thread(_read, source, self.site.part_bytes))
+
         number = 0
-        while body := await asyncio.to_thread(source.read, self.site.part_bytes):
-            number += 1
-            query = {"partNumber": str(number), "uploadId": upload}
-            md5 = hashlib.md5(body, usedforsecurity=False)
-            request = self._request("PUT", bucket, key, query, body=body,
-                                    headers={"Content-MD5": base64.b64encode(md5.digest()).decode()})  # fmt: skip
-            answer = await self._send(request, f"{what}: part {number}")
-            etag = answer.headers.get("etag", "")
-            if PLAIN_ETAG.fullmatch(etag) and etag.strip('"') != md5.hexdigest():
-                raise S3Error(f"{what}: part {number} arrived altered (ETag)")
-            yield etag or f'"{md5.hexdigest()}"'
+        reading = read()  # the next part is read and hashed while this one is sent
+        try:
+            while True:
+                body, md5, sha = await reading
+                if not body:
+                    return
+                reading = read()
+                number += 1
+                query = {"partNumber": str(number), "uploadId": upload}
+                request = self._request("PUT", bucket, key, query, body=body,
+                                        headers={"Content-MD5": md5}, payload=sha)  # fmt: skip
+                answer = await self._send(request, f"{what}: part {number}")
+                etag = answer.headers.get("etag", "")
+                hex_md5 = base64.b64decode(md5).hex()
+                if PLAIN_ETAG.fullmatch(etag) and etag.strip('"') != hex_md5:
+                    raise S3Error(f"{what}: part {number} arrived altered (ETag)")
+                yield etag or f'"{hex_md5}"'
+        finally:
+            if not reading.done():
+                await asyncio.wait([reading])  # its thread cannot be stopped: let it end
+            if not reading.cancelled():
+                reading.exception()  # a failed read after a failed send is not left unseen
