@@ -26,6 +26,9 @@ OTHER_VALUES = [
     "podDisruptionBudget.enabled=false", "runner.nodeSelector.pool=jobs",
     "operatorTokenSha256=" + "a" * 64, "runnersConfigMap=my-runners", "services.files.probe\\.service\\.yaml=name: x",
     "proxy.tls.secretName=appliance-tls", "proxy.service.httpsNodePort=30443",
+    "tes.enabled=true", "tes.clientsSecret=my-tes-clients", "tes.images={alpine:,quay.io/biocontainers/}",
+    "tes.s3.endpoint=https://s3.eu-west-1.amazonaws.com", "tes.s3.roots[0]=workflows/{client}",
+    "tes.s3.existingSecret=my-s3-keys", "tes.s3.virtualHosts=true",
 ]  # fmt: skip
 
 
@@ -71,7 +74,8 @@ def test_the_validator_itself_refuses_a_wrong_field() -> None:
     [("web.replicas=0", "/web/replicas"), ("proxy.service.type=Bogus", "/proxy/service/type"),
      ("runner.limits.user=root", "/runner/limits/user"), ("operatorTokenSha256=xyz", "operatorTokenSha256"),
      ("persistence.jobs.size=lots", "/persistence/jobs/size"), ("no.such=1", "'no'"),
-     ("mongodb.enabled=false", "externalUri")],
+     ("mongodb.enabled=false", "externalUri"), ("tes.clients.alice=not-a-hash", "/tes/clients/alice"),
+     ("tes.s3.endpoint=http://s3.example.org/bucket", "/tes/s3/endpoint")],
 )  # fmt: skip
 def test_wrong_values_are_refused_with_their_name(value: str, named: str) -> None:
     done = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set", value,
@@ -208,3 +212,43 @@ def test_webhooks_are_on_with_a_secret_made_once_or_off() -> None:
         assert "/etc/appliance/wake" in mounts  # where the secret is
     for pod in pods_of(render("webhooks.enabled=false")).values():
         assert "APPLIANCE_WEBHOOK_SECRET_FILE" not in str(pod)
+
+
+HASH = "ab" * 32
+
+
+def test_tes_on_with_its_clients_and_s3_keys_given_as_values() -> None:
+    docs = render("tes.enabled=true", f"tes.clients.alice={HASH}", "tes.images={alpine:}",
+                  "tes.s3.endpoint=http://s3.example.org:8333", "tes.s3.roots={workflows}",
+                  "tes.s3.accessKeyId=AKID", "tes.s3.secretAccessKey=wJalrXUtnFEMI")  # fmt: skip
+    [made] = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "rel-appliance-tes"
+    ]
+    assert f"alice {HASH}" in made["stringData"]["tes-clients"].splitlines()
+    assert made["stringData"]["s3-keys"].split() == ["AKID", "wJalrXUtnFEMI"]
+    pods = pods_of(docs)
+    web, scheduler = pods["rel-appliance-web"], pods["rel-appliance-scheduler"]
+    for pod in (web, scheduler):
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert (
+            env["APPLIANCE_TES_ENABLED"] == "true" and env["APPLIANCE_TES_S3_ROOTS"] == "workflows"
+        )
+        assert env["APPLIANCE_TES_S3_CREDENTIALS_FILE"] == "/etc/appliance/tes-s3/s3-keys"
+    # the clients file for the web process only, the S3 keys for the scheduler only
+    assert "tes-clients" in str(web["volumes"]) and "tes-s3" not in str(web["volumes"])
+    assert "tes-s3" in str(scheduler["volumes"]) and "tes-clients" not in str(scheduler["volumes"])
+    assert "wJalrXUtnFEMI" not in str(pods)  # keys only in the Secret, never in a pod spec
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+    done = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set",
+                "tes.enabled=true", "--set", "tes.s3.endpoint=http://s3.example.org", check=False)  # fmt: skip
+    assert done.returncode != 0 and "tes.s3.endpoint needs its keys" in done.stderr
+
+
+def test_tes_with_the_sites_own_secrets_makes_none() -> None:
+    docs = render(*[v for v in OTHER_VALUES if v.startswith("tes.")])
+    assert not [d for d in docs if d["metadata"]["name"] == "rel-appliance-tes"]
+    pods = pods_of(docs)
+    assert "my-tes-clients" in str(pods["rel-appliance-web"]["volumes"])
+    assert "my-s3-keys" in str(pods["rel-appliance-scheduler"]["volumes"])
+    assert "APPLIANCE_TES_ENABLED" not in str(pods_of(render()))  # off by default

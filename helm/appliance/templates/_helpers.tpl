@@ -76,6 +76,21 @@ capabilities: {drop: [ALL]}
 - {name: APPLIANCE_WEBHOOK_SECRET_FILE, value: /etc/appliance/wake/webhook.secret}
 - {name: APPLIANCE_WEBHOOK_PRIVATE, value: {{ .Values.webhooks.private | toString | quote }}}
 {{- end }}
+{{- with .Values.tes }}
+{{- if .enabled }}
+- {name: APPLIANCE_TES_ENABLED, value: "true"}
+- {name: APPLIANCE_TES_TOKENS_FILE, value: /etc/appliance/tes-clients/tes-clients}
+- {name: APPLIANCE_TES_IMAGES, value: {{ join "," .images | quote }}}
+- {name: APPLIANCE_TES_NETWORK_IMAGES, value: {{ join "," .networkImages | quote }}}
+{{- if .s3.endpoint }}
+- {name: APPLIANCE_TES_S3_ENDPOINT, value: {{ .s3.endpoint | quote }}}
+- {name: APPLIANCE_TES_S3_REGION, value: {{ .s3.region | quote }}}
+- {name: APPLIANCE_TES_S3_ROOTS, value: {{ join "," .s3.roots | quote }}}
+- {name: APPLIANCE_TES_S3_VIRTUAL_HOSTS, value: {{ .s3.virtualHosts | toString | quote }}}
+- {name: APPLIANCE_TES_S3_CREDENTIALS_FILE, value: /etc/appliance/tes-s3/s3-keys}
+{{- end }}
+{{- end }}
+{{- end }}
 - name: APPLIANCE_OPERATOR_TOKEN_SHA256
   valueFrom:
     secretKeyRef:
@@ -114,4 +129,42 @@ capabilities: {drop: [ALL]}
 - {name: services, mountPath: /etc/appliance/services, readOnly: true}
 {{- end }}
 - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/* TES (docs/tes.md): the clients file for the web process, the S3 keys for the
+scheduler, each from the site's own Secret or the one the chart makes (<release>-tes). */}}
+{{- define "appliance.tesSecret" -}}
+{{ include "appliance.fullname" . }}-tes
+{{- end -}}
+
+{{- define "appliance.tesClientsVolume" -}}
+{{- if .Values.tes.enabled }}
+- name: tes-clients
+  secret:
+    secretName: {{ .Values.tes.clientsSecret | default (include "appliance.tesSecret" .) }}
+    items: [{key: tes-clients, path: tes-clients}]
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "appliance.tesClientsMount" -}}
+{{- if .Values.tes.enabled }}
+- {name: tes-clients, mountPath: /etc/appliance/tes-clients, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "appliance.tesS3Volume" -}}
+{{- if and .Values.tes.enabled .Values.tes.s3.endpoint }}
+- name: tes-s3
+  secret:
+    secretName: {{ .Values.tes.s3.existingSecret | default (include "appliance.tesSecret" .) }}
+    items: [{key: s3-keys, path: s3-keys}]
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "appliance.tesS3Mount" -}}
+{{- if and .Values.tes.enabled .Values.tes.s3.endpoint }}
+- {name: tes-s3, mountPath: /etc/appliance/tes-s3, readOnly: true}
+{{- end }}
 {{- end -}}
