@@ -43,7 +43,8 @@ def run_workflow(
          "--tes-token", TES_TOKEN, "--container-image", SNAKEMAKE_IMAGE,
          "--default-storage-provider", "s3", "--default-storage-prefix", prefix,
          "--storage-s3-endpoint-url", site.s3_endpoint, "--storage-s3-access-key", site.s3_key,
-         "--storage-s3-secret-key", site.s3_secret, "--jobs", "2"],
+         "--storage-s3-secret-key", site.s3_secret, "--jobs", "2",
+         "--seconds-between-status-checks", "2"],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
 
