@@ -165,6 +165,8 @@ async def test_the_job_pod_is_locked_down(settings: Settings, catalogue: Catalog
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "64Mi"},
                                       "limits": {"cpu": "500m", "memory": "64Mi"}}  # fmt: skip
     assert not any("serviceaccount" in m["mountPath"] for m in container["volumeMounts"])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["USER"] == "appliance" and env["HOME"] == "/tmp"  # a name for uid 1000
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/job"]["subPath"] == job_id and not mounts["/job"].get("readOnly")
     assert mounts["/job/inputs/input"]["readOnly"] is True

@@ -24,6 +24,17 @@ from typing import Protocol, runtime_checkable
 from appliance.exits import ExitRecord
 from appliance.plan import Plan, Step
 
+# The name and home a job's user has where its image does not know its uid (workflow
+# images rarely know uid 1000, and Snakemake, Java and others ask for the user's name):
+# the environment of every step, unless the step sets them itself.
+JOB_USER = "appliance"
+JOB_HOME = "/tmp"
+
+
+def with_identity(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``USER`` and ``HOME`` added where it does not set them."""
+    return {"USER": JOB_USER, "HOME": JOB_HOME} | env
+
 
 class RunState(enum.Enum):
     QUEUED = "queued"

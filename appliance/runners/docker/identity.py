@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.jobwrap import record_dir
+from appliance.runners.base import JOB_HOME, JOB_USER
 from appliance.runners.docker.engine import Engine, EngineError, ImageNotFound
 
 log = logging.getLogger(__name__)
 
-NAME = "appliance"
-HOME = "/tmp"
+NAME, HOME = JOB_USER, JOB_HOME
 KEEP_SECONDS = 300.0  # an image's accounts are read again after this (a rebuilt tag)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from appliance.errors import RunnerError
 from appliance.model import Resources
 from appliance.plan import Location
-from appliance.runners.base import StepRun
+from appliance.runners.base import StepRun, with_identity
 
 WORKDIR = "/job"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
@@ -163,7 +163,8 @@ def job_manifest(
         "imagePullPolicy": options.image_pull_policy,
         "command": argv,
         "workingDir": step.workdir or WORKDIR,
-        "env": [{"name": k, "value": v} for k, v in step.env.items()],
+        # a user name and a home for a uid the image does not know (no passwd line here)
+        "env": [{"name": k, "value": v} for k, v in with_identity(dict(step.env)).items()],
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
