@@ -131,12 +131,38 @@ def check_webhooks(settings: Settings) -> int:
     return 0
 
 
+async def check_s3(settings: Settings) -> int:
+    """Whether the S3 server of TES staging answers these keys for each root's bucket."""
+    if not (settings.tes_enabled and settings.tes_s3_endpoint):
+        return 0
+    from appliance.tes import s3
+
+    problems = 0
+    try:
+        site = s3.Site.of(settings)
+    except s3.S3Error as exc:
+        return _problem(f"s3: {exc}")
+    async with s3.Client(site) as client:
+        for root in dict.fromkeys(settings.tes_s3_roots):
+            bucket, _, prefix = root.partition("/")
+            prefix = prefix.split("/{client}")[0].removesuffix("{client}").rstrip("/")
+            try:
+                await client.probe(bucket, prefix)
+            except s3.S3Error as exc:
+                problems += _problem(f"s3: {settings.tes_s3_endpoint}: {exc}")
+            else:
+                print(f"s3: {settings.tes_s3_endpoint}: s3://{root} can be listed with the keys "
+                      f"in {settings.tes_s3_credentials_file}")  # fmt: skip
+    return problems
+
+
 async def live_checks(settings: Settings, catalogue: Catalogue) -> int:
     """Print what answers and what is missing; returns the number of problems."""
     problems = await asyncio.to_thread(check_volumes, settings)
     problems += await check_database(settings)
     problems += await check_wakeups(settings)
     problems += check_webhooks(settings)
+    problems += await check_s3(settings)
     for runner_id in sorted(catalogue.runners):
         problems += await check_runner(settings, catalogue, runner_id)
     return problems

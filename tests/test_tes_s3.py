@@ -14,6 +14,7 @@ import boto3
 import pytest
 import tes
 
+from appliance.checks import check_s3
 from appliance.settings import Settings
 from appliance.tes.s3 import Client, S3Error, Site
 from tests.helpers import TEST_IMAGE
@@ -204,3 +205,16 @@ async def test_wrong_keys_are_named_as_the_server_names_them(s3: Server, tmp_pat
     keys.write_text("only one line\n")
     with pytest.raises(S3Error, match="two lines"):
         Site.of(settings)
+
+
+async def test_check_lists_each_roots_bucket_with_the_sites_keys(
+    s3: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(tes_enabled=True, tes_s3_endpoint=s3.endpoint,
+                        tes_s3_roots=("shared", "work/{client}/runs", "no-such-bucket"),
+                        tes_s3_credentials_file=keys_file(tmp_path, s3))  # fmt: skip
+    assert await check_s3(settings) == 1
+    out, err = capsys.readouterr()
+    assert "s3://shared can be listed" in out and "s3://work/{client}/runs can be listed" in out
+    assert "listing s3://no-such-bucket/: the S3 server answered 404 (NoSuchBucket" in err
+    assert s3.secret not in out + err

@@ -259,6 +259,11 @@ class Client:
                 return found
             query = {**query, "continuation-token": token}
 
+    async def probe(self, bucket: str, prefix: str) -> None:
+        """S3Error unless these keys may list ``bucket`` below ``prefix`` (one object at most)."""
+        query = {"list-type": "2", "max-keys": "1", "prefix": f"{prefix}/" if prefix else ""}
+        await self._send(self._request("GET", bucket, "", query), f"listing s3://{bucket}/{prefix}")
+
     async def put(self, bucket: str, key: str, source: BinaryIO, size: int) -> None:
         """Send ``size`` bytes of ``source`` as the object: in one request, or in parts."""
         what = f"s3://{bucket}/{key}"
