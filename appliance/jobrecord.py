@@ -89,6 +89,8 @@ class JobRecord(TypedDict, total=False):
     # a webhook (appliance.webhooks): url and state at submission; how its posts went, by
     # the scheduler that sends it (appliance.scheduler.notifying)
     notify: dict[str, Any]
+    # how the e-mail it named went (the address is in its notice only)
+    notify_email: dict[str, Any]
     # reuse (appliance.scheduler.reuse): allowed at submission; the key of what it ran;
     # the earlier job whose results answered it
     reuse: bool

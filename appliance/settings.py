@@ -25,6 +25,7 @@ from appliance.settingvalues import (
     bind_or_off,
     byte_size,
     file_roots,
+    host_name,
     http_endpoint,
     log_level,
     networks,
@@ -34,6 +35,7 @@ from appliance.settingvalues import (
     optional_path,
     positive_int,
     s3_roots,
+    site_url,
     token_hash,
     url_prefix,
     whole,
@@ -344,6 +346,28 @@ class Settings:
     webhook_timeout: float = _setting(
         10.0, within(parse_duration, 1, 300), "longest wait for a webhook's receiver to answer"
     )
+    # E-mail when a job ends (appliance/mail.py, docs/api.md): off until a server is set
+    smtp_host: str = _setting(
+        "", host_name, "SMTP server that sends e-mail when jobs end (empty: no e-mail)"
+    )
+    smtp_port: int = _setting(587, within(positive_int, 1, 65535), "its port")
+    smtp_security: str = _setting(
+        "starttls", one_of("starttls", "tls", "none"),
+        "starttls (port 587), tls (port 465) or none (a relay on the site's own network)",
+    )  # fmt: skip
+    smtp_from: str = _setting(
+        "appliance@localhost", as_str, "the From address of the appliance's e-mail"
+    )
+    smtp_credentials_file: Path | None = _setting(
+        None, optional_path, "file of two lines, the SMTP user then its password (none: no login)"
+    )
+    smtp_timeout: float = _setting(
+        30.0, within(parse_duration, 1, 300), "longest wait for the SMTP server to answer"
+    )
+    public_url: str = _setting(
+        "", site_url,
+        "the address users reach the appliance at (https://appliance.example.org): links in e-mail",
+    )  # fmt: skip
     source: str = field(default="(defaults)", compare=False, metadata={"internal": True})
 
     @classmethod

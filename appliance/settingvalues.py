@@ -146,6 +146,22 @@ def file_roots(value: object) -> tuple[str, ...]:
     return tuple(check_file_root(path) for path in words(value))
 
 
+def host_name(value: object) -> str:
+    """A host name or address, or empty (off)."""
+    text = str(value or "").strip()
+    if text and not re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", text):
+        raise ValueError(f"expected a host name or address, got {text!r}")
+    return text
+
+
+def site_url(value: object) -> str:
+    """An http(s) address, perhaps with a path (no query), or empty."""
+    text = str(value or "").strip().rstrip("/")
+    if text and not re.fullmatch(r"https?://[^/?#@\s]+(/[^?#\s]*)?", text):
+        raise ValueError(f"expected http(s)://host[:port][/path], got {text!r}")
+    return text
+
+
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 

@@ -53,12 +53,16 @@ def planning_environment(catalogue: Catalogue, environ: Mapping[str, str]) -> di
     return {name: environ[name] for name in sorted(names) if name in environ}
 
 
-async def record(store: Store, job: JobRecord, wake: Wake | None) -> None:
+async def record(store: Store, job: JobRecord, wake: Wake | None, email: str | None = None) -> None:
     """Store a new job; an ACCEPTED one is claimable from this write on, and ``wake``
-    (a scheduler's wake-up, a hint) goes after it. A job that names a webhook gets its
-    notice first, so that no recorded job lacks one (``appliance.store.notices``)."""
+    (a scheduler's wake-up, a hint) goes after it. A job that names a webhook or an
+    e-mail address gets its notices first, so that no recorded job lacks one
+    (``appliance.store.notices``); the address is kept in its notice only."""
     if "notify" in job:
         await store.notices.add(str(job["_id"]), str(job["notify"]["url"]), job["submitted_at"])
+    if email:
+        job["notify_email"] = {"state": "pending"}
+        await store.notices.add_email(str(job["_id"]), email, job["submitted_at"])
     await store.insert_job(job)
     if wake is not None and is_active(job):
         await wake(job)
@@ -74,13 +78,14 @@ async def record_job(
     counted: bool = True,
     request_id: str = "",
     webhook: str | None = None,
+    email: str | None = None,
     reuse: bool = True,
     wake: Wake | None = None,
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
     when no plan can be made. (``counted``: in the usage statistics; ``webhook``: a URL
-    posted to when it ends, checked by the caller; ``reuse``: False when the submitter
+    posted to when it ends, and ``email``, an address told, both checked by the caller; ``reuse``: False when the submitter
     refuses an earlier identical job's results.)"""
     job_id = new_id()
     now = await store.now()
@@ -107,7 +112,7 @@ async def record_job(
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"], job["waiting"] = now, None, None
-    await record(store, job, wake)
+    await record(store, job, wake, email)
     if not counted:  # a service test's job: not a user's submission
         return job
     try:  # the statistics are not worth failing a submission for

@@ -120,6 +120,7 @@ def cmd_submit(args: argparse.Namespace, client: Client) -> int:
         if not path.is_file():
             raise ClientError(f"--file {name}={path}: no such file")
     values = _split(args.set, "--set") + ([("_webhook", args.webhook)] if args.webhook else [])
+    values += [("_email", args.email)] if args.email else []
     values += [("_reuse", "false")] if args.no_reuse else []
     job_id = client.submit(args.service, values, files)
     if not (args.wait or args.download):
@@ -255,6 +256,8 @@ def add_commands(sub: Any) -> None:
     )
     submit.add_argument("--webhook", metavar="URL", help="a web address the appliance posts "
                         "the job's end to, signed (where the site sends webhooks)")  # fmt: skip
+    submit.add_argument("--email", metavar="ADDRESS", help="an address told when the job "
+                        "ends (where the site sends e-mail)")  # fmt: skip
     submit.add_argument("--no-reuse", action="store_true", help="run it even if an identical "
                         "earlier job's results could answer it")  # fmt: skip
     submit.add_argument(

@@ -22,6 +22,7 @@ OWNERS = {
     "yaml": {"yamlfile.py"},
     "docker": set(),  # docker-py: the runner speaks the engine API itself (engine.py)
     "zmq": {"messaging.py"},
+    "smtplib": {"mailsend.py"},  # e-mail when jobs end
     "starlette": {"web", "pages"},
     "jinja2": {"pages/render.py"},
     "prometheus_client": {"metrics.py"},

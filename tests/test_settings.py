@@ -70,7 +70,7 @@ PAIRED = {"tls_certificate": "tls_key", "tls_key": "tls_certificate"}
 def _sample(key: str) -> tuple[str, object]:
     """A value for ``key`` that is not its default, as text and as the setting holds it."""
     default = next(f for f in dataclasses.fields(Settings) if f.name == key).default
-    if key.endswith("_url"):
+    if key.endswith("_url") and key != "public_url":
         return "/x", "/x"
     if isinstance(default, Path) or (default is None and key.endswith(("_file", "_keys")))\
             or key in PAIRED:  # fmt: skip
@@ -79,6 +79,10 @@ def _sample(key: str) -> tuple[str, object]:
         return "https://s3.example.org/", "https://s3.example.org"
     if key == "tes_s3_roots":
         return "bucket-a, bucket-b/{client}", ("bucket-a", "bucket-b/{client}")
+    if key == "smtp_security":
+        return "TLS", "tls"
+    if key == "public_url":
+        return "https://appliance.example.org/", "https://appliance.example.org"
     if key == "trusted_proxies":
         return "10.1.0.0/16, 2001:db8::1", ("10.1.0.0/16", "2001:db8::1/128")
     if isinstance(default, tuple):

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from appliance import webhooks
+from appliance import mail, webhooks
 from appliance.errors import FormErrors, StoreError
 from appliance.jobrecord import JobRecord
 from appliance.model import Preset, Service
@@ -81,11 +81,14 @@ def _service_page(
         request, "service.html", status, service=service, fields=fields, preset=preset,
         problem=problem,
         others=[(k, v) for k, v in (errors or {}).items()
-                if k not in service.parameters and k != webhooks.FIELD],
+                if k not in service.parameters and k not in (webhooks.FIELD, mail.FIELD)],
         max_upload=state.settings.upload_max_bytes,
         webhooks=state.settings.webhook_secret_file is not None,
         webhook_value=((sent or {}).get(webhooks.FIELD) or [""])[0],
         webhook_error=(errors or {}).get(webhooks.FIELD),
+        emails=bool(state.settings.smtp_host),
+        email_value=((sent or {}).get(mail.FIELD) or [""])[0],
+        email_error=(errors or {}).get(mail.FIELD),
     )  # fmt: skip
 
 

@@ -13,7 +13,8 @@ for. Its tasks:
 - renew: leases, and the scheduler's presence;
 - housekeeping: slow chores on their own cadence (``housekeeping``);
 - service tests: each service file's tests, at start and every interval (``servicetests``);
-- webhooks: posts for ended jobs that name one (``notifying``), when a secret is set;
+- webhooks and e-mail for ended jobs that name them (``notifying``), when a secret or an
+  SMTP server is set;
 - heartbeat: touches a file while dispatch and monitor keep completing rounds.
 
 On stop it takes no new work, cancels starts still in progress, gives every lease back
@@ -43,7 +44,7 @@ START_GRACE = 1.0  # seconds that starts in progress get to finish when the sche
 class Scheduler(Following):
     async def run(self, stop: asyncio.Event, *, housekeeping: Housekeeping | None = None) -> None:
         receiver = self._receiver() if self.listen else None
-        notifier = self._notifier() if self.settings.webhook_secret_file is not None else None
+        notifier = self._notifier() if self._notifies() else None
         chores = housekeeping or Housekeeping(self)
         with contextlib.suppress(StoreError):
             await self.store.claims.announce(self.owner, self.runners)
@@ -82,8 +83,12 @@ class Scheduler(Following):
                               f"{len(addresses)}: {', '.join(addresses)}", key="scheduler_address")  # fmt: skip
         return WakeReceiver(addresses[0], keys=wake_keys(self.settings))
 
+    def _notifies(self) -> bool:
+        return self.settings.webhook_secret_file is not None or bool(self.settings.smtp_host)
+
     def _notifier(self) -> Notifier:
-        return Notifier(self.store, self.settings, load_secret(self.settings.webhook_secret_file))
+        path = self.settings.webhook_secret_file
+        return Notifier(self.store, self.settings, load_secret(path) if path else None)
 
     def held_counts(self) -> list[tuple[str, str, int]]:
         """The jobs this scheduler follows, by runner and state (a gauge of its metrics)."""

@@ -1,13 +1,15 @@
-"""Sending webhooks: each ended job that names one is posted, signed, until its receiver
-says 2xx or ``webhook_retry_for`` has passed since the job ended.
+"""Sending webhooks and e-mail: each ended job that names a webhook is posted, signed,
+until its receiver says 2xx, and one that names an address is told through the site's
+SMTP server, until it takes the message; both for at most ``webhook_retry_for`` after
+the job ended (an address the server refuses for good, 5xx, is not tried again).
 
 Every ``POLL`` seconds the scheduler reads the notices that are due (a few documents:
 ``appliance.store.notices``) and their jobs in one query; a notice whose job still runs
 is looked at again ``RECHECK`` seconds later, so a post goes at most that long after a
 job's end. A due notice of an ended job is taken (one conditional update, so that two
 schedulers do not both post it), posted, and its outcome written to the job
-(``notify``: state, attempts, the last ten tries with their answers) before the notice
-is deleted or moved to its next attempt.
+(``notify``, ``notify_email``: state, attempts, the last ten tries with their answers)
+before the notice is deleted or moved to its next attempt.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__, webhooks
+from appliance import __version__, mail, mailsend, webhooks
 from appliance.errors import ConfigError, StoreError
 from appliance.jobrecord import JobRecord
 from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import Doc, Store
+from appliance.store.notices import EMAIL, job_of
 from appliance.tes.fetch import FetchError, post
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,7 @@ class Notifier:
         self,
         store: Store,
         settings: Settings,
-        secret: bytes,
+        secret: bytes | None,
         *,
         first_delay: float = webhooks.FIRST_DELAY,
         poll: float = POLL,
@@ -91,10 +94,10 @@ class Notifier:
         due = await notices.due(now, BATCH)
         if not due:
             return 0
-        jobs = await notices.jobs([str(n["_id"]) for n in due])
+        jobs = await notices.jobs([job_of(n) for n in due])
         running, ended = [], []
         for notice in due:
-            job = jobs.get(str(notice["_id"]))
+            job = jobs.get(job_of(notice))
             if job is None:
                 if now - notice["created_at"] > ORPHAN_AFTER:
                     await notices.done(str(notice["_id"]))
@@ -109,15 +112,29 @@ class Notifier:
 
     async def _send(self, notice: Doc, job: JobRecord, now: datetime) -> bool:
         async with self._slots:
-            timeout = self.settings.webhook_timeout
+            timeout = max(self.settings.webhook_timeout, self.settings.smtp_timeout * 4)
             if not await self.store.notices.take(notice, now + timedelta(seconds=timeout + 60)):
                 return False  # another scheduler took it
-            body = webhooks.payload(job, job_url=job_path(job))
-            status, error = await self._post(str(notice["url"]), body, str(job["_id"]))
-            await self._record(notice, job, status, error)
+            if notice.get("channel") == EMAIL:
+                status, error, again = await self._mail(str(notice["to"]), job)
+            else:
+                body = webhooks.payload(job, job_url=job_path(job))
+                status, error = await self._post(str(notice["url"]), body, str(job["_id"]))
+                again = True
+            await self._record(notice, job, status, error, again=again)
             return True
 
+    async def _mail(self, to: str, job: JobRecord) -> tuple[int | None, str, bool]:
+        settings = self.settings
+        if not settings.smtp_host:
+            return None, "this site sends no e-mail now (no smtp_host is set)", True
+        message = mail.message(job, to=to, sender=settings.smtp_from, site=settings.instance,
+                               job_url=settings.public_url + job_path(job))  # fmt: skip
+        return await asyncio.to_thread(mailsend.send, settings, message)
+
     async def _post(self, url: str, body: bytes, job_id: str) -> tuple[int | None, str]:
+        if self.secret is None:
+            return None, "this site signs no webhooks now (no webhook_secret_file is set)"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"appliance/{__version__}",
@@ -133,28 +150,34 @@ class Notifier:
             return None, str(exc)
         return status, "" if 200 <= status < 300 else f"answered {status}"
 
-    async def _record(self, notice: Doc, job: JobRecord, status: int | None, error: str) -> None:
-        notices, job_id = self.store.notices, str(job["_id"])
+    async def _record(self, notice: Doc, job: JobRecord, status: int | None, error: str, *,
+                      again: bool) -> None:  # fmt: skip
+        notices, job_id, notice_id = self.store.notices, str(job["_id"]), str(notice["_id"])
+        email = notice.get("channel") == EMAIL
+        field, what = ("notify_email", "e-mail") if email else ("notify", "webhook")
         now = await self.store.now()
         attempts = int(notice.get("attempts") or 0) + 1
-        before: dict[str, Any] = job.get("notify") or {}
+        before: dict[str, Any] = (job.get("notify_email") if email else job.get("notify")) or {}
         tried: dict[str, Any] = {"at": now, "ok": not error}
         tried.update({"status": status} if status is not None else {})
         tried.update({"error": error} if error else {})
-        notify: dict[str, Any] = {"url": before.get("url", notice["url"]), "attempts": attempts,
+        notify: dict[str, Any] = {"attempts": attempts,
                                   "tries": [*before.get("tries", []), tried][-TRIES_KEPT:]}  # fmt: skip
+        if not email:  # an address is kept in its notice only
+            notify["url"] = before.get("url", notice["url"])
         if not error:
-            await notices.record(job_id, {**notify, "state": "delivered", "delivered_at": now})
-            await notices.done(job_id)
-            log.info("job %s: webhook delivered (attempt %d)", job_id, attempts)
+            await notices.record(job_id, {**notify, "state": "delivered", "delivered_at": now},
+                                 field)  # fmt: skip
+            await notices.done(notice_id)
+            log.info("job %s: %s delivered (attempt %d)", job_id, what, attempts)
             return
         ended = job.get("completed_at") or notice["created_at"]
         wait = webhooks.delay(attempts, self.first_delay)
-        if (now - ended).total_seconds() + wait > self.settings.webhook_retry_for:
-            await notices.record(job_id, {**notify, "state": "failed", "error": error})
-            await notices.done(job_id)
-            log.warning("job %s: webhook given up after %d attempts: %s", job_id, attempts, error)
+        if not again or (now - ended).total_seconds() + wait > self.settings.webhook_retry_for:
+            await notices.record(job_id, {**notify, "state": "failed", "error": error}, field)
+            await notices.done(notice_id)
+            log.warning("job %s: %s given up after %d attempts: %s", job_id, what, attempts, error)
             return
-        await notices.record(job_id, {**notify, "state": "pending", "error": error})
-        await notices.again(job_id, attempts, now + timedelta(seconds=wait))
-        log.info("job %s: webhook failed (%s), again in %.0f s", job_id, error, wait)
+        await notices.record(job_id, {**notify, "state": "pending", "error": error}, field)
+        await notices.again(notice_id, attempts, now + timedelta(seconds=wait))
+        log.info("job %s: %s failed (%s), again in %.0f s", job_id, what, error, wait)

@@ -1,10 +1,14 @@
-"""Webhooks still to be sent: the ``notices`` collection (``Store.notices``).
+"""Webhooks and e-mail still to be sent: the ``notices`` collection (``Store.notices``).
 
-A job that names a webhook gets a notice, written before the job itself
+A job that names a webhook or an e-mail address gets a notice for each, written before
+the job itself
 (``appliance.submission.record``): so a job that exists and names a webhook always has
 one, whatever happens to the process after. The collection holds only notices not yet
 sent (a sent or given-up one is deleted and the job records how it went, in ``notify``),
 so a scheduler reads a handful of documents per round, whatever the number of jobs.
+A webhook's notice has the job's id as its own; an e-mail's is ``<job id>:email`` and
+holds the job's id (``job``) and the address (``to``), which is kept nowhere else and
+goes with the notice.
 
 A scheduler takes a due notice by one conditional update (its ``next_at`` as it read
 it, moved past the post's time limit): two schedulers that read the same notice cannot
@@ -22,7 +26,13 @@ from appliance.jobrecord import JobRecord
 from appliance.store.connection import Connection, Doc
 
 NOTICE_FIELDS = {"_id": 1, "kind": 1, "service": 1, "state": 1, "submitted_at": 1,
-                 "completed_at": 1, "error": 1, "notify": 1}  # fmt: skip
+                 "completed_at": 1, "error": 1, "notify": 1, "notify_email": 1}  # fmt: skip
+EMAIL = "email"  # the channel of an e-mail notice (a webhook's has none)
+
+
+def job_of(notice: Doc) -> str:
+    """The id of a notice's job."""
+    return str(notice.get("job") or notice["_id"])
 
 
 class Notices:
@@ -37,6 +47,12 @@ class Notices:
         postponed, while the job runs)."""
         notice = {"_id": job_id, "url": url, "created_at": now, "next_at": now, "attempts": 0}
         await self.db._insert_unique("add a webhook notice", "notices", notice, retried_ok=True)
+
+    async def add_email(self, job_id: str, to: str, now: datetime) -> None:
+        """An e-mail notice for the job about to be recorded."""
+        notice = {"_id": f"{job_id}:{EMAIL}", "job": job_id, "channel": EMAIL, "to": to,
+                  "created_at": now, "next_at": now, "attempts": 0}  # fmt: skip
+        await self.db._insert_unique("add an e-mail notice", "notices", notice, retried_ok=True)
 
     async def due(self, now: datetime, limit: int) -> list[Doc]:
         async def find() -> list[Doc]:
@@ -67,18 +83,19 @@ class Notices:
             {"_id": notice["_id"], "next_at": notice["next_at"]}, {"$set": {"next_at": until}}))  # fmt: skip
         return bool(result.modified_count)
 
-    async def again(self, job_id: str, attempts: int, at: datetime) -> None:
+    async def again(self, notice_id: str, attempts: int, at: datetime) -> None:
         await self.db._call("retry a notice", lambda: self._notices().update_one(
-            {"_id": job_id}, {"$set": {"attempts": attempts, "next_at": at}}))  # fmt: skip
+            {"_id": notice_id}, {"$set": {"attempts": attempts, "next_at": at}}))  # fmt: skip
 
-    async def done(self, job_id: str) -> None:
+    async def done(self, notice_id: str) -> None:
         await self.db._call("delete a notice",
-                            lambda: self._notices().delete_one({"_id": job_id}))  # fmt: skip
+                            lambda: self._notices().delete_one({"_id": notice_id}))  # fmt: skip
 
-    async def record(self, job_id: str, notify: dict[str, Any]) -> None:
-        """What happened to the job's webhook so far, on the job (``notify``)."""
-        await self.db._call("record a webhook", lambda: self.db.jobs.update_one(
-            {"_id": job_id}, {"$set": {"notify": notify}}))  # fmt: skip
+    async def record(self, job_id: str, notify: dict[str, Any], field: str = "notify") -> None:
+        """What happened to the job's webhook (``notify``) or e-mail (``notify_email``)
+        so far, on the job."""
+        await self.db._call("record a notice", lambda: self.db.jobs.update_one(
+            {"_id": job_id}, {"$set": {field: notify}}))  # fmt: skip
 
     async def pending(self) -> int:
         return int(await self.db._call("count notices",

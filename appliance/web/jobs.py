@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance import webhooks
+from appliance import mail, webhooks
 from appliance.errors import FormErrors, ValidationError
 from appliance.forms import FileRef, RawValue, validate
 from appliance.jobrecord import JobRecord
@@ -73,7 +73,7 @@ async def read_service_form(
     uploaded ids beside new files in one form, as to the previous system)."""
     return await read_form(
         request, state.settings.uploads_dir, state.settings.upload_max_bytes, frozenset(),
-        known=frozenset(service.parameters) | extra | {webhooks.FIELD, REUSE_FIELD},
+        known=frozenset(service.parameters) | extra | {webhooks.FIELD, mail.FIELD, REUSE_FIELD},
         max_files=state.settings.upload_max_files,
     )  # fmt: skip
 
@@ -104,6 +104,7 @@ async def _accept(
     the file records made (so that a failure after them can take them back)."""
     raw: dict[str, list[RawValue]] = {name: list(values) for name, values in form.fields.items()}
     webhook = None if webhooks.FIELD in service.parameters else webhook_of(state.settings, raw)
+    email = None if mail.FIELD in service.parameters else email_of(state.settings, raw)
     reuse = True if REUSE_FIELD in service.parameters else reuse_of(raw)
     saved = form.saved()
     kinds = await sniff_all([f.path for f in saved], sum(f.size for f in saved))
@@ -119,7 +120,7 @@ async def _accept(
         recorded.append(f.id)
     job = await record_job(state.store, state.planner, service, values, client=client,
                            request_id=REQUEST_ID.get() or "", webhook=webhook,
-                           reuse=reuse, wake=state.wake)  # fmt: skip
+                           email=email, reuse=reuse, wake=state.wake)  # fmt: skip
     log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
     outcome = "rejected" if JobState(job["state"]).finished else "accepted"
     SUBMISSIONS.labels(service.id, outcome).inc()
@@ -140,6 +141,20 @@ def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None
                                         private=settings.webhook_private)  # fmt: skip
     except webhooks.WebhookError as exc:
         raise FormErrors([ValidationError(webhooks.FIELD, "invalid", str(exc))]) from None
+
+
+def email_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None:
+    """The address a submission names (taken out of ``raw``), checked; FormErrors if it
+    is not taken here."""
+    values = [str(v) for v in raw.pop(mail.FIELD, []) if str(v).strip()]
+    if not values:
+        return None
+    try:
+        if len(values) > 1:
+            raise mail.MailError("name one address")
+        return mail.check_address(values[0], enabled=bool(settings.smtp_host))
+    except mail.MailError as exc:
+        raise FormErrors([ValidationError(mail.FIELD, "invalid", str(exc))]) from None
 
 
 def reuse_of(raw: dict[str, list[RawValue]]) -> bool:

@@ -174,6 +174,16 @@ SCHEMAS: Json = {
                     "error": {"type": "string"},
                 },
             },
+            "email": {
+                "type": "object",
+                "description": "how the e-mail the job named went (the form field _email)",
+                "properties": {
+                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "attempts": {"type": "integer"},
+                    "deliveredAt": TIME,
+                    "error": {"type": "string"},
+                },
+            },
         },
     },
     "JobList": {

@@ -110,6 +110,7 @@ def job_json(job: JobRecord) -> Json:
         "startTime": timestamp(job.get("started_at")),
         **waiting_json(job, state),
         **webhook_json(job),
+        **email_json(job),
         **({"reusedFrom": str(job["reused_from"])} if job.get("reused_from") else {}),
     }
 
@@ -118,7 +119,17 @@ def webhook_json(job: JobRecord) -> Json:
     """``webhook``: how the job's webhook went (pending, delivered, failed), its attempts,
     when it was delivered, the last error; absent for a job without one. Never its URL
     (which may carry the receiver's own secret). An addition (docs/api.md)."""
-    notify = job.get("notify")
+    shown = _notice_json(job.get("notify"))
+    return {"webhook": shown} if shown else {}
+
+
+def email_json(job: JobRecord) -> Json:
+    """``email``: the same of the e-mail the job named; never the address."""
+    shown = _notice_json(job.get("notify_email"))
+    return {"email": shown} if shown else {}
+
+
+def _notice_json(notify: object) -> Json:
     if not isinstance(notify, dict):
         return {}
     shown: Json = {"status": str(notify.get("state") or "pending"),
@@ -127,7 +138,7 @@ def webhook_json(job: JobRecord) -> Json:
         shown["deliveredAt"] = timestamp(notify["delivered_at"])
     if notify.get("error"):
         shown["error"] = public_text(str(notify["error"]))
-    return {"webhook": shown}
+    return shown
 
 
 def waiting_json(job: JobRecord, state: JobState) -> Json:

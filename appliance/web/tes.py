@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from appliance import __version__, webhooks
+from appliance import __version__, mail, webhooks
 from appliance.jobrecord import JobRecord
 from appliance.settings import Settings
 from appliance.states import JobState
@@ -100,7 +100,7 @@ async def create_task(request: Request) -> Response:
     webhook = _webhook(state.settings, accepted.document)
     if webhook:
         job["notify"] = {"url": webhook, "state": "pending"}
-    await record(state.store, job, state.wake)
+    await record(state.store, job, state.wake, _email(state.settings, accepted.document))
     state.store.accepted_job(f"owner:{owner}", quotas.WAITING)  # counted at once, for its cap
     await _wait_briefly(request, job_id, len(accepted.plan.steps), state.settings.tes_create_wait)
     return JSONResponse({"id": job_id})
@@ -117,6 +117,17 @@ def _webhook(settings: Settings, task: dict[str, Any]) -> str | None:
                                         private=settings.webhook_private)  # fmt: skip
     except webhooks.WebhookError as exc:
         raise ApiError(400, f"tag {webhooks.TAG}: {exc}") from None
+
+
+def _email(settings: Settings, task: dict[str, Any]) -> str | None:
+    """The address a task names in its tag ``appliance-email``, checked (400 if not)."""
+    address = str((task.get("tags") or {}).get(mail.TAG) or "").strip()
+    if not address:
+        return None
+    try:
+        return mail.check_address(address, enabled=bool(settings.smtp_host))
+    except mail.MailError as exc:
+        raise ApiError(400, f"tag {mail.TAG}: {exc}") from None
 
 
 async def _wait_briefly(request: Request, job_id: str, executors: int, seconds: float) -> None:

@@ -95,6 +95,10 @@ def test_refusals_are_exit_4_with_the_servers_message(stack: Stack, tmp_path: Pa
     hooked = appliance(stack, "submit", "upper", f"--file=input={source}",
                        "--webhook=https://hooks.example.org/x")  # fmt: skip
     assert hooked.returncode == 4 and "sends no webhooks" in hooked.stderr, hooked.stderr
+    mailed = appliance(
+        stack, "submit", "upper", f"--file=input={source}", "--email=ada@example.org"
+    )
+    assert mailed.returncode == 4 and "sends no e-mail" in mailed.stderr, mailed.stderr
 
 
 def test_jobs_lists_with_the_operators_token_only(stack: Stack) -> None:

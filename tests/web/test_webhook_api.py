@@ -97,3 +97,40 @@ def test_the_reuse_field_takes_true_or_false_only(client: TestClient, db: DB) ->
     ok = client.post("/api/services/echo/jobs", data={"words": "hi", "_reuse": "false"})
     assert ok.status_code == 202 and "_reuse" not in ok.json()["parameters"]
     assert db["jobs"].count_documents({}) == 1  # the refused one left nothing
+
+
+@pytest.fixture
+def mailing(web_settings: Settings, db: DB) -> Iterator[TestClient]:
+    db["notices"].delete_many({})
+    settings = replace(web_settings, smtp_host="smtp.example.org")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_job_names_an_address_kept_in_its_notice_only(mailing: TestClient, db: DB) -> None:
+    response = mailing.post(
+        "/api/services/echo/jobs", data={"words": "hi", "_email": "ada@example.org"}
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["email"] == {"status": "pending", "attempts": 0} and "webhook" not in job
+    assert "ada@example.org" not in response.text + mailing.get(f"/api/jobs/{job['id']}").text
+    stored = db["jobs"].find_one({"_id": job["id"]})
+    assert stored is not None and stored["notify_email"] == {"state": "pending"}
+    assert "ada@example.org" not in str(stored)
+    notice = db["notices"].find_one({"job": job["id"]})
+    assert notice is not None and (notice["to"], notice["channel"]) == ("ada@example.org", "email")
+    page = mailing.get("/services/echo")
+    assert 'name="_email"' in page.text
+    bad = mailing.post("/api/services/echo/jobs", data={"words": "hi", "_email": "ada@@x"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["parameter"] == "_email"
+
+
+def test_a_site_without_smtp_takes_no_address(client: TestClient, db: DB) -> None:
+    response = client.post(
+        "/api/services/echo/jobs", data={"words": "hi", "_email": "ada@example.org"}
+    )
+    assert response.status_code == 422
+    assert "no smtp_host" in response.json()["errors"][0]["message"]
+    assert 'name="_email"' not in client.get("/services/echo").text
+    assert db["jobs"].count_documents({}) == 0
