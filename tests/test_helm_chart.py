@@ -28,7 +28,8 @@ OTHER_VALUES = [
     "proxy.tls.secretName=appliance-tls", "proxy.service.httpsNodePort=30443",
     "tes.enabled=true", "tes.clientsSecret=my-tes-clients", "tes.images={alpine:,quay.io/biocontainers/}",
     "tes.s3.endpoint=https://s3.eu-west-1.amazonaws.com", "tes.s3.roots[0]=workflows/{client}",
-    "tes.s3.existingSecret=my-s3-keys", "tes.s3.virtualHosts=true",
+    "tes.s3.existingSecret=my-s3-keys", "tes.s3.virtualHosts=true", "smtp.loginSecret=smtp",
+    "settings.smtp_host=smtp.example.org", "settings.public_url=https://appliance.example.org",
 ]  # fmt: skip
 
 
@@ -252,3 +253,12 @@ def test_tes_with_the_sites_own_secrets_makes_none() -> None:
     assert "my-tes-clients" in str(pods["rel-appliance-web"]["volumes"])
     assert "my-s3-keys" in str(pods["rel-appliance-scheduler"]["volumes"])
     assert "APPLIANCE_TES_ENABLED" not in str(pods_of(render()))  # off by default
+
+
+def test_an_smtp_login_reaches_the_scheduler_only() -> None:
+    pods = pods_of(render("settings.smtp_host=smtp.example.org", "smtp.loginSecret=smtp"))
+    scheduler, web = pods["rel-appliance-scheduler"], pods["rel-appliance-web"]
+    env = {e["name"]: e.get("value") for e in scheduler["containers"][0]["env"]}
+    assert env["APPLIANCE_SMTP_HOST"] == "smtp.example.org"
+    assert env["APPLIANCE_SMTP_CREDENTIALS_FILE"] == "/etc/appliance/smtp/smtp-login"
+    assert "smtp-login" in str(scheduler["volumes"]) and "smtp-login" not in str(web["volumes"])

@@ -76,6 +76,9 @@ capabilities: {drop: [ALL]}
 - {name: APPLIANCE_WEBHOOK_SECRET_FILE, value: /etc/appliance/wake/webhook.secret}
 - {name: APPLIANCE_WEBHOOK_PRIVATE, value: {{ .Values.webhooks.private | toString | quote }}}
 {{- end }}
+{{- if .Values.smtp.loginSecret }}
+- {name: APPLIANCE_SMTP_CREDENTIALS_FILE, value: /etc/appliance/smtp/smtp-login}
+{{- end }}
 {{- with .Values.tes }}
 {{- if .enabled }}
 - {name: APPLIANCE_TES_ENABLED, value: "true"}
@@ -160,6 +163,22 @@ scheduler, each from the site's own Secret or the one the chart makes (<release>
     secretName: {{ .Values.tes.s3.existingSecret | default (include "appliance.tesSecret" .) }}
     items: [{key: s3-keys, path: s3-keys}]
     defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "appliance.smtpVolume" -}}
+{{- if .Values.smtp.loginSecret }}
+- name: smtp-login
+  secret:
+    secretName: {{ .Values.smtp.loginSecret }}
+    items: [{key: smtp-login, path: smtp-login}]
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "appliance.smtpMount" -}}
+{{- if .Values.smtp.loginSecret }}
+- {name: smtp-login, mountPath: /etc/appliance/smtp, readOnly: true}
 {{- end }}
 {{- end -}}
 
