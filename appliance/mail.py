@@ -26,7 +26,7 @@ WORDS = {"COMPLETED": "completed", "FAILED": "failed", "ERROR": "ended in an err
          "INTERRUPTED": "was interrupted", "DELETED": "was cancelled"}  # fmt: skip
 
 
-class MailError(Exception):
+class MailError(ValueError):
     """An address that is not taken, or a message that could not be sent."""
 
 

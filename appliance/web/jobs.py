@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -127,34 +127,31 @@ async def _accept(
     return job
 
 
-def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None:
-    """The webhook a submission names (taken out of ``raw``), checked; FormErrors if it
-    is not taken here."""
-    values = [str(v) for v in raw.pop(webhooks.FIELD, []) if str(v).strip()]
+def _one(raw: dict[str, list[RawValue]], field: str, what: str,
+         check: Callable[[str], str]) -> str | None:  # fmt: skip
+    """The one value of ``field`` (taken out of ``raw``), checked by ``check`` (which
+    raises ValueError saying why not); FormErrors naming the field if it is not taken."""
+    values = [str(v).strip() for v in raw.pop(field, []) if str(v).strip()]
     if not values:
         return None
     try:
         if len(values) > 1:
-            raise webhooks.WebhookError("name one webhook")
-        return webhooks.check_submitted(values[0].strip(),
-                                        enabled=settings.webhook_secret_file is not None,
-                                        private=settings.webhook_private)  # fmt: skip
-    except webhooks.WebhookError as exc:
-        raise FormErrors([ValidationError(webhooks.FIELD, "invalid", str(exc))]) from None
+            raise ValueError(f"name one {what}")
+        return check(values[0])
+    except ValueError as exc:
+        raise FormErrors([ValidationError(field, "invalid", str(exc))]) from None
+
+
+def webhook_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None:
+    """The webhook a submission names, checked."""
+    return _one(raw, webhooks.FIELD, "webhook", lambda url: webhooks.check_submitted(
+        url, enabled=settings.webhook_secret_file is not None, private=settings.webhook_private))  # fmt: skip
 
 
 def email_of(settings: Settings, raw: dict[str, list[RawValue]]) -> str | None:
-    """The address a submission names (taken out of ``raw``), checked; FormErrors if it
-    is not taken here."""
-    values = [str(v) for v in raw.pop(mail.FIELD, []) if str(v).strip()]
-    if not values:
-        return None
-    try:
-        if len(values) > 1:
-            raise mail.MailError("name one address")
-        return mail.check_address(values[0], enabled=bool(settings.smtp_host))
-    except mail.MailError as exc:
-        raise FormErrors([ValidationError(mail.FIELD, "invalid", str(exc))]) from None
+    """The address a submission names, checked."""
+    return _one(raw, mail.FIELD, "address",
+                lambda address: mail.check_address(address, enabled=bool(settings.smtp_host)))  # fmt: skip
 
 
 def reuse_of(raw: dict[str, list[RawValue]]) -> bool:

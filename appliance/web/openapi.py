@@ -44,6 +44,14 @@ FORM = {
     },
 }
 
+
+def notice(description: str) -> dict[str, Any]:
+    """How a webhook or an e-mail went, as a job shows it."""
+    return {"type": "object", "description": description, "properties": {
+        "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"}, "deliveredAt": TIME, "error": {"type": "string"}}}  # fmt: skip
+
+
 SCHEMAS: Json = {
     "Error": {
         "type": "object",
@@ -164,26 +172,8 @@ SCHEMAS: Json = {
                 "type": "string",
                 "description": "the earlier identical job whose results answered this one",
             },
-            "webhook": {
-                "type": "object",
-                "description": "how the webhook the job named went (the form field _webhook)",
-                "properties": {
-                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
-                    "attempts": {"type": "integer"},
-                    "deliveredAt": TIME,
-                    "error": {"type": "string"},
-                },
-            },
-            "email": {
-                "type": "object",
-                "description": "how the e-mail the job named went (the form field _email)",
-                "properties": {
-                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
-                    "attempts": {"type": "integer"},
-                    "deliveredAt": TIME,
-                    "error": {"type": "string"},
-                },
-            },
+            "webhook": notice("how the webhook the job named went (the form field _webhook)"),
+            "email": notice("how the e-mail the job named went (the form field _email)"),
         },
     },
     "JobList": {
