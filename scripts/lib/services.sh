@@ -76,22 +76,30 @@ ensure_compose() {
   docker compose version >/dev/null 2>&1 || die "the Docker Compose plugin does not run"
 }
 
-ferretdb_binary() {
-  # FerretDB embedded in tools/ferretdb-server, built once per source version and cached.
-  local src=tools/ferretdb-server hash bin
-  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" "$src/build" "$src/patches/"* | sha256sum | cut -c1-12)
-  bin="$APPLIANCE_CACHE/ferretdb-server-$hash/ferretdb-server"
+go_tool_binary() {
+  # go_tool_binary DIR BINARY WHAT FILE...: the program tools/DIR/build makes, built once
+  # per content of its FILEs (their hash names the cache folder) and cached.
+  local dir=$1 binary=$2 what=$3 hash bin go; shift 3
+  hash=$(cd "tools/$dir" && cat "$@" | sha256sum | cut -c1-12)
+  bin="$APPLIANCE_CACHE/$dir-$hash/$binary"
   if [ ! -x "$bin" ]; then
-    local go
     go=$(command -v go || echo /usr/local/go/bin/go)
     if [ ! -x "$go" ]; then apt_install golang-go || true; go=$(command -v go || echo "$go"); fi
-    [ -x "$go" ] || die "need Go to build FerretDB (or set MONGODB_URI, or put mongod on PATH)"
-    say "building FerretDB once (cached in $(dirname "$bin"))"
+    [ -x "$go" ] || die "need Go to build $what"
+    say "building $what once (cached in $(dirname "$bin"))"
     mkdir -p "$(dirname "$bin")"
-    GO=$go "$src/build" "$bin.tmp" >&2 || die "building FerretDB failed"
+    GO=$go "tools/$dir/build" "$bin.tmp" >&2 || die "building $what failed"
     mv "$bin.tmp" "$bin"
   fi
   echo "$bin"
+}
+
+ferretdb_binary() {
+  # FerretDB embedded in tools/ferretdb-server, patched (its build says how).
+  # (Without Go: set MONGODB_URI, or put mongod on PATH.)
+  # shellcheck disable=SC2046  # one word per patch file
+  go_tool_binary ferretdb-server ferretdb-server FerretDB \
+    go.mod go.sum main.go build $(cd tools/ferretdb-server && echo patches/*)
 }
 
 mongo_ping() {
@@ -174,21 +182,8 @@ ensure_previous_system() {
 }
 
 seaweedfs_binary() {
-  # SeaweedFS's weed (tools/seaweedfs), built once per pinned version and cached.
-  local src=tools/seaweedfs hash bin
-  hash=$(cat "$src/go.mod" "$src/go.sum" "$src/build" | sha256sum | cut -c1-12)
-  bin="$APPLIANCE_CACHE/seaweedfs-$hash/weed"
-  if [ ! -x "$bin" ]; then
-    local go
-    go=$(command -v go || echo /usr/local/go/bin/go)
-    if [ ! -x "$go" ]; then apt_install golang-go || true; go=$(command -v go || echo "$go"); fi
-    [ -x "$go" ] || die "need Go to build SeaweedFS, the tests' S3 server"
-    say "building SeaweedFS once, the tests' S3 server (about 5 min; cached in $(dirname "$bin"))"
-    mkdir -p "$(dirname "$bin")"
-    GO=$go "$src/build" "$bin.tmp" >&2 || die "building SeaweedFS failed"
-    mv "$bin.tmp" "$bin"
-  fi
-  echo "$bin"
+  # SeaweedFS's weed (tools/seaweedfs, pinned, unchanged): about 5 minutes the first time.
+  go_tool_binary seaweedfs weed "SeaweedFS, the tests' S3 server," go.mod go.sum build
 }
 
 s3_ping() {
