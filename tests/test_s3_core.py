@@ -3,6 +3,7 @@ appliance.s3sign): pure, no service."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from appliance.s3sign import EMPTY_SHA256, encode_path, encode_query, sign
 from appliance.settings import Settings
 from appliance.settingvalues import http_endpoint, s3_roots
-from appliance.tes.s3 import S3Error, locate, prefixes_for, split
+from appliance.tes.s3 import Client, S3Error, Site, locate, prefixes_for, split
 
 SITE = Settings(tes_s3_endpoint="http://s3.test:8333", tes_s3_roots=("shared", "work/{client}"))
 
@@ -97,3 +98,16 @@ def test_endpoints_take_no_path() -> None:
     for bad in ("http://s3.test/bucket", "s3.test", "ftp://s3.test", "http://k:s@s3.test"):
         with pytest.raises(ValueError, match="no path"):
             http_endpoint(bad)
+
+
+def test_requests_address_buckets_by_path_or_by_host() -> None:
+    site = Site("https://s3.example.org:8443", "us-east-1", "AKID", "SECRET", False, 5 * 1024**2,
+                30.0, 1024)  # fmt: skip
+    path_style = Client(site)._request("GET", "work", "a b/c.fa")
+    assert str(path_style.url) == "https://s3.example.org:8443/work/a%20b/c.fa"
+    listing = Client(site)._request("GET", "work", "", {"list-type": "2", "prefix": "x/"})
+    assert str(listing.url) == "https://s3.example.org:8443/work?list-type=2&prefix=x%2F"
+    virtual = Client(replace(site, virtual_hosts=True))._request("GET", "work", "a b/c.fa")
+    assert str(virtual.url) == "https://work.s3.example.org:8443/a%20b/c.fa"
+    assert "Credential=AKID/" in virtual.headers["authorization"]
+    assert virtual.headers["x-amz-content-sha256"] == EMPTY_SHA256

@@ -168,7 +168,7 @@ class Client:
                  body: bytes = b"", headers: dict[str, str] | None = None,
                  payload: str = "") -> httpx.Request:  # fmt: skip
         endpoint = urlsplit(self.site.endpoint)
-        host, path = endpoint.netloc, encode_path(f"/{bucket}/{key}")
+        host, path = endpoint.netloc, encode_path(f"/{bucket}/{key}" if key else f"/{bucket}")
         if self.site.virtual_hosts:
             host, path = f"{bucket}.{endpoint.netloc}", encode_path(f"/{key}")
         query = query or {}
