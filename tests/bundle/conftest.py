@@ -33,7 +33,9 @@ def bundle(site: Site) -> Iterator[str]:
         yield running.rstrip("/")
         return
     # webhooks to the test's receiver on this host (a private address) are allowed
-    yield from start_bundle(APPLIANCE_WEBHOOK_PRIVATE="true", APPLIANCE_ENV_FILE=str(site.env_file))
+    # every shipped tool (scripts/up serves three by default: APPLIANCE_TOOLS)
+    yield from start_bundle(APPLIANCE_WEBHOOK_PRIVATE="true", APPLIANCE_ENV_FILE=str(site.env_file),
+                            APPLIANCE_TOOLS="all")  # fmt: skip
 
 
 @pytest.fixture(scope="package")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,7 @@ def test_mafft(bundle: str) -> None:
     assert_alignment_of_the_input(read_fasta(outputs["stdout"]))
 
 
+SHIPPED = {path.parent.name for path in (ROOT / "services").glob("*/*.service.yaml")}
 JALVIEW_MSA = ("Operation :: Analysis :: Sequence analysis :: Sequence alignment :: "
                "Multiple sequence alignment")  # fmt: skip
 
@@ -74,7 +76,7 @@ def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
     media type, logs named log and error-log), presets in the old shape, no null where
     the client casts to a number, and a job whose echoed parameters hold only text."""
     services = {s["id"]: s for s in httpx.get(bundle + "/api/services").json()["services"]}
-    assert set(services) == {"clustalo", "mafft", "muscle"}
+    assert set(services) == SHIPPED  # the test bundle serves every shipped tool
     for service_id, service in services.items():
         assert JALVIEW_MSA in service["classifiers"], service_id
         assert {p["id"] for p in service["presets"]} >= {"fast", "accurate"}
@@ -121,6 +123,27 @@ def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
 def test_muscle(bundle: str) -> None:
     outputs = run_job(SlivkaClient(bundle + "/"), "muscle", {"perturb": "3"})
     assert_alignment_of_the_input(read_fasta(outputs["alignment.afa"]))
+
+
+@pytest.mark.parametrize(("service", "data", "output", "read"), [
+    ("clustalw", {}, "alignment.aln", read_clustal),
+    ("clustalw", {"type": "Protein", "gapopen": "12.5", "quicktree": "true",
+                  "iteration": "Tree", "order": "Input"}, "alignment.aln", read_clustal),
+    ("kalign", {}, "alignment.afa", read_fasta),
+    ("kalign", {"type": "Divergent protein", "gpo": "5.5"}, "alignment.afa", read_fasta),
+    ("probcons", {}, "stdout", read_fasta),
+    ("probcons", {"consistency": "1", "refinement": "0"}, "stdout", read_fasta),
+])  # fmt: skip
+def test_the_other_aligners_with_default_and_other_values(
+    bundle: str, service: str, data: dict[str, object], output: str,
+    read: Callable[[str], dict[str, str]],
+) -> None:  # fmt: skip
+    """ClustalW, Kalign and ProbCons (served with APPLIANCE_TOOLS=all), through the
+    previous system's client."""
+    outputs = run_job(SlivkaClient(bundle + "/"), service, data)
+    assert_alignment_of_the_input(read(outputs[output]))
+    if service == "clustalw":
+        assert outputs["input.dnd"].count("HUMAN") == 4  # the guide tree, drawn on its page
 
 
 def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
@@ -249,6 +272,6 @@ def test_every_shipped_service_tests_itself_and_is_ok(bundle: str) -> None:
         if set(statuses.values()) == {"OK"}:
             break
         time.sleep(2)
-    assert statuses == {"clustalo": "OK", "mafft": "OK", "muscle": "OK"}
+    assert statuses == dict.fromkeys(SHIPPED, "OK")
     front = httpx.get(f"{bundle}/", timeout=30).text
-    assert front.count('class="status status-ok"') == 3  # on the web pages' list too
+    assert front.count('class="status status-ok"') == len(SHIPPED)  # on the pages' list too

@@ -20,7 +20,7 @@ def up_env(bundle: str, site: Site) -> dict[str, str]:
     """scripts/up's environment as the bundle fixture gave it (tests/bundle/compose.py)."""
     given = {"APPLIANCE_PROJECT": PROJECT, "APPLIANCE_PORT": bundle.rsplit(":", 1)[1],
              "APPLIANCE_BUILD": "--airgapped", "APPLIANCE_WEBHOOK_PRIVATE": "true",
-             "APPLIANCE_ENV_FILE": str(site.env_file)}  # fmt: skip
+             "APPLIANCE_ENV_FILE": str(site.env_file), "APPLIANCE_TOOLS": "all"}  # fmt: skip
     return {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")} | given
 
 
