@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 
 from tests.bundle.compose import PROJECT, compose
-from tests.bundle.site import TES_TOKEN, Site
+from tests.bundle.site import SNAKEMAKE_IMAGE, TES_TOKEN, Site
 from tests.conftest import ROOT
 
 
@@ -41,18 +42,45 @@ def test_site_files_reach_the_web_and_scheduler_only_readable_by_the_appliance(
     assert service_info(bundle, TES_TOKEN) == 200
 
 
-def test_a_client_made_by_tes_token_is_let_in_by_up(bundle: str, site: Site) -> None:
+def test_a_client_made_by_tes_token_and_file_roots_are_taken_by_up(
+    bundle: str, site: Site, tmp_path: Path
+) -> None:
+    """scripts/tes-token adds a client, a line of the settings adds a shared folder for
+    file:// URLs; one scripts/up takes both, and a task copies a file there and back."""
     made = subprocess.run([str(ROOT / "scripts" / "tes-token"), "ada"], capture_output=True,
                           text=True, env=up_env(bundle, site))  # fmt: skip
     assert made.returncode == 0, made.stderr
     token = made.stdout.rsplit(": ", 1)[1].strip()
     assert token not in (site.env_file.parent / "tes-clients").read_text()
     assert service_info(bundle, token) == 401  # not yet: the web process read the file at start
+    shared = tmp_path / "shared"
+    (shared / "snake").mkdir(parents=True)
+    (shared / "snake" / "in.txt").write_text("from the shared folder\n")
+    for path in (shared, shared / "snake", shared / "snake" / "in.txt"):
+        os.chown(path, 1000, 1000)
+    with site.env_file.open("a") as settings:
+        settings.write(f"APPLIANCE_TES_FILE_ROOTS={shared}/{{client}}\n")
     again = subprocess.run([str(ROOT / "scripts" / "up")], capture_output=True, text=True,
                            env=up_env(bundle, site), timeout=1800)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert service_info(bundle, token) == 200
     assert service_info(bundle, TES_TOKEN) == 200
+    task = {"inputs": [{"url": f"file://{shared}/snake/in.txt", "path": "/data/in.txt"}],
+            "outputs": [{"url": f"file://{shared}/snake/out.txt", "path": "/data/out.txt"}],
+            "executors": [{"image": SNAKEMAKE_IMAGE,
+                           "command": ["cp", "/data/in.txt", "/data/out.txt"]}]}  # fmt: skip
+    auth = {"Authorization": f"Bearer {TES_TOKEN}"}
+    created = httpx.post(f"{bundle}/ga4gh/tes/v1/tasks", json=task, headers=auth, timeout=30)
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{bundle}/ga4gh/tes/v1/tasks/{created.json()['id']}", headers=auth,
+                          params={"view": "FULL"}, timeout=30).json()  # fmt: skip
+        if state["state"] not in ("QUEUED", "INITIALIZING", "RUNNING"):
+            break
+        time.sleep(0.5)
+    assert state["state"] == "COMPLETE", state
+    assert (shared / "snake" / "out.txt").read_text() == "from the shared folder\n"
 
 
 def test_a_named_site_file_that_is_missing_stops_up_at_once(tmp_path: Path) -> None:
