@@ -166,19 +166,27 @@ ensure_browser() {
 
 SLIVKA_VERSION=0.8.5b7  # the previous system, for the tests that compare with it
 
+cached_venv() {
+  # cached_venv DIR COMMAND WHAT PACKAGE...: a venv at $APPLIANCE_CACHE/DIR holding the
+  # PACKAGEs from PyPI, made once (it is whole when bin/COMMAND exists). Sets VENV.
+  VENV="$APPLIANCE_CACHE/$1"
+  local command=$2 what=$3
+  shift 3
+  if [ ! -x "$VENV/bin/$command" ]; then
+    say "installing $what in $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check "$@" \
+      || { rm -rf "$VENV"; die "could not install $what from PyPI"; }
+  fi
+}
+
 ensure_previous_system() {
   # The previous system (slivka) in a venv of its own, cached by version: its own example
   # service files run through the bundle, and its server answers the API parity tests.
   # Exports APPLIANCE_TEST_SLIVKA (its venv).
-  local venv="$APPLIANCE_CACHE/slivka-$SLIVKA_VERSION"
-  if [ ! -x "$venv/bin/slivka" ]; then
-    say "installing the previous system (slivka $SLIVKA_VERSION) in $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" \
-      && "$venv/bin/pip" install -q --disable-pip-version-check "slivka[gunicorn]==$SLIVKA_VERSION" \
-      || { rm -rf "$venv"; die "could not install slivka $SLIVKA_VERSION from PyPI"; }
-  fi
-  export APPLIANCE_TEST_SLIVKA=$venv
+  cached_venv "slivka-$SLIVKA_VERSION" slivka "the previous system (slivka $SLIVKA_VERSION)" \
+    "slivka[gunicorn]==$SLIVKA_VERSION"
+  export APPLIANCE_TEST_SLIVKA=$VENV
 }
 
 seaweedfs_binary() {
@@ -225,17 +233,11 @@ ensure_snakemake() {
   # Snakemake with the TES executor and S3 storage plugins, as published (unpatched), in a
   # venv of its own cached by version. py-tes 0.4.2, which the TES plugin pins, imports
   # six without declaring it (docs/tes.md). Exports APPLIANCE_TEST_SNAKEMAKE (its command).
-  local venv="$APPLIANCE_CACHE/snakemake-$SNAKEMAKE_VERSION-tes-$SNAKEMAKE_TES_VERSION-s3-$SNAKEMAKE_S3_VERSION"
-  if [ ! -x "$venv/bin/snakemake" ]; then
-    say "installing snakemake $SNAKEMAKE_VERSION and its TES and S3 plugins in $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" \
-      && "$venv/bin/pip" install -q --disable-pip-version-check "snakemake==$SNAKEMAKE_VERSION" \
-        "snakemake-executor-plugin-tes==$SNAKEMAKE_TES_VERSION" \
-        "snakemake-storage-plugin-s3==$SNAKEMAKE_S3_VERSION" six \
-      || { rm -rf "$venv"; die "could not install snakemake from PyPI"; }
-  fi
-  export APPLIANCE_TEST_SNAKEMAKE=$venv/bin/snakemake
+  cached_venv "snakemake-$SNAKEMAKE_VERSION-tes-$SNAKEMAKE_TES_VERSION-s3-$SNAKEMAKE_S3_VERSION" \
+    snakemake "snakemake $SNAKEMAKE_VERSION and its TES and S3 plugins" \
+    "snakemake==$SNAKEMAKE_VERSION" "snakemake-executor-plugin-tes==$SNAKEMAKE_TES_VERSION" \
+    "snakemake-storage-plugin-s3==$SNAKEMAKE_S3_VERSION" six
+  export APPLIANCE_TEST_SNAKEMAKE=$VENV/bin/snakemake
 }
 
 stop_started() {
