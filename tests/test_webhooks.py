@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from appliance import webhooks
+from appliance.aio import cancel_all
 from appliance.errors import ConfigError
 from appliance.jobrecord import JobRecord
 from appliance.scheduler.notifying import Notifier, load_secret
@@ -169,9 +170,9 @@ async def notifying(notifier: Notifier) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # cancelled again each second, as the scheduler stops its tasks: on Python 3.11 one
+        # cancel can be lost (appliance.aio), and this wait then hung the test for good
+        await cancel_all([task])
 
 
 async def notify_state(store: Store, job_id: str, wanted: str, timeout: float = 20) -> JobRecord:
