@@ -123,10 +123,11 @@ def test_helm_upgrade_from_the_first_release_loses_no_job(
     for component in ("scheduler", "web"):  # the old pods gone: the logs are the new ones'
         kube.kubectl("-n", NAMESPACE, "rollout", "status", f"deploy/{PREFIX}-{component}",
                      "--timeout=170s")  # fmt: skip
-    logs = "".join(
-        kube.kubectl("-n", NAMESPACE, "logs", f"deploy/{PREFIX}-{component}")
-        for component in ("scheduler", "web")
-    )  # whichever started first migrated
+    # whichever started first migrated: every pod's log (two web pods: `logs deploy/...`
+    # reads one of them, and missed the migration when the other had made it)
+    logs = kube.kubectl("-n", NAMESPACE, "logs", "--tail=-1", "--max-log-requests=10", "-l",
+                        f"app.kubernetes.io/instance={RELEASE},"
+                        "app.kubernetes.io/component in (scheduler,web)")  # fmt: skip
     if "stored records: format 2, migrated from format 1" not in logs:
         pytest.fail(f"no migration in the logs:\n{logs}")
     waiting = submit_sleepers(base, 2, 1)
