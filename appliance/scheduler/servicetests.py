@@ -116,7 +116,7 @@ class ServiceTests:
             await store.end_service_test(service.id, "WARNING", f"the test is not valid: {exc}")
             return
         job = await record_job(store, await self.planner(), service, values, client=CLIENT,
-                               counted=False, wake=self._wake)  # fmt: skip
+                               counted=False, reuse=False, wake=self._wake)  # fmt: skip
         state = JobState(job["state"])
         if state.finished:
             status, message = outcome(state, job.get("error"), job.get("exit_code"))
