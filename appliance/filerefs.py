@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from appliance.forms import ID, FileRef
+from appliance.jobrecord import files_dir
 from appliance.plan import JOBS, UPLOADS, Location, PlanError
 from appliance.safefs import is_plain
 from appliance.store import Store
@@ -64,11 +65,11 @@ class StoreFileLookup:
         output = recorded.get(relative)
         if output is None:
             return None
-        path = inside(self.jobs_dir / job_id, relative)
+        path = inside(self.jobs_dir / files_dir(job), relative)
         if path is None:
             return None
         try:
-            location = Location(JOBS, f"{job_id}/{relative}")
+            location = Location(JOBS, f"{files_dir(job)}/{relative}")
         except PlanError:
             return None
         return FileRef(f"{job_id}/{relative}", path, PurePosixPath(relative).name,

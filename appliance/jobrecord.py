@@ -96,3 +96,12 @@ class JobRecord(TypedDict, total=False):
     reuse: bool
     reuse_key: str
     reused_from: str
+    # answered at submission (appliance.reusing): the job whose directory holds its
+    # outputs until a scheduler has copied them into its own
+    files_of: str
+
+
+def files_dir(job: JobRecord) -> str:
+    """The job whose directory holds this job's outputs: its own, or the earlier job's
+    while the outputs of a job answered at submission are being copied."""
+    return str(job.get("files_of") or job["_id"])

@@ -42,7 +42,7 @@ HTTP_REQUESTS = Counter("appliance_http_requests", "HTTP requests answered",
 HTTP_SECONDS = Histogram("appliance_http_request_duration_seconds",
                          "time to answer an HTTP request", ["route"], buckets=DURATIONS)  # fmt: skip
 SUBMISSIONS = Counter("appliance_submissions", "job submissions by service and outcome "
-                      "(accepted, rejected, invalid, refused)", ["service", "outcome"])  # fmt: skip
+                      "(accepted, reused, rejected, invalid, refused)", ["service", "outcome"])  # fmt: skip
 
 # -- the scheduler ----------------------------------------------------------------------
 JOBS_STARTED = Counter("appliance_jobs_started", "jobs handed to a runner",

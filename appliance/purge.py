@@ -87,7 +87,7 @@ async def purge(
 
 
 async def _reading(store: Store) -> set[str]:
-    return retention.jobs_read(await store.references())
+    return retention.jobs_read(await store.references()) | await store.copies.sources()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from appliance import reusing
 from appliance.catalogue import Catalogue
 from appliance.commandline import environment_names
 from appliance.errors import StoreError
@@ -57,12 +58,15 @@ async def record(store: Store, job: JobRecord, wake: Wake | None, email: str | N
     """Store a new job; an ACCEPTED one is claimable from this write on, and ``wake``
     (a scheduler's wake-up, a hint) goes after it. A job that names a webhook or an
     e-mail address gets its notices first, so that no recorded job lacks one
-    (``appliance.store.notices``); the address is kept in its notice only."""
+    (``appliance.store.notices``); the address is kept in its notice only. So does one
+    answered from an earlier job, the copy of its outputs (``appliance.store.copies``)."""
     if "notify" in job:
         await store.notices.add(str(job["_id"]), str(job["notify"]["url"]), job["submitted_at"])
     if email:
         job["notify_email"] = {"state": "pending"}
         await store.notices.add_email(str(job["_id"]), email, job["submitted_at"])
+    if job.get("files_of"):  # answered from an earlier job: its outputs are to be copied
+        await store.copies.add(str(job["_id"]), str(job["files_of"]), job["submitted_at"])
     await store.insert_job(job)
     if wake is not None and is_active(job):
         await wake(job)
@@ -81,12 +85,14 @@ async def record_job(
     email: str | None = None,
     reuse: bool = True,
     wake: Wake | None = None,
+    answers: reusing.Answers | None = None,
 ) -> JobRecord:
     """Plan a new, validated job and store it; returns its document. It is ACCEPTED with
     its plan and runner (claimable by this one write), or already final (REJECTED, ERROR)
     when no plan can be made. (``counted``: in the usage statistics; ``webhook``: a URL
     posted to when it ends, and ``email``, an address told, both checked by the caller; ``reuse``: False when the submitter
-    refuses an earlier identical job's results.)"""
+    refuses an earlier identical job's results; with ``answers``, an identical earlier job
+    may answer it at once: ``appliance.reusing``.)"""
     job_id = new_id()
     now = await store.now()
     job: JobRecord = {
@@ -109,6 +115,8 @@ async def record_job(
     planned = planner.plan(job_id, service, values)
     if isinstance(planned, Planned):
         job["runner"], job["plan"] = planned.runner, planned.plan.stored()
+        if job.get("reuse") and answers is not None:
+            job.update(await answers.answer(job, planned.runner, planned.plan) or {})
     elif isinstance(planned, Refused):
         job["state"], job["error"] = str(planned.state), planned.reason
         job["completed_at"], job["runner"], job["waiting"] = now, None, None

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from appliance import safefs
-from appliance.jobrecord import JobRecord
+from appliance.jobrecord import JobRecord, files_dir
 from appliance.pages import alignments, trees
 from appliance.pages.alignments import AlignmentView
 from appliance.pages.trees import TreeView
@@ -75,7 +75,7 @@ def _preview(data: bytes) -> str | None:
 
 
 def _outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:
-    workdir = jobs_dir / str(job["_id"])
+    workdir = jobs_dir / files_dir(job)
     views = []
     for output in job.get("outputs") or []:
         path = str(output["path"])
@@ -93,7 +93,7 @@ def _outputs(job: JobRecord, jobs_dir: Path, jobs_url: str) -> list[OutputView]:
         view = OutputView(
             label=str(output.get("name") or output.get("id") or path), path=path,
             media_type=media_type, size=format_size(total) if total >= 0 else "",
-            url=f"{jobs_url}/{job['_id']}/{quote(path)}", preview=preview, truncated=truncated,
+            url=f"{jobs_url}/{files_dir(job)}/{quote(path)}", preview=preview, truncated=truncated,
             empty=total == 0,
         )  # fmt: skip
         views.append(_drawn(view, workdir, total) if total > 0 else view)
@@ -140,7 +140,7 @@ def _streams(job: JobRecord) -> tuple[str, str]:
 
 
 def _tail(job: JobRecord, jobs_dir: Path) -> dict[str, str]:
-    workdir = jobs_dir / str(job["_id"])
+    workdir = jobs_dir / files_dir(job)
     tails = {}
     for name, path in zip(("stdout", "stderr"), _streams(job), strict=True):
         read = _read(workdir, path, TAIL_BYTES, from_end=True)

@@ -18,6 +18,7 @@ from appliance.offloop import FileWork
 from appliance.runners.base import Backend
 from appliance.runners.registry import Abilities, abilities_of
 from appliance.scheduler.held import Held
+from appliance.scheduler.images import ImageChecks
 from appliance.settings import Settings
 from appliance.states import JobState, sources_of
 from appliance.store import Store, new_id
@@ -94,6 +95,8 @@ class Base:
         self.progress = Progress(["dispatch", "monitor"])
         # Job directories and exit records, read and written off the event loop.
         self.files = FileWork(settings.file_timeout, name="scheduler-files")
+        # What the runners' images are, published for reuse at submission.
+        self.image_checks = ImageChecks(store, self.backends)
 
     @property
     def runners(self) -> list[str]:

@@ -15,6 +15,8 @@ for. Its tasks:
 - service tests: each service file's tests, at start and every interval (``servicetests``);
 - webhooks and e-mail for ended jobs that name them (``notifying``), when a secret or an
   SMTP server is set;
+- image checks: what the runners' images are, published for reuse at submission
+  (``images``), and reused outputs copied into their jobs' directories (``copying``);
 - heartbeat: touches a file while dispatch and monitor keep completing rounds.
 
 On stop it takes no new work, cancels starts still in progress, gives every lease back
@@ -33,6 +35,7 @@ from appliance.errors import ConfigError, StoreError
 from appliance.messaging import WakeReceiver, wake_keys
 from appliance.runners.base import Notifying
 from appliance.scheduler.base import log
+from appliance.scheduler.copying import OutputCopies
 from appliance.scheduler.following import Following
 from appliance.scheduler.housekeeping import Housekeeping
 from appliance.scheduler.notifying import Notifier, load_secret
@@ -59,6 +62,9 @@ class Scheduler(Following):
             *([asyncio.create_task(ServiceTests(self).run(), name="service tests")]
               if self.settings.service_tests else []),
             *([asyncio.create_task(notifier.run(), name="webhooks")] if notifier else []),
+            asyncio.create_task(self.image_checks.run(), name="image checks"),
+            asyncio.create_task(OutputCopies(self.store, self.volumes, self.files).run(),
+                                name="reused outputs"),
             *(asyncio.create_task(self._follow_changes(name, backend), name=f"changes {name}")
               for name, backend in self.backends.items() if isinstance(backend, Notifying)),
         ]  # fmt: skip

@@ -290,7 +290,7 @@ class Following(Starting):
             log.warning("job %s: could not record %s (no longer ours)", held.job_id, state)
         elif state is JobState.COMPLETED and held.reuse_key:  # identical jobs may reuse it
             with contextlib.suppress(StoreError):
-                await self.store.results.record(held.reuse_key, held.job_id, now)
+                await self.store.results.record(held.reuse_key, held.job_id, now, outputs)
         self.held.pop(held.job_id, None)
         metrics.JOBS_ENDED.labels(held.service, held.runner, state.value).inc()
         if held.started_at is not None:

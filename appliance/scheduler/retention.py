@@ -3,7 +3,7 @@
 A finished job older than ``job_retention`` loses its record and then its directory; an
 upload older than ``upload_retention`` loses its record and then its file. Nothing that
 a job not yet finished reads (its plan's inputs: uploads, and earlier jobs' outputs) is
-deleted. Deleting is in two phases so that a job submitted while a sweep runs keeps what
+deleted, nor a job whose outputs are still to be copied into a job that reused them. Deleting is in two phases so that a job submitted while a sweep runs keeps what
 it reads: an expired record is first marked (the web process then refuses to use it),
 and deleted only once the mark is older than a grace period of at least one lease, if
 no active job reads it by then. Deletion is idempotent, so several schedulers may sweep.
@@ -76,7 +76,7 @@ async def sweep(
     now = now or await store.now()
     grace = grace_of(settings) if grace is None else grace
     reads = await store.references()
-    read_jobs = jobs_read(reads)
+    read_jobs = jobs_read(reads) | await store.copies.sources()  # reused, not copied yet
     read_uploads = {loc.path for loc in reads if loc.volume == UPLOADS}
 
     async def remove_job(job_id: str) -> str | None:
@@ -118,6 +118,8 @@ async def mark(store: Store, kind: str, before: datetime, reads: set[str], now: 
         if not doomed:
             return marked
         await store.mark_expiring(kind, doomed, now)
+        if kind == "jobs":  # no identical job may be answered from them from now on
+            await store.results.forget_jobs(doomed)
         marked += len(doomed)
 
 

@@ -8,12 +8,13 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
-from appliance import metrics
+from appliance import metrics, reusekey
 from appliance.errors import (
     FilesUnansweredError,
     RunnerError,
     RunnerFaultError,
     RunnerUnavailableError,
+    StoreError,
 )
 from appliance.jobdirs import make_job_dir, prepare_step
 from appliance.jobrecord import JobRecord
@@ -188,9 +189,11 @@ class Starting(Base):
             images = await reuse.image_ids(plan, backend)
             if images is None:
                 return None
-            return await self.files.call("hash the job's inputs", reuse.key,
+            await self.image_checks.seen(str(job.get("runner")), [str(s.image) for s in plan.steps],
+                                         images)  # fmt: skip
+            return await self.files.call("hash the job's inputs", reusekey.key,
                                          str(job.get("service", "")), plan, images, self.volumes)  # fmt: skip
-        except (RunnerError, FilesUnansweredError, OSError) as exc:
+        except (RunnerError, FilesUnansweredError, OSError, StoreError) as exc:
             log.warning("job %s: not looked up for reuse: %s", job["_id"], exc)
             return None
 

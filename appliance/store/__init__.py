@@ -6,6 +6,8 @@ Store
 ├── claims      claims and leases (``Store.claims``), schedulers' presence
 ├── notices     webhooks still to be sent (``Store.notices``)
 ├── results     results identical jobs may reuse (``Store.results``)
+├── images      what each runner's images are, for reuse at submission (``Store.images``)
+├── copies      reused outputs still to be copied (``Store.copies``)
 ├── files       upload records, service health
 ├── upkeep      what retention and housekeeping read and mark
 ├── indexes     the indexes each query needs (on servers that use them)
@@ -20,6 +22,8 @@ from typing import Any
 from appliance.store import formats, indexes
 from appliance.store.claims import Claims, check_server
 from appliance.store.connection import Doc, new_id, utcnow
+from appliance.store.copies import Copies
+from appliance.store.images import Images
 from appliance.store.notices import Notices
 from appliance.store.results import Results
 from appliance.store.upkeep import Upkeep
@@ -33,6 +37,8 @@ class Store(Upkeep):
         self.claims = Claims(self)
         self.notices = Notices(self)
         self.results = Results(self)
+        self.images = Images(self)
+        self.copies = Copies(self)
 
     async def check_claims(self) -> str:
         """How this server serves claims (a line for the logs); ConfigError if it

@@ -120,9 +120,13 @@ async def _accept(
         recorded.append(f.id)
     job = await record_job(state.store, state.planner, service, values, client=client,
                            request_id=REQUEST_ID.get() or "", webhook=webhook,
-                           email=email, reuse=reuse, wake=state.wake)  # fmt: skip
-    log.info("job %s %s for %s", job["_id"], job["state"], service.id, extra=job_fields(job))
-    outcome = "rejected" if JobState(job["state"]).finished else "accepted"
+                           email=email, reuse=reuse, wake=state.wake,
+                           answers=state.answers)  # fmt: skip
+    log.info("job %s %s for %s%s", job["_id"], job["state"], service.id,
+             f", answered from job {job['reused_from']}" if job.get("reused_from") else "",
+             extra=job_fields(job))  # fmt: skip
+    outcome = ("reused" if job.get("reused_from")
+               else "rejected" if JobState(job["state"]).finished else "accepted")  # fmt: skip
     SUBMISSIONS.labels(service.id, outcome).inc()
     return job
 
@@ -327,9 +331,7 @@ async def job_files(request: Request) -> Response:
     state = state_of(request)
     job = await job_of(request, tasks=True)
     outputs = job.get("outputs") or []
-    return JSONResponse(
-        {"files": [output_json(str(job["_id"]), o, state.settings) for o in outputs]}
-    )
+    return JSONResponse({"files": [output_json(job, o, state.settings) for o in outputs]})
 
 
 async def job_file(request: Request) -> Response:
@@ -338,5 +340,5 @@ async def job_file(request: Request) -> Response:
     path = request.path_params["path"]
     for output in job.get("outputs") or []:
         if output.get("path") == path:
-            return resource(output_json(str(job["_id"]), output, state.settings))
+            return resource(output_json(job, output, state.settings))
     raise ApiError(404, f"job {job['_id']} has no file {path!r}")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from appliance.jobrecord import JobRecord, OutputRecord
+from appliance.jobrecord import JobRecord, OutputRecord, files_dir
 from appliance.model import Parameter, ParamType, Preset, Service
 from appliance.publictext import public_text
 from appliance.settings import Settings
@@ -178,11 +178,11 @@ def upload_json(record: Json, settings: Settings) -> Json:
     }
 
 
-def output_json(job_id: str, output: OutputRecord, settings: Settings) -> Json:
-    path = str(output["path"])
+def output_json(job: JobRecord, output: OutputRecord, settings: Settings) -> Json:
+    job_id, path = str(job["_id"]), str(output["path"])
     return {
         "@url": f"/api/jobs/{job_id}/files/{quote(path)}",
-        "@content": f"{settings.jobs_url}/{job_id}/{quote(path)}",
+        "@content": f"{settings.jobs_url}/{files_dir(job)}/{quote(path)}",
         "id": f"{job_id}/{path}",
         "jobId": job_id,
         "path": path,

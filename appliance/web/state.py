@@ -12,9 +12,11 @@ from appliance.jobrecord import JobRecord
 from appliance.messaging import WakeSender
 from appliance.model import Service
 from appliance.planning import Planner
+from appliance.reusing import Answers
 from appliance.settings import Settings
 from appliance.store import Store
 from appliance.tes.setup import TesState
+from appliance.volumes import Volumes
 from appliance.web.errors import ApiError
 
 
@@ -27,6 +29,11 @@ class WebState:
     lookup: StoreFileLookup
     planner: Planner
     tes: TesState | None = None
+    answers: Answers | None = None  # reuse at submission (appliance.reusing)
+
+    def __post_init__(self) -> None:
+        if self.answers is None:
+            self.answers = Answers(self.store, Volumes.local(self.settings))
 
     async def wake(self, job: JobRecord) -> None:
         """A new job's wake-up to every scheduler (a hint: it is claimable already)."""

@@ -183,3 +183,12 @@ def test_an_identical_job_is_answered_from_the_first_with_no_container(
     out = tmp_path / "out"
     got = appliance(stack, "watch", second["id"], f"--download={out}")
     assert got.returncode == 0 and (out / "result.txt").read_text() == FASTA.upper()
+    # answered at submission: the first look after the POST finds it done, and its file
+    # comes at once (from the first job's directory until a scheduler has copied it)
+    at_once = json.loads(appliance(stack, "submit", "upper-again", f"--file=input={source}",
+                                   "--json").stdout)  # fmt: skip
+    assert at_once["status"] == "COMPLETED" and at_once["reusedFrom"] == first["id"]
+    fetched = appliance(stack, "watch", at_once["id"], f"--download={tmp_path / 'now'}")
+    assert fetched.returncode == 0
+    assert (tmp_path / "now" / "result.txt").read_text() == FASTA.upper()
+    assert containers_of(at_once["id"], since) == []
