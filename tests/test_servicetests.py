@@ -174,3 +174,18 @@ async def test_of_two_claims_at_once_exactly_one_wins(
             assert await store.claim_service_test(service, "c", 60, 3600, due_only=False)
     finally:
         await other.close()
+
+
+async def test_a_test_job_runs_the_tool_even_where_results_are_reused(
+    settings: Settings, store: Store
+) -> None:
+    write(settings, "beta")
+    path = settings.services_dir / "checked.service.yaml"
+    path.write_text(path.read_text() + "reuse: true\n")
+    for _ in range(2):  # each start tests the service again, with the same values
+        async with scheduler(settings, store):
+            await status_of(store, "checked", {"OK"})
+        await store.end_service_test("checked", "UNKNOWN", "")  # the next one is seen ending
+    _, jobs = await store.find_jobs(services=["checked"], limit=10)
+    assert len(jobs) == 2 and all(j["state"] == "COMPLETED" for j in jobs)
+    assert [j.get("reused_from") for j in jobs] == [None, None]
