@@ -179,7 +179,9 @@ def test_a_wrong_value_is_shown_beside_its_field(page: Page, bundle: str) -> Non
     check(page, "04-form-error")
 
 
-@pytest.mark.parametrize("service", ["mafft", "muscle", "clustalw", "kalign", "probcons"])
+@pytest.mark.parametrize(
+    "service", ["mafft", "muscle", "clustalw", "kalign", "probcons", "tcoffee"]
+)
 def test_the_other_tools_run_from_their_example(page: Page, bundle: str, service: str) -> None:
     page.goto(f"{bundle}/services/{service}")
     page.get_by_role("button", name="Fill in the example").click()

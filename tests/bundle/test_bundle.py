@@ -133,17 +133,22 @@ def test_muscle(bundle: str) -> None:
     ("kalign", {"type": "Divergent protein", "gpo": "5.5"}, "alignment.afa", read_fasta),
     ("probcons", {}, "stdout", read_fasta),
     ("probcons", {"consistency": "1", "refinement": "0"}, "stdout", read_fasta),
+    ("tcoffee", {}, "alignment.clustalw_aln", read_clustal),
+    ("tcoffee", {"method": "Fast", "type": "Protein", "gapopen": "-60", "gapext": "-4",
+                 "order": "Input"}, "alignment.clustalw_aln", read_clustal),
 ])  # fmt: skip
 def test_the_other_aligners_with_default_and_other_values(
     bundle: str, service: str, data: dict[str, object], output: str,
     read: Callable[[str], dict[str, str]],
 ) -> None:  # fmt: skip
-    """ClustalW, Kalign and ProbCons (served with APPLIANCE_TOOLS=all), through the
-    previous system's client."""
+    """ClustalW, Kalign, ProbCons and T-Coffee (served with APPLIANCE_TOOLS=all), through
+    the previous system's client."""
     outputs = run_job(SlivkaClient(bundle + "/"), service, data)
     assert_alignment_of_the_input(read(outputs[output]))
     if service == "clustalw":
         assert outputs["input.dnd"].count("HUMAN") == 4  # the guide tree, drawn on its page
+    if service == "tcoffee":
+        assert outputs["alignment.dnd"].count("HUMAN") == 4
 
 
 def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
