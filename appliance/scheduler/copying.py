@@ -7,16 +7,16 @@ job's files are usually its own a second after it was recorded."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
-from appliance.errors import FilesUnansweredError, StoreError
+from appliance.errors import FilesUnansweredError
 from appliance.jobdirs import make_job_dir
 from appliance.jobrecord import OutputRecord
 from appliance.offloop import FileWork
 from appliance.plan import job_location
 from appliance.scheduler.reuse import copy_outputs
+from appliance.scheduler.rounds import every
 from appliance.store import Doc, Store
 from appliance.volumes import Volumes
 
@@ -39,14 +39,7 @@ class OutputCopies:
         self.poll = poll
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except StoreError as exc:
-                log.warning("copies: MongoDB unavailable: %s", exc)
-            except Exception:  # a bug must not stop the copies
-                log.exception("copies: a round failed; trying again")
-            await asyncio.sleep(self.poll)
+        await every(lambda: self.poll, "reused outputs", self.round, log)
 
     async def round(self) -> int:
         """Copy what is due; how many jobs got their files."""

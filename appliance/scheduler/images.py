@@ -11,12 +11,12 @@ round, a scheduler that stopped leaves its images untrusted within three.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 
-from appliance.errors import RunnerError, StoreError
+from appliance.errors import RunnerError
 from appliance.runners.base import ImageIdentity
+from appliance.scheduler.rounds import every
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,7 @@ class ImageChecks:
             self.known[(runner, image)] = image_id
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except StoreError as exc:
-                log.warning("image checks: MongoDB unavailable: %s", exc)
-            except Exception:  # a bug must not stop the checks
-                log.exception("image checks: a round failed; trying again")
-            await asyncio.sleep(self.interval)
+        await every(lambda: self.interval, "image checks", self.round, log)
 
     async def round(self) -> None:
         if not self.engines:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, mail, mailsend, webhooks
-from appliance.errors import ConfigError, StoreError
+from appliance.errors import ConfigError
 from appliance.jobrecord import JobRecord
+from appliance.scheduler.rounds import every
 from appliance.settings import Settings
 from appliance.states import JobState
 from appliance.store import Doc, Store
@@ -78,14 +79,7 @@ class Notifier:
         self._slots = asyncio.Semaphore(AT_ONCE)
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except StoreError as exc:
-                log.warning("webhooks: MongoDB unavailable: %s", exc)
-            except Exception:  # a bug must not stop the notices
-                log.exception("webhooks: a round failed; trying again")
-            await asyncio.sleep(self.poll)
+        await every(lambda: self.poll, "webhooks", self.round, log)
 
     async def round(self) -> int:
         """Post the due notices of ended jobs; how many were posted."""

@@ -34,6 +34,7 @@ from appliance.model import ParamType, Service, ServiceTest
 from appliance.plan import UPLOADS, Location
 from appliance.planning import Planner
 from appliance.scheduler.base import Base, log
+from appliance.scheduler.rounds import every
 from appliance.states import JobState
 from appliance.store import new_id, utcnow
 from appliance.submission import planning_environment, record_job
@@ -84,14 +85,7 @@ class ServiceTests:
         return found
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except StoreError as exc:
-                log.warning("service tests: MongoDB unavailable: %s", exc)
-            except Exception:  # a bug here must not stop the scheduler
-                log.exception("service tests failed")
-            await asyncio.sleep(self.check_seconds)
+        await every(lambda: self.check_seconds, "service tests", self.round, log)
 
     async def round(self) -> None:
         store = self.scheduler.store
