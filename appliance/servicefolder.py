@@ -47,12 +47,15 @@ def load_service_file(path: Path) -> Service:
 
 
 def load_services(directory: Path) -> tuple[dict[str, Service], list[ConfigError]]:
-    """Every ``*.service.yaml`` below ``directory``: the good ones, and an error for each bad one."""
+    """Every ``*.service.yaml`` below ``directory`` (not in hidden folders): the good ones,
+    and an error for each bad one."""
     services: dict[str, Service] = {}
     errors: list[ConfigError] = []
     if not directory.is_dir():
         return services, [ConfigError("services folder not found", source=str(directory))]
     for path in sorted(directory.rglob(f"*{SUFFIX}")):
+        if any(part.startswith(".") for part in path.relative_to(directory).parts[:-1]):
+            continue  # hidden folders: a Kubernetes ConfigMap's ..<time> copy, .git
         try:
             service = load_service_file(path)
         except ConfigErrors as many:

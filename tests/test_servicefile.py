@@ -185,3 +185,18 @@ def test_previous_runner_classes_are_mapped_by_the_setting(
         (tmp_path / "sort" / "Dockerfile").write_text("FROM scratch\n")
     service = map_previous_runners(load_service_file(path), setting)
     assert {rid: c.runner for rid, c in service.runners.items()} == expected
+
+
+def test_a_configmaps_hidden_copy_is_not_read_twice(tmp_path: Path) -> None:
+    """A Kubernetes ConfigMap volume holds each file in a hidden ``..<time>`` folder and a
+    link to it beside; hidden folders (and ``.git``) are not service folders."""
+    shipped = ROOT / "services" / "kalign" / "kalign.service.yaml"
+    hidden = tmp_path / "..2026_12_07_17_00_00.123456789"
+    hidden.mkdir()
+    (hidden / "kalign.service.yaml").write_text(shipped.read_text())
+    (tmp_path / "..data").symlink_to(hidden.name)
+    (tmp_path / "kalign.service.yaml").symlink_to("..data/kalign.service.yaml")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "old.service.yaml").write_text("not: a service")
+    services, errors = load_services(tmp_path)
+    assert errors == [] and set(services) == {"kalign"}
