@@ -36,6 +36,8 @@ KNOWN_MEDIA_TYPES = frozenset(CHECKERS) | {
     "application/x-stockholm", "application/x-msf", "application/x-pir", "application/x-phylip",
     "text/x-newick", "application/x-newick", "text/x-nh", "application/x-nexus", "chemical/x-pdb",
     "application/x-pdb", "image/png", "image/svg+xml", "application/postscript",
+    # a predictor's results for Jalview (the previous system's deployments write these)
+    "application/jalview-annotations", "application/jalview-features",
 }  # fmt: skip
 
 
