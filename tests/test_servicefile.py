@@ -8,6 +8,7 @@ import pytest
 from appliance.catalogue import map_previous_runners
 from appliance.errors import ConfigError
 from appliance.model import ParamType
+from appliance.servicecheck import service_mistakes
 from appliance.servicefolder import load_service_file, load_services
 from tests.conftest import DATA, ROOT
 
@@ -200,3 +201,13 @@ def test_a_configmaps_hidden_copy_is_not_read_twice(tmp_path: Path) -> None:
     (tmp_path / ".git" / "old.service.yaml").write_text("not: a service")
     services, errors = load_services(tmp_path)
     assert errors == [] and set(services) == {"kalign"}
+
+
+def test_shipped_services_have_no_mistake_a_check_would_find() -> None:
+    """What `appliance check` (and so scripts/up) would stop at, for every shipped file:
+    Jalview's annotation media types among what it knows."""
+    services, errors = load_services(ROOT / "services")
+    assert errors == []
+    for service in services.values():
+        assert service_mistakes(service, {}) == [], service.id
+    assert {o.media_type for o in services["jronn"].outputs} >= {"application/jalview-annotations"}

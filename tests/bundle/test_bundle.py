@@ -68,18 +68,22 @@ def test_mafft(bundle: str) -> None:
 SHIPPED = {path.parent.name for path in (ROOT / "services").glob("*/*.service.yaml")}
 JALVIEW_MSA = ("Operation :: Analysis :: Sequence analysis :: Sequence alignment :: "
                "Multiple sequence alignment")  # fmt: skip
+JALVIEW_PROTEIN = "Operation :: Analysis :: Sequence analysis :: Protein sequence analysis"
 
 
 def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
     """Asserted from the API's JSON, as Jalview's Java client reads it: its menu entry (an
-    Operation classifier with double colons), the outputs it looks for (an alignment by
-    media type, logs named log and error-log), presets in the old shape, no null where
-    the client casts to a number, and a job whose echoed parameters hold only text."""
+    Operation classifier with double colons), the outputs it looks for (an alignment, or
+    a predictor's annotations, by media type; logs named log and error-log), presets in
+    the old shape, no null where the client casts to a number, and a job whose echoed
+    parameters hold only text."""
     services = {s["id"]: s for s in httpx.get(bundle + "/api/services").json()["services"]}
     assert set(services) == SHIPPED  # the test bundle serves every shipped tool
     for service_id, service in services.items():
-        assert JALVIEW_MSA in service["classifiers"], service_id
-        assert {p["id"] for p in service["presets"]} >= {"fast", "accurate"}
+        aligner = JALVIEW_MSA in service["classifiers"]
+        assert aligner or JALVIEW_PROTEIN in service["classifiers"], service_id
+        if aligner:
+            assert {p["id"] for p in service["presets"]} >= {"fast", "accurate"}
         for preset in service["presets"]:
             assert isinstance(preset["name"], str) and isinstance(preset["description"], str)
             assert set(preset["values"]) <= {p["id"] for p in service["parameters"]}
@@ -102,6 +106,13 @@ def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
         assert job["status"] == "COMPLETED", job
         files = {f["label"]: f for f in httpx.get(job_url + "/files").json()["files"]}
         kinds = {f["id"].split("/", 1)[1]: f["mediaType"] for f in files.values()}
+        assert kinds["stderr"] == "text/plain" and files["error-log"]["path"] == "stderr"
+        if not aligner:  # a predictor: its scores as Jalview annotations of each sequence
+            annotations = files["jalview-annotations"]
+            assert annotations["mediaType"] == "application/jalview-annotations"
+            text = httpx.get(bundle + annotations["@content"]).text
+            assert text.startswith("JALVIEW_ANNOTATION") and text.count("SEQUENCE_REF") == 4
+            continue
         alignment = [f for f in files.values() if f["mediaType"] in
                      ("application/clustal", "application/fasta")]  # fmt: skip
         assert len(alignment) == 1, kinds
@@ -112,7 +123,6 @@ def test_what_jalview_reads_of_every_shipped_service(bundle: str) -> None:
             else read_fasta(text)
         )
         assert_alignment_of_the_input(rows)
-        assert kinds["stderr"] == "text/plain" and files["error-log"]["path"] == "stderr"
         if service_id == "clustalo":
             assert (
                 files["log"]["path"] == "clustalo.log" and files["log"]["mediaType"] == "text/plain"
@@ -149,6 +159,31 @@ def test_the_other_aligners_with_default_and_other_values(
         assert outputs["input.dnd"].count("HUMAN") == 4  # the guide tree, drawn on its page
     if service == "tcoffee":
         assert outputs["alignment.dnd"].count("HUMAN") == 4
+
+
+@pytest.mark.parametrize("data", [{}, {"threshold": "0.4"}])
+def test_jronn_scores_every_residue_as_numbers_and_annotations(
+    bundle: str, data: dict[str, object]
+) -> None:
+    """JRonn (served with APPLIANCE_TOOLS=all), through the previous system's client: a
+    score for each residue of each input sequence, the same scores as Jalview annotations
+    (one line graph a sequence, with its 0.5 line)."""
+    outputs = run_job(SlivkaClient(bundle + "/"), "jronn", data)
+    sequences = read_fasta(PROTEINS.read_text())
+    blocks = outputs["jronn.out"].strip().split("\n\n")
+    assert len(blocks) == len(sequences)
+    for block in blocks:
+        name, residues, scores = block.split("\n")
+        full = sequences[name[1:].split()[0]]
+        assert residues.split() == list(full)
+        values = [float(v) for v in scores.split()]
+        assert len(values) == len(full) and all(0 <= v <= 1 for v in values)
+    annotations = outputs["jronn.jvannot"].split("\n")
+    graphs = [row.split("\t") for row in annotations if row.startswith("LINE_GRAPH")]
+    assert [g[1] for g in graphs] == ["JRonn"] * len(sequences)
+    assert sum(row.startswith("GRAPHLINE\tJRonn\t0.5\t") for row in annotations) == len(sequences)
+    if data:
+        assert "disorder=0.4" in outputs["jronn.log"]
 
 
 def test_oversized_upload_gets_413_at_the_proxy(bundle: str) -> None:
