@@ -691,3 +691,26 @@ async def test_a_start_the_engine_took_and_failed_ends_the_job_never_run_twice(
         job["error"]
     )
     assert not (settings.jobs_dir / job_id / "runs.txt").exists()
+
+
+async def test_the_engine_tells_when_an_image_is_tagged_anew(
+    settings: Settings, catalogue: Catalogue
+) -> None:
+    """Reuse trusts what an image is only while a scheduler keeps checking it: the engine's
+    image events make the check come at once when a tag moves (a rebuilt image)."""
+    backend = create_backend(catalogue.runners["docker"], settings)
+    assert isinstance(backend, DockerBackend)
+    tag = f"appliance-test/retagged:{settings.instance}"
+    try:
+        await backend.images_changed(0.5)  # the stream is open from here on
+        waiting = asyncio.create_task(backend.images_changed(60))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        started = time.monotonic()
+        subprocess.run(["docker", "tag", TEST_IMAGE, tag], capture_output=True, check=True)
+        await asyncio.wait_for(waiting, 10)
+        assert time.monotonic() - started < 5
+        assert await backend.image_id(tag) == await backend.image_id(TEST_IMAGE)
+    finally:
+        subprocess.run(["docker", "rmi", tag], capture_output=True)
+        await backend.close()

@@ -214,3 +214,21 @@ async def test_retention_keeps_a_job_still_to_be_copied_and_forgets_marked_resul
     assert swept.jobs == 1
     assert await store.get_job("aaaaaaaaaaaaaaaa") is not None  # a copy still reads it
     assert await store.get_job("bbbbbbbbbbbbbbbb") is None
+
+
+async def test_an_image_the_engine_says_was_rebuilt_is_republished_at_once(
+    settings: Settings, store: Store
+) -> None:
+    run = Running(settings, store)
+    run.scheduler.image_checks.interval = 300.0  # no periodic check within the test
+    try:
+        service = run.catalogue.services["probe"]
+        first = (await submitted(settings, store, service, "made.txt"))["_id"]
+        await completed_and_recorded(store, first)
+        await wait_for(lambda: _published(store, f"sha256:memory-{TEST_IMAGE}"), 10)
+        run.backend.rebuild(TEST_IMAGE, "sha256:rebuilt")  # and the engine tells
+        await wait_for(lambda: _published(store, "sha256:rebuilt"), 5)
+        after = await submitted(settings, store, service, "made.txt")
+    finally:
+        await run.close()
+    assert after["state"] == "ACCEPTED" and "reused_from" not in after

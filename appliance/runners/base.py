@@ -136,6 +136,15 @@ class ImageIdentity(Protocol):
 
 
 @runtime_checkable
+class ImageWatching(Protocol):
+    """A backend whose engine tells when its images change (a tag moved to a rebuilt
+    image): the scheduler then asks what they are at once (``appliance.scheduler.images``)."""
+
+    async def images_changed(self, timeout: float) -> None:
+        """Return when an image changed, or after ``timeout`` seconds."""
+
+
+@runtime_checkable
 class Probing(Protocol):
     """A backend that can say whether its engine answers and which images it lacks."""
 

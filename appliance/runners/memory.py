@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance.aio import wait_event
 from appliance.errors import RunnerUnavailableError
 from appliance.exits import read_exit_records, write_exit_record
 from appliance.offloop import FileWork
@@ -48,11 +49,21 @@ class MemoryBackend:
         self.runs: list[str] = []  # every run actually started (a repeated submit is not)
         self.reachable = True
         self.image_ids: dict[str, str] = {}  # image_id's answers, by name (tests)
+        self._images_changed = asyncio.Event()
 
     async def image_id(self, image: str) -> str | None:
         """A made-up id per image name (tests change it to stand for a rebuilt image)."""
         self._check()
         return self.image_ids.get(image, f"sha256:memory-{image}")
+
+    def rebuild(self, image: str, image_id: str) -> None:
+        """Tests: ``image`` is another image now, and the engine says so."""
+        self.image_ids[image] = image_id
+        self._images_changed.set()
+
+    async def images_changed(self, timeout: float) -> None:
+        await wait_event(self._images_changed, timeout)
+        self._images_changed.clear()
 
     async def submit(self, run: StepRun) -> str:
         self._check()

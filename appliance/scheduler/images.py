@@ -2,20 +2,25 @@
 answer an identical job at submission (``appliance.reusing``) without an engine.
 
 A scheduler publishes each image it inspects for a reuse key, then inspects every
-published image of its runners again every ``CHECK_SECONDS``: unchanged ones are marked
-checked (one write a round), a changed one is published anew, a gone one withdrawn. The
-web trusts a publication for three rounds only (``appliance.store.images.TRUSTED_FOR``):
-an image rebuilt under the same name is answered from its old results for at most one
-round, a scheduler that stopped leaves its images untrusted within three.
+published image of its runners again every ``CHECK_SECONDS``, and at once when an
+engine says an image was tagged, pulled, loaded or deleted (the docker runner follows
+its engine's events: ``ImageWatching``): unchanged ones are marked checked (one write a
+round), a changed one is published anew, a gone one withdrawn. The web trusts a
+publication for three rounds only (``appliance.store.images.TRUSTED_FOR``): an image
+rebuilt under the same name is republished as soon as its engine tells (at most one
+round where it does not), and a scheduler that stopped leaves its images untrusted
+within three.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
+from appliance.aio import cancel_all
 from appliance.errors import RunnerError
-from appliance.runners.base import ImageIdentity
+from appliance.runners.base import ImageIdentity, ImageWatching
 from appliance.scheduler.rounds import every
 from appliance.store import Store
 
@@ -44,7 +49,23 @@ class ImageChecks:
             self.known[(runner, image)] = image_id
 
     async def run(self) -> None:
-        await every(lambda: self.interval, "image checks", self.round, log)
+        await every(lambda: 0.0, "image checks", self._wait_then_check, log)
+
+    async def _wait_then_check(self) -> None:
+        await self._changed(self.interval)
+        await self.round()
+
+    async def _changed(self, timeout: float) -> None:
+        """Return when an engine says one of its images changed, or after ``timeout``."""
+        watching = [e for e in self.engines.values() if isinstance(e, ImageWatching)]
+        if not watching:
+            await asyncio.sleep(timeout)
+            return
+        waits = [asyncio.create_task(e.images_changed(timeout)) for e in watching]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_all(waits)
 
     async def round(self) -> None:
         if not self.engines:

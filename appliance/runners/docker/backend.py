@@ -42,13 +42,8 @@ from appliance.runners.docker.containers import (
     container_name,
     container_options,
 )
-from appliance.runners.docker.engine import (
-    Engine,
-    EngineError,
-    NotFound,
-    Unreachable,
-)
-from appliance.runners.docker.events import EngineEvents
+from appliance.runners.docker.engine import Engine, EngineError, NotFound, Unreachable
+from appliance.runners.docker.events import CONTAINERS, IMAGES, EngineEvents
 from appliance.runners.docker.identity import AccountsOfImages, add_named_user
 from appliance.runners.docker.liveoutput import LiveOutput, Running
 from appliance.runners.docker.waiting import Waiting, WaitingJobs, forget
@@ -93,12 +88,12 @@ class DockerBackend:
         # an earlier process left waiting for a slot is queued again from this plan.
         self._adopted: dict[str, StepRun] = {}
         self._starter = ThreadPoolExecutor(8, thread_name_prefix="docker-start")
-        # The engine's event stream (our containers starting and dying), read by a thread.
-        self.events = EngineEvents(self.base_url, f"{LABEL_INSTANCE}={settings.instance}",
-                                   self._died_now)  # fmt: skip
+        # The engine's event streams, each read by a thread: our containers; its images.
+        ours = CONTAINERS | {"label": [f"{LABEL_INSTANCE}={settings.instance}"]}
+        self.events = EngineEvents(self.base_url, ours, self._died_now)
+        self.image_events = EngineEvents(self.base_url, IMAGES)
         self._removing: dict[str, RunStatus] = {}  # finished, container being removed
-        # Containers the engine said died: for a moment its list still shows them running.
-        self._died: set[str] = set()
+        self._died: set[str] = set()  # said dead by the engine (its list lags a moment)
         self._remover = ThreadPoolExecutor(2, thread_name_prefix="docker-remove")
         self.limits = config.limits
         self.instance = settings.instance
@@ -420,6 +415,10 @@ class DockerBackend:
         """Return when one of our containers started or died (or after ``timeout``)."""
         await self.events.changed(timeout)
 
+    async def images_changed(self, timeout: float) -> None:
+        """Return when an image was tagged, pulled, loaded or deleted (or after ``timeout``)."""
+        await self.image_events.changed(timeout)
+
     # -- cancel and close ----------------------------------------------------------------
 
     def _stop(self, handle: str) -> None:
@@ -489,6 +488,7 @@ class DockerBackend:
 
     async def close(self) -> None:
         self.events.close()
+        self.image_events.close()
         await asyncio.to_thread(self._starter.shutdown, wait=True)
         await asyncio.to_thread(self._remover.shutdown, wait=True)
         await asyncio.to_thread(self.live.close)

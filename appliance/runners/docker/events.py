@@ -1,9 +1,12 @@
-"""The Docker engine's event stream, read by a thread: our containers starting and dying.
+"""The Docker engine's event stream, read by a thread: our containers starting and dying,
+or images tagged, pulled, loaded or deleted (each a stream of its own, by ``filters``).
 
-A death is told twice: to the backend (``on_death``: the engine's list lags the event by
-a moment, and a freed slot can be filled at once) and to the scheduler's event loop (the
-``changed`` notice, so statuses are asked at once). After an error the stream is opened
-again a second later, with a notice, since something may have been missed meanwhile.
+A container's death is told twice: to the backend (``on_death``: the engine's list lags
+the event by a moment, and a freed slot can be filled at once) and to the scheduler's
+event loop (the ``changed`` notice, so statuses are asked at once). An image's change is
+told by ``changed`` only (the scheduler then asks what its images are now). After an
+error the stream is opened again a second later, with a notice, since something may
+have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -21,10 +24,15 @@ from appliance.runners.docker.engine import Engine
 log = logging.getLogger(__name__)
 
 
+CONTAINERS = {"type": ["container"], "event": ["start", "die"]}
+IMAGES = {"type": ["image"], "event": ["tag", "untag", "delete", "pull", "load", "import"]}
+
+
 class EngineEvents:
-    def __init__(self, base_url: str, label: str, on_death: Callable[[str], None]) -> None:
+    def __init__(self, base_url: str, filters: dict[str, list[str]],
+                 on_death: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.base_url = base_url
-        self.label = label  # "appliance.instance=<instance>": only our containers
+        self.filters = filters  # CONTAINERS with our label, or IMAGES
         self.on_death = on_death
         self.closing = False
         self._engine: Engine | None = None
@@ -32,7 +40,7 @@ class EngineEvents:
         self._change: asyncio.Event | None = None
 
     def _read(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
-        filters = {"type": ["container"], "event": ["start", "die"], "label": [self.label]}
+        filters = self.filters
         while not self.closing:
             try:
                 self._engine = engine = Engine(self.base_url, timeout=None)
@@ -41,7 +49,7 @@ class EngineEvents:
                                          what="follow the engine's events")  # fmt: skip
                     while line := stream.readline():  # one JSON object a line
                         event = json.loads(line)
-                        if event.get("Action") == "die":
+                        if event.get("Action") == "die" and self.on_death is not None:
                             attributes = event.get("Actor", {}).get("Attributes", {})
                             self.on_death(str(attributes.get("name")))
                         self._notify(loop, change)
@@ -61,12 +69,12 @@ class EngineEvents:
             self.closing = True
 
     async def changed(self, timeout: float) -> None:
-        """Return when one of our containers started or died (or after ``timeout``)."""
+        """Return when an event came (or after ``timeout``)."""
         if self._thread is None:
             self._change = asyncio.Event()
             self._thread = threading.Thread(
                 target=self._read, args=(asyncio.get_running_loop(), self._change),
-                name="docker-events", daemon=True,
+                name=f"docker-events-{self.filters['type'][0]}", daemon=True,
             )  # fmt: skip
             self._thread.start()
         assert self._change is not None
