@@ -143,8 +143,13 @@ def pods_of(instance: str) -> list[dict[str, Any]]:
 async def test_the_job_pod_is_locked_down(settings: Settings, catalogue: Catalogue, store: Store,
                                           scheduler: Scheduler) -> None:  # fmt: skip
     job_id = await submit(
-        store, catalogue, "inspect", {"input": [input_file(settings)], "seconds": ["0"]}
+        store, catalogue, "inspect", {"input": [input_file(settings)], "seconds": ["5"]}
     )
+    # Read while it runs: once the job is over, housekeeping may delete its Job at any time.
+    await wait_state(store, job_id, "RUNNING", timeout=90)
+    (pod,) = pods_of(settings.instance)
+    (kjob,) = kube.kubectl_json("-n", kube.NAMESPACE, "get", "jobs", "-l",
+                                f"appliance.job={job_id}")["items"]  # fmt: skip
     job = await wait_final(store, job_id, timeout=90)
     work = settings.jobs_dir / job_id
     assert job["state"] == "COMPLETED", (job, (work / "stderr").read_text())
@@ -152,7 +157,6 @@ async def test_the_job_pod_is_locked_down(settings: Settings, catalogue: Catalog
     assert (work / "uid.txt").read_text() == "1000\n"
     assert "can't create inputs/input" in (work / "stderr").read_text()  # the input is read-only
     assert (settings.uploads_dir / "upload1").read_text() == "the input\n"
-    (pod,) = pods_of(settings.instance)
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
     assert spec["restartPolicy"] == "Never"
@@ -173,8 +177,6 @@ async def test_the_job_pod_is_locked_down(settings: Settings, catalogue: Catalog
     assert (
         pod["metadata"]["labels"]["appliance.network"] == "none"
     )  # what the chart's policy denies
-    (kjob,) = kube.kubectl_json("-n", kube.NAMESPACE, "get", "jobs", "-l",
-                                f"appliance.job={job_id}")["items"]  # fmt: skip
     assert kjob["spec"]["backoffLimit"] == 0 and kjob["spec"]["activeDeadlineSeconds"] == 3600
     assert kjob["spec"]["ttlSecondsAfterFinished"] == 3600
 
