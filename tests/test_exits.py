@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,22 @@ def test_a_record_the_job_replaced_is_not_trusted(tmp_path: Path) -> None:
     assert read_exit_record(tmp_path) is None  # a symlink is not followed
     os.mkfifo(records / ".exit-1.json")
     assert read_exit_record(tmp_path, 1) is None  # a FIFO does not block the reader
+
+
+def test_an_exit_255_is_the_engines_only_for_a_container_running_when_it_went() -> None:
+    from appliance.runners.docker.engineapi import lost_by_engine
+
+    def state(code: int, started: str, finished: str, error: str = "") -> dict[str, object]:
+        return {"ExitCode": code, "Error": error, "StartedAt": f"2026-12-07T18:50:{started}Z",
+                "FinishedAt": f"2026-12-07T18:50:{finished}Z"}  # fmt: skip
+
+    went = datetime(2026, 12, 7, 18, 50, 35, tzinfo=UTC).timestamp()
+    # seen by the engine's restart (what CI saw: started 34.05, the engine gone at 35.07)
+    assert lost_by_engine(state(255, "34.046256692", "35.668953662"), went)
+    never_ended = {**state(255, "34.0", "36.0"), "FinishedAt": "0001-01-01T00:00:00Z"}
+    assert lost_by_engine(never_ended, went)
+    assert not lost_by_engine(state(255, "30.0", "31.0"), went)  # the tool's own, before
+    assert not lost_by_engine(state(255, "36.0", "37.0"), went)  # started after it came back
+    assert not lost_by_engine(state(255, "34.0", "36.0"), None)  # this process never lost it
+    assert not lost_by_engine(state(143, "34.0", "36.0"), went)  # a signal says so itself
+    assert not lost_by_engine(state(255, "34.0", "36.0", error="shim gone"), went)  # its word

@@ -212,8 +212,9 @@ def test_docker_engine_restart_under_load(stack: Stack, tmp_path: Path) -> None:
     assert load.answers.keys() == {202}  # the web process does not need the engine
     assert states["COMPLETED"] >= 1 and set(states) <= {"COMPLETED", "FAILED", "ERROR"}
     for job in jobs.values():
-        if job["status"] == "FAILED":  # those running when the engine stopped, with the reason
-            assert "signal" in job["error"], job
+        if job["status"] == "FAILED":  # those running when the engine stopped, with the reason:
+            # stopped by it (a signal), or lost by it (started as it stopped: exit 255)
+            assert "signal" in job["error"] or "engine stopped" in job["error"], job
         if job["status"] == "ERROR":  # being started as the engine went: may have run, so
             assert "may have run, so it is not started again" in job["error"], job  # not again
     assert all(runs_of(stack, job_id) in ("run\n", "") for job_id in load.accepted)  # none twice

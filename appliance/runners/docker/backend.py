@@ -278,7 +278,7 @@ class DockerBackend:
 
     def _finish(self, container: Any) -> RunStatus:
         """Keep the logs and the exit code in the job directory, then remove the container."""
-        code, oom, message = engineapi.exit_of(container)
+        code, oom, message = engineapi.exit_of(container, self.events.lost_at)
         workdir, step = self._workdir_of(container)
         labels = container.labels
         streams = {"stdout": labels.get(LABEL_STDOUT) or "stdout",

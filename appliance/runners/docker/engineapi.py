@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +168,40 @@ def _state(container: Container) -> dict[str, Any]:
     return state
 
 
-def exit_of(container: Container) -> tuple[int, bool, str]:
+ENGINE_LOST = (
+    "the Docker engine stopped while the job ran and lost it (exit code 255 is the "
+    "engine's, not the tool's): was the engine restarted?"
+)
+
+
+def _instant(value: Any) -> float | None:
+    """A time the engine gives (RFC 3339, nanoseconds), in seconds; None if unset."""
+    try:
+        instant = datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+    return instant if instant > 0 else None  # "0001-01-01T00:00:00Z": never
+
+
+def lost_by_engine(state: dict[str, Any], engine_lost_at: float | None) -> bool:
+    """Whether an exit 255 is the engine's word for a container it lost while it was
+    down (what it reports on restart), not the tool's own: the container started before
+    the engine went away and was not seen to end before then."""
+    if state.get("ExitCode") != 255 or state.get("Error") or engine_lost_at is None:
+        return False
+    started, finished = _instant(state.get("StartedAt")), _instant(state.get("FinishedAt"))
+    return (
+        started is not None and started < engine_lost_at
+        and (finished is None or finished >= engine_lost_at)
+    )  # fmt: skip
+
+
+def exit_of(container: Container, engine_lost_at: float | None = None) -> tuple[int, bool, str]:
     """An ended container's exit code, whether it ran out of memory, and why it failed.
 
     A container from the engine's list says only "Exited (N)": unless N is 0, it is
-    inspected to learn why (out of memory, an engine error, ...).
+    inspected to learn why (out of memory, an engine error, ...). ``engine_lost_at``:
+    when this process last lost the engine (its event stream broke), if ever.
     """
     if not isinstance(container.attrs.get("State"), dict) and not str(
         container.attrs.get("Status", "")
@@ -190,4 +220,6 @@ def exit_of(container: Container) -> tuple[int, bool, str]:
         state = _state(container)
     oom = bool(state.get("OOMKilled"))
     message = "the job ran out of memory and was killed" if oom else str(state.get("Error") or "")
+    if lost_by_engine(state, engine_lost_at):
+        message = ENGINE_LOST
     return int(state.get("ExitCode", -1)), oom, message

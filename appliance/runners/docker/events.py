@@ -38,6 +38,7 @@ class EngineEvents:
         self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._change: asyncio.Event | None = None
+        self.lost_at: float | None = None  # when the stream last broke (time.time())
 
     def _read(self, loop: asyncio.AbstractEventLoop, change: asyncio.Event) -> None:
         filters = self.filters
@@ -59,6 +60,7 @@ class EngineEvents:
                 if not self.closing:
                     log.debug("docker events: %s", exc)
             if not self.closing:
+                self.lost_at = time.time()
                 self._notify(loop, change)  # something may have been missed
                 time.sleep(1.0)
 
