@@ -298,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         "--http-workers", type=int, default=2, help="web workers of each system (2)"
     )
     parser.add_argument("--slots", type=int, default=4, help="execution slots of each system (4)")
-    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--out", type=Path, help=(
+        "where the results go (default: bench/results for the full run with every option at "
+        "its default, which the README quotes; a new folder under /tmp for any other run)"))  # fmt: skip
     args = parser.parse_args(argv)
+    if args.out is None:
+        defaults = vars(parser.parse_args(["--mongodb-uri", args.mongodb_uri]))
+        full = vars(args) == defaults
+        args.out = (BENCH / "results" if full else
+                    Path(tempfile.mkdtemp(prefix=f"appliance-bench-{time.strftime('%Y%m%d-%H%M%S')}-")))  # fmt: skip
     args.phases = args.phases.split(",")
     args.systems = args.systems.split(",")
     run = Run(args)
