@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import appliance.scheduler.retention as retention
-from appliance.errors import RunnerError, StoreError
+from appliance.errors import RunnerError
 from appliance.runners.base import OrphanRemover
 from appliance.scheduler.base import Base, log
+from appliance.scheduler.rounds import guarded
 from appliance.states import JobState
 from appliance.waiting import same, waiting
 
@@ -55,13 +56,8 @@ class Housekeeping:
         ]
         if self.rounds % RETENTION_EVERY == 1:
             chores.append(("retention", self.retention))
-        for name, chore in chores:
-            try:
-                await chore()
-            except StoreError as exc:
-                log.warning("housekeeping (%s): MongoDB unavailable: %s", name, exc)
-            except Exception:  # a bug in one chore must not stop the others
-                log.exception("housekeeping (%s) failed", name)
+        for name, chore in chores:  # one failing does not stop the others
+            await guarded(f"housekeeping ({name})", chore, log)
 
     async def remove_orphans(self) -> None:
         scheduler = self.scheduler
